@@ -1,0 +1,279 @@
+//! The HTTP API on `api.listen`: task submission and queries, the views behind the CLI
+//! commands, and the health endpoints Kubernetes probes. JSON in and out; every error is
+//! `{"error": "...", "code": "..."}` with a status that says what kind of problem it is.
+//! The contract is written down in `docs/openapi.yaml`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::node::{CapabilitiesView, Health, PeerView, Request, StatusView};
+use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The core loop must have turned within this for `/healthz` to pass.
+const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
+
+/// Cloneable handle the API (and tests) use to talk to the node core.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Request>,
+    health: Arc<Health>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    pub code: String,
+    #[serde(skip)]
+    status: u16,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
+        Self { error: error.into(), code: code.into(), status: status.as_u16() }
+    }
+
+    fn unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "node is shutting down")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self)).into_response()
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        let (status, code) = match &e {
+            SubmitError::UnknownType(_) => (StatusCode::BAD_REQUEST, "unknown_task_type"),
+            SubmitError::Invalid { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            SubmitError::NoCapableWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_capable_worker"),
+            SubmitError::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match &e {
+            CancelError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            CancelError::AlreadyFinal(..) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+        }
+    }
+}
+
+impl NodeHandle {
+    pub fn new(tx: mpsc::Sender<Request>, health: Arc<Health>) -> Self {
+        Self { tx, health }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| ApiError::unavailable())?;
+        rx.await.map_err(|_| ApiError::unavailable())
+    }
+
+    /// Submits a task; with `wait`, resolves once it is final.
+    pub async fn submit(&self, spec: TaskSpec, wait: bool) -> Result<Submitted, ApiError> {
+        let (waiter, final_rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let id = self.ask(|reply| Request::Submit { spec, waiter, reply }).await??;
+        match final_rx {
+            Some(rx) => Ok(Submitted::Final(Box::new(rx.await.map_err(|_| ApiError::unavailable())?))),
+            None => Ok(Submitted::Accepted(id)),
+        }
+    }
+
+    pub async fn get(&self, id: String) -> Result<TaskRecord, ApiError> {
+        self.ask(|reply| Request::Get { id: id.clone(), reply })
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no task with id {id}")))
+    }
+
+    pub async fn list(&self, limit: usize) -> Result<Vec<TaskRecord>, ApiError> {
+        self.ask(|reply| Request::List { limit, reply }).await
+    }
+
+    pub async fn cancel(&self, id: String) -> Result<TaskRecord, ApiError> {
+        Ok(self.ask(|reply| Request::Cancel { id, reply }).await??)
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        self.ask(|reply| Request::Peers { reply }).await
+    }
+
+    pub async fn status(&self) -> Result<StatusView, ApiError> {
+        self.ask(|reply| Request::Status { reply }).await
+    }
+
+    pub async fn capabilities(&self) -> Result<CapabilitiesView, ApiError> {
+        self.ask(|reply| Request::Capabilities { reply }).await
+    }
+}
+
+pub enum Submitted {
+    Accepted(String),
+    Final(Box<TaskRecord>),
+}
+
+/// Body of `POST /v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    #[serde(rename = "type")]
+    task_type: String,
+    #[serde(default)]
+    payload: String,
+    timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+pub fn router(handle: NodeHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/tasks", get(list_tasks).post(submit_task))
+        .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
+        .route("/v1/peers", get(peers))
+        .route("/v1/status", get(status))
+        .route("/v1/capabilities", get(capabilities))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(handle)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(handle)).with_graceful_shutdown(shutdown).await
+}
+
+async fn healthz(State(h): State<NodeHandle>) -> Response {
+    if h.health.is_live(LIVENESS_WINDOW) {
+        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stalled", "event loop has not turned in 5 s").into_response()
+    }
+}
+
+async fn readyz(State(h): State<NodeHandle>) -> Response {
+    if h.health.ready.load(Ordering::Relaxed) {
+        return (StatusCode::OK, axum::Json(serde_json::json!({"ready": true}))).into_response();
+    }
+    let reason = if h.health.shutting_down.load(Ordering::Relaxed) {
+        "shutting down"
+    } else {
+        "not joined: no cluster peer connected or routing table empty"
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"ready": false, "reason": reason}))).into_response()
+}
+
+/// Parses a JSON body, naming the offending field on error.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let what = if path == "." { "body".to_string() } else { format!("field {path}") };
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{what}: {inner}"))
+    })
+}
+
+fn parse_query<T: serde::de::DeserializeOwned>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("query string: {}", e.body_text())))
+}
+
+async fn submit_task(
+    State(h): State<NodeHandle>,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let query = parse_query(query)?;
+    let body: SubmitBody = parse_body(&body)?;
+    if body.task_type.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "field type: must not be empty"));
+    }
+    let spec = TaskSpec {
+        task_type: body.task_type,
+        payload: body.payload,
+        timeout_ms: body.timeout_ms,
+        max_attempts: body.max_attempts,
+    };
+    Ok(match h.submit(spec, query.wait).await? {
+        Submitted::Accepted(id) => {
+            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"id": id, "state": "pending"}))).into_response()
+        }
+        Submitted::Final(record) => (StatusCode::OK, axum::Json(record)).into_response(),
+    })
+}
+
+async fn list_tasks(
+    State(h): State<NodeHandle>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let limit = parse_query(query)?.limit.unwrap_or(100).min(10_000);
+    let tasks = h.list(limit).await?;
+    Ok(axum::Json(serde_json::json!({ "tasks": tasks })).into_response())
+}
+
+async fn get_task(State(h): State<NodeHandle>, Path(id): Path<String>) -> Result<axum::Json<TaskRecord>, ApiError> {
+    h.get(id).await.map(axum::Json)
+}
+
+async fn cancel_task(State(h): State<NodeHandle>, Path(id): Path<String>) -> Result<axum::Json<TaskRecord>, ApiError> {
+    h.cancel(id).await.map(axum::Json)
+}
+
+async fn peers(State(h): State<NodeHandle>) -> Result<Response, ApiError> {
+    let peers = h.peers().await?;
+    Ok(axum::Json(serde_json::json!({ "peers": peers })).into_response())
+}
+
+async fn status(State(h): State<NodeHandle>) -> Result<axum::Json<StatusView>, ApiError> {
+    h.status().await.map(axum::Json)
+}
+
+async fn capabilities(State(h): State<NodeHandle>) -> Result<axum::Json<CapabilitiesView>, ApiError> {
+    h.capabilities().await.map(axum::Json)
+}

@@ -1,0 +1,256 @@
+//! The interactive commands (`help`, `peers`, `status`, `capabilities`, `task ...`): parsed
+//! from a line, executed against a node's HTTP API, and rendered for a terminal. The same
+//! code serves the prompt, one-shot invocations and piped input.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::client::{ApiClient, ClientError};
+
+pub const HELP: &str = "\
+Commands:
+  help                         this text
+  peers                        cluster members: id, role, state, address, RTT, direct/relayed, load
+  status                       this node: peer id, role, addresses, NAT status, peers, DHT size, uptime
+  capabilities                 this node's and the cluster's capabilities
+  task <type> <payload...>     run a task and print its result (waits until it is final)
+  submit <type> <payload...>   submit a task without waiting; prints its id
+  task-status <id>             show a task's state, attempts and result
+  cancel <id>                  cancel a pending or running task
+  tasks                        recent tasks at this node
+Task types: compute <data> | storage put <key> <value> | storage get <key> | echo <text> | sleep <ms> | fail <message>";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Peers,
+    Status,
+    Capabilities,
+    Task { task_type: String, payload: String, wait: bool },
+    TaskStatus(String),
+    Cancel(String),
+    Tasks,
+    Quit,
+}
+
+impl Command {
+    /// Parses one command line; `Ok(None)` for a blank line.
+    pub fn parse(line: &str) -> Result<Option<Self>, String> {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return Ok(None);
+        }
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        let one_arg = |name: &str| -> Result<String, String> {
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                Err(format!("usage: {name} <id>"))
+            } else {
+                Ok(rest.to_string())
+            }
+        };
+        let no_args =
+            |cmd: Command| if rest.is_empty() { Ok(Some(cmd)) } else { Err(format!("{word} takes no arguments")) };
+        match word {
+            "help" | "?" => no_args(Command::Help),
+            "peers" => no_args(Command::Peers),
+            "status" => no_args(Command::Status),
+            "capabilities" => no_args(Command::Capabilities),
+            "tasks" => no_args(Command::Tasks),
+            "quit" | "exit" => no_args(Command::Quit),
+            "task" | "submit" => {
+                let (task_type, payload) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                if task_type.is_empty() {
+                    return Err(format!("usage: {word} <type> <payload...>"));
+                }
+                Ok(Some(Command::Task {
+                    task_type: task_type.to_string(),
+                    payload: payload.trim_start().to_string(),
+                    wait: word == "task",
+                }))
+            }
+            "task-status" => Ok(Some(Command::TaskStatus(one_arg(word)?))),
+            "cancel" => Ok(Some(Command::Cancel(one_arg(word)?))),
+            other => Err(format!("unknown command {other:?}; type `help` for the list")),
+        }
+    }
+}
+
+/// Runs a command; `Ok(text)` to print on success, `Err(text)` for a failure (non-zero exit).
+pub async fn execute(api: &ApiClient, cmd: &Command) -> Result<String, String> {
+    let err = |e: ClientError| e.to_string();
+    match cmd {
+        Command::Help => Ok(HELP.to_string()),
+        Command::Quit => Ok(String::new()),
+        Command::Peers => api.get("/v1/peers").await.map(|v| render_peers(&v)).map_err(err),
+        Command::Status => api.get("/v1/status").await.map(|v| render_status(&v)).map_err(err),
+        Command::Capabilities => api.get("/v1/capabilities").await.map(|v| render_capabilities(&v)).map_err(err),
+        Command::Tasks => api.get("/v1/tasks?limit=20").await.map(|v| render_tasks(&v)).map_err(err),
+        Command::TaskStatus(id) => api.get(&format!("/v1/tasks/{id}")).await.map(|v| render_record(&v)).map_err(err),
+        Command::Cancel(id) => api
+            .call(Method::DELETE, &format!("/v1/tasks/{id}"), None, Duration::from_secs(10))
+            .await
+            .map(|v| render_record(&v))
+            .map_err(err),
+        Command::Task { task_type, payload, wait } => {
+            let body = json!({"type": task_type, "payload": payload});
+            let path = if *wait { "/v1/tasks?wait=true" } else { "/v1/tasks" };
+            // Waiting covers every attempt with backoff; the node bounds that, not us.
+            let v = api.call(Method::POST, path, Some(body), Duration::from_secs(24 * 3600)).await.map_err(err)?;
+            if !*wait {
+                return Ok(format!("{}", v["id"].as_str().unwrap_or("?")));
+            }
+            let text = render_record(&v);
+            if v["state"] == "completed" { Ok(text) } else { Err(text) }
+        }
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn short(id: &str) -> String {
+    if id.len() > 16 { format!("{}…{}", &id[..8], &id[id.len() - 6..]) } else { id.to_string() }
+}
+
+pub fn render_peers(v: &Value) -> String {
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    let mut out = format!("{} peer(s)\n", peers.len());
+    let _ = writeln!(
+        out,
+        "{:<54} {:<9} {:<7} {:<8} {:>9} {:<6} {:<24} ADDRESS",
+        "PEER ID", "ROLE", "STATE", "CONN", "RTT", "LOAD", "CAPABILITIES"
+    );
+    for p in peers {
+        let rtt = p["rtt_ms"].as_f64().map_or("-".to_string(), |r| format!("{r:.2}ms"));
+        let caps: Vec<String> = p["capabilities"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+        let addr = p["addresses"].as_array().and_then(|a| a.first()).map(s).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<54} {:<9} {:<7} {:<8} {:>9} {:<6} {:<24} {}",
+            s(&p["peer_id"]),
+            s(&p["role"]),
+            s(&p["state"]),
+            s(&p["connection"]),
+            rtt,
+            format!("{}/{}", p["load"], p["capacity"]),
+            caps.join(","),
+            addr
+        );
+    }
+    out.trim_end().to_string()
+}
+
+pub fn render_status(v: &Value) -> String {
+    let list = |v: &Value| v.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let m = &v["members"];
+    let t = &v["tasks"];
+    format!(
+        "peer id:        {}\nrole:           {}\nversion:        {} (protocol {})\nlisten:         {}\nexternal:       {}\nNAT status:     {}\npeers:          {} connected; members alive {} suspect {} dead {} left {}\nDHT routing:    {} entries\nuptime:         {} s\nready:          {}\ntasks:          {} queued, {} running (gateway), {} executing (worker)",
+        s(&v["peer_id"]),
+        s(&v["role"]),
+        s(&v["version"]),
+        s(&v["protocol_version"]),
+        list(&v["listen_addresses"]),
+        list(&v["external_addresses"]),
+        s(&v["nat_status"]),
+        v["connected_peers"],
+        m["alive"],
+        m["suspect"],
+        m["dead"],
+        m["left"],
+        v["routing_table_size"],
+        v["uptime_secs"],
+        v["ready"],
+        t["queued"],
+        t["running"],
+        t["executing"],
+    )
+}
+
+pub fn render_capabilities(v: &Value) -> String {
+    let l = &v["local"];
+    let caps: Vec<String> = l["capabilities"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+    let mut out = format!(
+        "this node: {} (capacity {}, load {})\ncluster:\n",
+        if caps.is_empty() { "-".to_string() } else { caps.join(", ") },
+        l["capacity"],
+        l["load"]
+    );
+    if let Some(cluster) = v["cluster"].as_object() {
+        for (cap, c) in cluster {
+            let _ = writeln!(
+                out,
+                "  {:<14} {} alive of {} node(s)",
+                cap,
+                c["alive_workers"],
+                c["workers"].as_array().map_or(0, |a| a.len())
+            );
+        }
+    }
+    out.trim_end().to_string()
+}
+
+pub fn render_record(v: &Value) -> String {
+    let mut out = format!(
+        "task {} ({}) {} after {} attempt(s) on {}",
+        s(&v["id"]),
+        s(&v["type"]),
+        s(&v["state"]),
+        v["attempts"],
+        short(&s(&v["worker"]))
+    );
+    if !v["result"].is_null() {
+        let _ = write!(out, "\nresult: {}", s(&v["result"]));
+    }
+    if !v["error"].is_null() {
+        let _ = write!(out, "\nerror: {}", s(&v["error"]));
+    }
+    out
+}
+
+pub fn render_tasks(v: &Value) -> String {
+    let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
+    let mut out = format!("{} task(s)\n", tasks.len());
+    for t in tasks {
+        let _ =
+            writeln!(out, "{}  {:<8} {:<10} attempts {}", s(&t["id"]), s(&t["type"]), s(&t["state"]), t["attempts"]);
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_promised_commands() {
+        assert_eq!(Command::parse("peers").unwrap(), Some(Command::Peers));
+        assert_eq!(Command::parse("  \n").unwrap(), None);
+        assert_eq!(
+            Command::parse("task compute test_payload").unwrap(),
+            Some(Command::Task { task_type: "compute".into(), payload: "test_payload".into(), wait: true })
+        );
+        assert_eq!(
+            Command::parse("submit storage put k some value").unwrap(),
+            Some(Command::Task { task_type: "storage".into(), payload: "put k some value".into(), wait: false })
+        );
+        assert_eq!(Command::parse("cancel abc").unwrap(), Some(Command::Cancel("abc".into())));
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert!(Command::parse("dance").unwrap_err().contains("unknown command"));
+        assert!(Command::parse("task").unwrap_err().contains("usage"));
+        assert!(Command::parse("cancel").unwrap_err().contains("usage"));
+        assert!(Command::parse("peers now").unwrap_err().contains("no arguments"));
+    }
+}

@@ -1,0 +1,535 @@
+//! Node configuration: one serde tree, defaults in one place, validated once at start.
+//!
+//! Sources, later ones winning: built-in defaults, the YAML file, then environment variables
+//! named `P2P_<SECTION>__<KEY>` (for example `P2P_NODE__LISTEN_PORT=4001`). Kubernetes needs
+//! the latter to inject the pod IP and ports. Every error names the file (or variable) and
+//! the dotted key that was wrong, because that is what an operator has to fix.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "P2P_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {key}: {message}")]
+    Invalid { file: String, key: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Bootstrap,
+    Relay,
+    Worker,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Bootstrap => "bootstrap",
+            Role::Relay => "relay",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    Noise,
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub network: NetworkConfig,
+    pub api: ApiConfig,
+    pub metrics: MetricsConfig,
+    pub tasks: TasksConfig,
+    pub membership: MembershipSettings,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub listen_address: IpAddr,
+    pub listen_port: u16,
+    pub capabilities: Vec<String>,
+    pub max_connections: u32,
+    /// Seconds between HeartBeat messages.
+    pub heartbeat_interval: u64,
+    pub external_addresses: Vec<Multiaddr>,
+    /// Where the ed25519 key lives; relative paths are relative to the config file.
+    pub identity_file: PathBuf,
+    /// 0 means one per CPU.
+    pub max_concurrent_tasks: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub protocol_version: String,
+    pub mesh_network: bool,
+    pub enable_mdns: bool,
+    pub enable_relay: bool,
+    pub enable_quic: bool,
+    pub security: Security,
+    /// Seconds allowed for a connection's handshake (security and multiplexer upgrade).
+    pub connection_timeout: u64,
+    pub bootstrap_peers: Vec<Multiaddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    pub max_attempts: u32,
+    /// Per-attempt deadline when the submitter gives none.
+    pub default_timeout_ms: u64,
+    /// Tasks waiting for a free worker; beyond this, submissions are refused.
+    pub queue_capacity: usize,
+    /// How long final task records stay queryable.
+    pub retention_secs: u64,
+    pub storage_replication: usize,
+    /// Leading zero bits the `compute` proof-of-work must reach.
+    pub compute_difficulty: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembershipSettings {
+    pub ping_interval_ms: u64,
+    pub probe_timeout_ms: u64,
+    pub suspect_timeout_ms: u64,
+    pub dead_retention_secs: u64,
+    pub indirect_probes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            role: Role::Worker,
+            listen_address: IpAddr::from([0, 0, 0, 0]),
+            listen_port: 4001,
+            capabilities: vec!["compute".into(), "storage".into()],
+            max_connections: 100,
+            heartbeat_interval: 30,
+            external_addresses: Vec::new(),
+            identity_file: PathBuf::from("identity.key"),
+            max_concurrent_tasks: 0,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            protocol_version: "p2p-network".into(),
+            mesh_network: true,
+            enable_mdns: true,
+            enable_relay: true,
+            enable_quic: true,
+            security: Security::Noise,
+            connection_timeout: 30,
+            bootstrap_peers: Vec::new(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9090)) }
+    }
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            default_timeout_ms: 30_000,
+            queue_capacity: 10_000,
+            retention_secs: 3600,
+            storage_replication: 3,
+            compute_difficulty: 16,
+        }
+    }
+}
+
+impl Default for MembershipSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 1000,
+            probe_timeout_ms: 1000,
+            suspect_timeout_ms: 2000,
+            dead_retention_secs: 60,
+            indirect_probes: 3,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node: NodeConfig::default(),
+            network: NetworkConfig::default(),
+            api: ApiConfig::default(),
+            metrics: MetricsConfig::default(),
+            tasks: TasksConfig::default(),
+            membership: MembershipSettings::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, applies `P2P_*` overrides from `env`, and validates the result.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let mut config = Self::from_yaml_str(&text, &file, env)?;
+        if config.node.identity_file.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.node.identity_file = base.join(&config.node.identity_file);
+        }
+        Ok(config)
+    }
+
+    /// Parses YAML text (named `file` in errors) with environment overrides and validates it.
+    pub fn from_yaml_str(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree: serde_yaml_ng::Value = if text.trim().is_empty() {
+            serde_yaml_ng::Value::Mapping(Default::default())
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Invalid {
+                file: file.to_string(),
+                key: e
+                    .location()
+                    .map(|l| format!("line {} column {}", l.line(), l.column()))
+                    .unwrap_or_else(|| "(document)".into()),
+                message: format!("not valid YAML: {e}"),
+            })?
+        };
+        if tree.is_null() {
+            tree = serde_yaml_ng::Value::Mapping(Default::default());
+        }
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            if let Some(key) = env_key(&name) {
+                apply_override(&mut tree, &key, &value).map_err(|message| ConfigError::Invalid {
+                    file: format!("environment variable {name}"),
+                    key: key.join("."),
+                    message,
+                })?;
+                overridden.push((key.join("."), name));
+            }
+        }
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            // Name the environment variable when the bad value came from one.
+            let origin = overridden
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, var)| format!("environment variable {var}"))
+                .unwrap_or_else(|| file.to_string());
+            ConfigError::Invalid {
+                file: origin,
+                key: if key == "." { "(document)".into() } else { key },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.into(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let n = &self.node;
+        if n.listen_port == 0 && n.role != Role::Worker {
+            // Port 0 is fine for tests and workers; a bootstrap or relay must be findable.
+            return Err(("node.listen_port", "a bootstrap or relay needs a fixed port, not 0".into()));
+        }
+        if n.max_connections == 0 {
+            return Err(("node.max_connections", "must be at least 1".into()));
+        }
+        if n.heartbeat_interval == 0 || n.heartbeat_interval > 3600 {
+            return Err(("node.heartbeat_interval", "must be 1..=3600 seconds".into()));
+        }
+        for c in &n.capabilities {
+            if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+                return Err((
+                    "node.capabilities",
+                    format!("{c:?} is not a capability name (letters, digits, '-', '_')"),
+                ));
+            }
+        }
+        if n.identity_file.as_os_str().is_empty() {
+            return Err(("node.identity_file", "must not be empty".into()));
+        }
+        let pv = &self.network.protocol_version;
+        if pv.is_empty() || pv.len() > 64 || !pv.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err((
+                "network.protocol_version",
+                format!("{pv:?} must be 1-64 characters of letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        if self.network.connection_timeout == 0 {
+            return Err(("network.connection_timeout", "must be at least 1 second".into()));
+        }
+        for addr in &self.network.bootstrap_peers {
+            if !is_dialable(addr) {
+                return Err((
+                    "network.bootstrap_peers",
+                    format!("{addr} has no /ip4, /ip6 or /dns address with a /tcp or /udp/quic-v1 port"),
+                ));
+            }
+        }
+        if self.api.listen.port() == 0 {
+            return Err(("api.listen", "needs a fixed port: clients find the node there".into()));
+        }
+        let t = &self.tasks;
+        if t.max_attempts == 0 || t.max_attempts > 100 {
+            return Err(("tasks.max_attempts", "must be 1..=100".into()));
+        }
+        if t.default_timeout_ms == 0 {
+            return Err(("tasks.default_timeout_ms", "must be at least 1".into()));
+        }
+        if t.queue_capacity == 0 {
+            return Err(("tasks.queue_capacity", "must be at least 1".into()));
+        }
+        if t.storage_replication == 0 {
+            return Err(("tasks.storage_replication", "must be at least 1".into()));
+        }
+        if t.compute_difficulty > 32 {
+            return Err(("tasks.compute_difficulty", "must be 0..=32 bits".into()));
+        }
+        let m = &self.membership;
+        if m.ping_interval_ms == 0 || m.probe_timeout_ms == 0 || m.suspect_timeout_ms == 0 {
+            return Err((
+                "membership",
+                "ping_interval_ms, probe_timeout_ms and suspect_timeout_ms must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn max_concurrent_tasks(&self) -> usize {
+        match self.node.max_concurrent_tasks {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.node.heartbeat_interval)
+    }
+
+    /// The address a local client uses to reach this node's API (a wildcard bind becomes loopback).
+    pub fn api_client_addr(&self) -> SocketAddr {
+        let mut addr = self.api.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+                IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        addr
+    }
+}
+
+fn is_dialable(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let mut host = false;
+    let mut port = false;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => {
+                host = true
+            }
+            Protocol::Tcp(p) | Protocol::Udp(p) => port = p != 0,
+            _ => {}
+        }
+    }
+    host && port
+}
+
+/// `P2P_NODE__LISTEN_PORT` -> `["node", "listen_port"]`; other variables -> `None`.
+fn env_key(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    let parts: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    (parts.len() >= 2 && parts.iter().all(|p| !p.is_empty())).then_some(parts)
+}
+
+fn apply_override(tree: &mut serde_yaml_ng::Value, key: &[String], raw: &str) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    let mut node = tree;
+    for (i, part) in key.iter().enumerate() {
+        let map =
+            node.as_mapping_mut().ok_or_else(|| format!("cannot set {}: parent is not a section", key.join(".")))?;
+        let k = Value::String(part.clone());
+        if i + 1 == key.len() {
+            let is_list =
+                matches!(map.get(&k), Some(Value::Sequence(_))) || LIST_KEYS.contains(&key.join(".").as_str());
+            map.insert(k, parse_env_value(raw, is_list)?);
+            return Ok(());
+        }
+        node = map.entry(k).or_insert_with(|| Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+/// Keys whose values are lists, so `a,b` in the environment means two entries.
+const LIST_KEYS: &[&str] = &["node.capabilities", "node.external_addresses", "network.bootstrap_peers"];
+
+fn parse_env_value(raw: &str, is_list: bool) -> Result<serde_yaml_ng::Value, String> {
+    use serde_yaml_ng::Value;
+    let trimmed = raw.trim();
+    if is_list && !trimmed.starts_with('[') {
+        let items =
+            trimmed.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_string())).collect();
+        return Ok(Value::Sequence(items));
+    }
+    serde_yaml_ng::from_str(trimmed).map_err(|e| format!("value {raw:?} is not valid YAML: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_str(yaml, "test.yaml", Vec::new())
+    }
+
+    fn err(yaml: &str) -> String {
+        parse(yaml).expect_err("config should be rejected").to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_worker() {
+        let c = parse("").unwrap();
+        assert_eq!(c.node.role, Role::Worker);
+        assert_eq!(c.node.listen_port, 4001);
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.metrics.listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.tasks.max_attempts, 3);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = err("node:\n  role: worker\n  colour: blue\n");
+        assert!(e.starts_with("test.yaml: node: unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_role_is_rejected() {
+        let e = err("node:\n  role: miner\n");
+        assert!(e.contains("node.role") && e.contains("miner"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = err("node:\n  listen_port: lots\n");
+        assert!(e.contains("node.listen_port"), "{e}");
+        let e = err("node:\n  listen_port: 70000\n");
+        assert!(e.contains("node.listen_port"), "{e}");
+    }
+
+    #[test]
+    fn bad_multiaddr_names_key() {
+        let e = err("network:\n  bootstrap_peers: [\"/ip4/999.1.1.1/tcp/1\"]\n");
+        assert!(e.contains("network.bootstrap_peers[0]"), "{e}");
+        let e = err("network:\n  bootstrap_peers: [\"/ip4/10.0.0.1\"]\n");
+        assert!(e.contains("network.bootstrap_peers"), "{e}");
+    }
+
+    #[test]
+    fn dns_bootstrap_peer_is_accepted() {
+        let c = parse("network:\n  bootstrap_peers: [\"/dns4/p2p-bootstrap.net-test.svc.cluster.local/tcp/4001\"]\n")
+            .unwrap();
+        assert_eq!(c.network.bootstrap_peers.len(), 1);
+    }
+
+    #[test]
+    fn env_overrides_file_and_names_variable_on_error() {
+        let env = vec![
+            ("P2P_NODE__LISTEN_PORT".to_string(), "4100".to_string()),
+            (
+                "P2P_NODE__EXTERNAL_ADDRESSES".to_string(),
+                "/ip4/10.1.2.3/tcp/4100,/ip4/10.1.2.3/udp/4100/quic-v1".to_string(),
+            ),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let c = Config::from_yaml_str("node:\n  listen_port: 4001\n", "f.yaml", env).unwrap();
+        assert_eq!(c.node.listen_port, 4100);
+        assert_eq!(c.node.external_addresses.len(), 2);
+
+        let env = vec![("P2P_NODE__LISTEN_PORT".to_string(), "many".to_string())];
+        let e = Config::from_yaml_str("", "f.yaml", env).unwrap_err().to_string();
+        assert!(e.contains("P2P_NODE__LISTEN_PORT") && e.contains("node.listen_port"), "{e}");
+    }
+
+    #[test]
+    fn invalid_protocol_version_is_rejected() {
+        let e = err("network:\n  protocol_version: \"has space\"\n");
+        assert!(e.contains("network.protocol_version"), "{e}");
+    }
+
+    #[test]
+    fn bad_yaml_reports_location() {
+        let e = err("node: [unclosed\n");
+        assert!(e.starts_with("test.yaml: line"), "{e}");
+    }
+}

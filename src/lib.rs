@@ -1,0 +1,22 @@
+//! p2p-network: a peer-to-peer worker cluster on rust-libp2p.
+//!
+//! Where things happen, in the order a task meets them:
+//! - `api`: the HTTP API where tasks are submitted and nodes are inspected;
+//! - `scheduler`: the gateway that places each attempt on a worker and retries it;
+//! - `network`: the one task that owns the libp2p swarm, and the wire `protocol`;
+//! - `worker`: executes attempts of the built-in `tasks`;
+//! - `membership`: SWIM-style view of who is alive, suspect, dead or left;
+//! - `node`: wires the pieces together and runs them; `cli` and `config` face the user.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod membership;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod protocol;
+pub mod scheduler;
+pub mod tasks;
+pub mod worker;

@@ -1,0 +1,234 @@
+//! The node's own Prometheus metrics, registered on the one registry it shares with
+//! `libp2p-metrics`, and the HTTP endpoint that serves them.
+//!
+//! `Metrics` is cheap to clone (every family is reference-counted) and is passed down
+//! explicitly; there are no global statics.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub role: String,
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    pub direction: &'static str,
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExecutedLabels {
+    pub r#type: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 100 µs .. ~100 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+fn rtt_histogram() -> Histogram {
+    // 50 µs .. ~3 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 17))
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub peers_connected: Family<PeerLabels, Gauge>,
+    pub peers_rejected: Family<ReasonLabels, Counter>,
+    pub messages: Family<MessageLabels, Counter>,
+    pub message_bytes: Family<MessageLabels, Counter>,
+    pub messages_dropped: Family<ReasonLabels, Counter>,
+    pub tasks_submitted: Family<TypeLabels, Counter>,
+    pub tasks_completed: Family<TypeLabels, Counter>,
+    pub tasks_failed: Family<TypeLabels, Counter>,
+    pub tasks_retried: Family<TypeLabels, Counter>,
+    pub tasks_cancelled: Family<TypeLabels, Counter>,
+    pub tasks_rejected: Family<ReasonLabels, Counter>,
+    pub task_duration: Family<TypeLabels, Histogram, fn() -> Histogram>,
+    pub queue_depth: Gauge,
+    pub tasks_running: Gauge,
+    pub tasks_executing: Gauge,
+    pub tasks_executed: Family<ExecutedLabels, Counter>,
+    pub ping_rtt: Histogram,
+    pub node_up: Gauge,
+    pub node_ready: Gauge,
+    pub uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub nat_status: Family<StatusLabels, Gauge>,
+    pub members: Family<StateLabels, Gauge>,
+    pub relay_reservations: Gauge,
+    pub holepunch: Family<OutcomeLabels, Counter>,
+    started: Arc<std::time::Instant>,
+}
+
+impl Metrics {
+    /// Registers every family under the `p2p_` prefix of `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("p2p");
+        let m = Self {
+            peers_connected: Family::default(),
+            peers_rejected: Family::default(),
+            messages: Family::default(),
+            message_bytes: Family::default(),
+            messages_dropped: Family::default(),
+            tasks_submitted: Family::default(),
+            tasks_completed: Family::default(),
+            tasks_failed: Family::default(),
+            tasks_retried: Family::default(),
+            tasks_cancelled: Family::default(),
+            tasks_rejected: Family::default(),
+            task_duration: Family::new_with_constructor(duration_histogram),
+            queue_depth: Gauge::default(),
+            tasks_running: Gauge::default(),
+            tasks_executing: Gauge::default(),
+            tasks_executed: Family::default(),
+            ping_rtt: rtt_histogram(),
+            node_up: Gauge::default(),
+            node_ready: Gauge::default(),
+            uptime: Gauge::default(),
+            nat_status: Family::default(),
+            members: Family::default(),
+            relay_reservations: Gauge::default(),
+            holepunch: Family::default(),
+            started: Arc::new(std::time::Instant::now()),
+        };
+        r.register("peers_connected", "Connected cluster peers by role and transport", m.peers_connected.clone());
+        r.register(
+            "peers_rejected",
+            "Connections closed because the peer is not of this cluster",
+            m.peers_rejected.clone(),
+        );
+        r.register("messages", "Application messages sent and received by protocol", m.messages.clone());
+        r.register("message_bytes", "Application message bytes by protocol", m.message_bytes.clone());
+        r.register(
+            "messages_dropped",
+            "Peer messages dropped as malformed, oversized or unexpected",
+            m.messages_dropped.clone(),
+        );
+        r.register("tasks_submitted", "Tasks accepted at this gateway", m.tasks_submitted.clone());
+        r.register("tasks_completed", "Tasks that completed (gateway view)", m.tasks_completed.clone());
+        r.register("tasks_failed", "Tasks that ended failed after their attempts", m.tasks_failed.clone());
+        r.register("tasks_retried", "Attempts retried on another worker", m.tasks_retried.clone());
+        r.register("tasks_cancelled", "Tasks cancelled by a user", m.tasks_cancelled.clone());
+        r.register("tasks_rejected", "Submissions refused before acceptance", m.tasks_rejected.clone());
+        r.register("task_duration_seconds", "Time from submission to final state", m.task_duration.clone());
+        r.register("task_queue_depth", "Tasks waiting for a free worker", m.queue_depth.clone());
+        r.register("tasks_running", "Tasks dispatched and awaiting an answer", m.tasks_running.clone());
+        r.register("tasks_executing", "Tasks executing on this worker", m.tasks_executing.clone());
+        r.register("tasks_executed", "Task attempts executed on this worker", m.tasks_executed.clone());
+        r.register("ping_rtt_seconds", "Ping round-trip time to peers", m.ping_rtt.clone());
+        r.register("node_up", "1 while the node runs", m.node_up.clone());
+        r.register("node_ready", "1 once the node has joined the cluster", m.node_ready.clone());
+        r.register("node_uptime_seconds", "Seconds since the node started", m.uptime.clone());
+        r.register("nat_status", "1 for the current AutoNAT status", m.nat_status.clone());
+        r.register("membership_members", "Known cluster members by SWIM state", m.members.clone());
+        r.register("relay_reservations", "Active relay reservations held by this node", m.relay_reservations.clone());
+        r.register("holepunch", "DCUtR hole-punch outcomes", m.holepunch.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: option_env!("P2P_BUILD_COMMIT").unwrap_or("unknown").into(),
+            })
+            .set(1);
+        r.register("build_info", "Version and commit of this binary", build);
+        m.node_up.set(1);
+        m
+    }
+
+    /// Refreshes gauges that are derived from time at scrape.
+    pub fn refresh(&self) {
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+    }
+
+    pub fn message(&self, direction: &'static str, protocol: &'static str, bytes: usize) {
+        let labels = MessageLabels { direction, protocol };
+        self.messages.get_or_create(&labels).inc();
+        self.message_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    pub fn dropped(&self, reason: &str) {
+        self.messages_dropped.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn set_nat(&self, status: &'static str) {
+        for s in ["unknown", "public", "private"] {
+            self.nat_status.get_or_create(&StatusLabels { status: s }).set(i64::from(s == status));
+        }
+    }
+}
+
+/// Serves `/metrics` from `registry` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            let metrics = metrics.clone();
+            async move {
+                metrics.refresh();
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => (
+                        axum::http::StatusCode::OK,
+                        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        body,
+                    ),
+                    Err(e) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+                        format!("encoding metrics failed: {e}"),
+                    ),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,42 @@
+//! The composed libp2p behaviour: which protocols a node speaks, switched per role.
+//!
+//! Connection limits come first so a refused connection never reaches the others.
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, memory_connection_limits, ping, relay,
+    request_response,
+};
+
+use crate::protocol::{ProbeRequest, ProbeResponse, TaskRequest, TaskResponse};
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Total, pending and per-peer connection caps from `node.max_connections`.
+    pub limits: connection_limits::Behaviour,
+    /// Refuses new connections when the process is close to running out of memory.
+    pub memory: memory_connection_limits::Behaviour,
+    /// Exchanges protocol version, listen and observed addresses; other clusters are told apart here.
+    pub identify: identify::Behaviour,
+    /// Liveness and round-trip time of every connection, input to membership.
+    pub ping: ping::Behaviour,
+    /// Peer routing and the storage capability's records, under the cluster's own protocol name.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Heartbeats and capability advertisements; off when `network.mesh_network` is false.
+    pub gossipsub: Toggle<gossipsub::Behaviour>,
+    /// LAN discovery; off inside Kubernetes where multicast does not cross the CNI.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Learns whether this node is publicly reachable (and serves the question for others).
+    pub autonat: autonat::Behaviour,
+    /// Circuit relay v2 server, on the relay role only.
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// Relay client, so a node behind NAT can be reached through a relay.
+    pub relay_client: Toggle<relay::client::Behaviour>,
+    /// Upgrades relayed connections to direct ones by hole punching.
+    pub dcutr: Toggle<dcutr::Behaviour>,
+    /// Task dispatch: `TaskRequest` to a worker, `TaskResponse` back.
+    pub tasks: request_response::cbor::Behaviour<TaskRequest, TaskResponse>,
+    /// SWIM indirect probes: "can you reach this peer?"
+    pub probe: request_response::cbor::Behaviour<ProbeRequest, ProbeResponse>,
+}

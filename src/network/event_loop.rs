@@ -1,0 +1,695 @@
+//! The one task that owns the `Swarm`: it turns commands into swarm calls and swarm events
+//! into `NetworkEvent`s, keeps the bootstrap connections alive and runs discovery walks.
+//!
+//! It never blocks on the application: events wait in a bounded outbox, and while the
+//! outbox is full the swarm is not polled (backpressure on the network), but commands are
+//! still drained, so the application can never deadlock against it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::metrics::Recorder;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, gossipsub, identify, kad, mdns, relay};
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::discovery::Bootstrapper;
+use super::swarm::ProtocolNames;
+use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus, Topic};
+use crate::config::{Config, Role};
+use crate::metrics::Metrics;
+use crate::protocol::{GossipMessage, ProbeRequest, ProbeResponse, TaskRequest, TaskResponse, WIRE_VERSION};
+
+/// Events waiting for the application; the swarm is not polled while this many wait.
+const OUTBOX_LIMIT: usize = 1024;
+/// Interval of the housekeeping tick (bootstrap redials).
+const TICK: Duration = Duration::from_millis(100);
+/// Random walks find peers nobody told us about; frequent at first, then relaxed.
+const WALK_FAST: Duration = Duration::from_secs(2);
+const WALK_SLOW: Duration = Duration::from_secs(30);
+const FAST_WALKS: u32 = 5;
+/// Dial newly discovered peers while below this share of `max_connections`.
+const DIAL_SHARE: f64 = 0.8;
+
+struct Connection {
+    id: ConnectionId,
+    relayed: bool,
+}
+
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    outbox: VecDeque<NetworkEvent>,
+    names: ProtocolNames,
+    protocol_version: String,
+    role: Role,
+    max_connections: u32,
+    heartbeat_topic: gossipsub::IdentTopic,
+    capabilities_topic: gossipsub::IdentTopic,
+    metrics: Metrics,
+    libp2p_metrics: libp2p::metrics::Metrics,
+    bootstrap: Bootstrapper,
+    connections: HashMap<PeerId, Vec<Connection>>,
+    /// Peers that passed the Identify check (same cluster); only they reach the application.
+    members: HashSet<PeerId>,
+    next_inbound: u64,
+    pending_task_replies: HashMap<InboundId, ResponseChannel<TaskResponse>>,
+    pending_probe_replies: HashMap<InboundId, ResponseChannel<ProbeResponse>>,
+    outbound_tasks: HashMap<OutboundRequestId, (PeerId, String, u32)>,
+    outbound_probes: HashMap<OutboundRequestId, PeerId>,
+    pending_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, String>>>,
+    pending_gets: HashMap<kad::QueryId, (oneshot::Sender<Result<Option<Vec<u8>>, String>>, bool)>,
+    nat: NatStatus,
+    walks: u32,
+    next_walk: Instant,
+    joined_once: bool,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+        config: &Config,
+        names: ProtocolNames,
+        metrics: Metrics,
+        libp2p_metrics: libp2p::metrics::Metrics,
+    ) -> Self {
+        let heartbeat_topic = gossipsub::IdentTopic::new(format!("{}heartbeat", names.topic_prefix));
+        let capabilities_topic = gossipsub::IdentTopic::new(format!("{}capabilities", names.topic_prefix));
+        metrics.set_nat(NatStatus::Unknown.as_str());
+        Self {
+            swarm,
+            commands,
+            events,
+            outbox: VecDeque::new(),
+            names,
+            protocol_version: config.network.protocol_version.clone(),
+            role: config.node.role,
+            max_connections: config.node.max_connections,
+            heartbeat_topic,
+            capabilities_topic,
+            metrics,
+            libp2p_metrics,
+            bootstrap: Bootstrapper::new(&config.network.bootstrap_peers, Instant::now()),
+            connections: HashMap::new(),
+            members: HashSet::new(),
+            next_inbound: 0,
+            pending_task_replies: HashMap::new(),
+            pending_probe_replies: HashMap::new(),
+            outbound_tasks: HashMap::new(),
+            outbound_probes: HashMap::new(),
+            pending_puts: HashMap::new(),
+            pending_gets: HashMap::new(),
+            nat: NatStatus::Unknown,
+            walks: 0,
+            next_walk: Instant::now() + WALK_FAST,
+            joined_once: false,
+        }
+    }
+
+    /// Runs until `shutdown` resolves or every `Client` is dropped, then closes all
+    /// connections so peers see an orderly leave.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        if let Some(gs) = self.swarm.behaviour_mut().gossipsub.as_mut() {
+            for topic in [&self.heartbeat_topic, &self.capabilities_topic] {
+                if let Err(e) = gs.subscribe(topic) {
+                    tracing::error!(%topic, error = %e, "cannot subscribe to gossip topic");
+                }
+            }
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let events = self.events.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                permit = events.reserve(), if !self.outbox.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(ev) = self.outbox.pop_front() {
+                            permit.send(ev);
+                        }
+                    }
+                    Err(_) => break,
+                },
+                _ = tick.tick() => self.on_tick(),
+                event = self.swarm.select_next_some(), if self.outbox.len() < OUTBOX_LIMIT => {
+                    self.on_swarm_event(event);
+                }
+            }
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        tracing::info!(peers = peers.len(), "closing connections");
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        // Let the close frames go out before the runtime drops the sockets.
+        let _ = tokio::time::timeout(Duration::from_millis(300), async {
+            while self.swarm.connected_peers().next().is_some() {
+                self.swarm.select_next_some().await;
+            }
+        })
+        .await;
+    }
+
+    fn emit(&mut self, event: NetworkEvent) {
+        self.outbox.push_back(event);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for (index, addr) in self.bootstrap.due(now) {
+            let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    tracing::debug!(%addr, "dialing bootstrap peer");
+                    self.bootstrap.dialing(index, id);
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "bootstrap dial not started");
+                    self.bootstrap.dial_not_started(index, now, rand::random());
+                }
+            }
+        }
+        if now >= self.next_walk && self.swarm.connected_peers().next().is_some() {
+            self.walks += 1;
+            let interval = if self.walks < FAST_WALKS { WALK_FAST } else { WALK_SLOW };
+            self.next_walk = now + interval;
+            // A lookup of a random id visits peers all over the key space, filling the routing
+            // table with peers we were never told about.
+            self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::SendTask { peer, request } => {
+                self.metrics.message("out", "task", request.payload.len());
+                let task_id = request.task_id.clone();
+                let attempt = request.attempt;
+                let id = self.swarm.behaviour_mut().tasks.send_request(&peer, request);
+                self.outbound_tasks.insert(id, (peer, task_id, attempt));
+            }
+            Command::RespondTask { id, response } => {
+                if let Some(channel) = self.pending_task_replies.remove(&id) {
+                    let bytes = match &response.outcome {
+                        crate::protocol::TaskOutcome::Ok(r) => r.len(),
+                        crate::protocol::TaskOutcome::Err(_) => 0,
+                    };
+                    self.metrics.message("out", "task_response", bytes);
+                    if self.swarm.behaviour_mut().tasks.send_response(channel, response).is_err() {
+                        tracing::debug!("task response not sent: the requester's stream is gone");
+                    }
+                }
+            }
+            Command::SendProbe { via, target } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .probe
+                    .send_request(&via, ProbeRequest { v: WIRE_VERSION, target: target.to_string() });
+                self.outbound_probes.insert(id, target);
+            }
+            Command::RespondProbe { id, target, reachable } => {
+                if let Some(channel) = self.pending_probe_replies.remove(&id) {
+                    let _ = self.swarm.behaviour_mut().probe.send_response(
+                        channel,
+                        ProbeResponse { v: WIRE_VERSION, target: target.to_string(), reachable },
+                    );
+                }
+            }
+            Command::Publish { topic, data } => {
+                let topic = match topic {
+                    Topic::HeartBeat => self.heartbeat_topic.clone(),
+                    Topic::Capabilities => self.capabilities_topic.clone(),
+                };
+                let len = data.len();
+                if let Some(gs) = self.swarm.behaviour_mut().gossipsub.as_mut() {
+                    match gs.publish(topic, data) {
+                        Ok(_) => self.metrics.message("out", "gossip", len),
+                        // No subscribed peers yet: the next heartbeat will try again.
+                        Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                        Err(e) => tracing::debug!(error = %e, "gossip publish failed"),
+                    }
+                }
+            }
+            Command::Dial { peer, addresses } => {
+                if !self.swarm.is_connected(&peer) {
+                    let opts =
+                        DialOpts::peer_id(peer).addresses(addresses).extend_addresses_through_behaviour().build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "dial not started");
+                        self.emit(NetworkEvent::DialFailed { peer });
+                    }
+                }
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::PutRecord { key, value, replication, reply } => {
+                let record = kad::Record::new(key, value);
+                let quorum = std::num::NonZeroUsize::new(replication.min(self.routing_table_size()).max(1))
+                    .map_or(kad::Quorum::One, kad::Quorum::N);
+                match self.swarm.behaviour_mut().kad.put_record(record, quorum) {
+                    Ok(qid) => {
+                        self.pending_puts.insert(qid, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("local store refused the record: {e:?}")));
+                    }
+                }
+            }
+            Command::GetRecord { key, reply } => {
+                let qid = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
+                self.pending_gets.insert(qid, (reply, false));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn routing_table_size(&mut self) -> usize {
+        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    fn status(&mut self) -> NetworkStatus {
+        NetworkStatus {
+            listen_addresses: self.swarm.listeners().cloned().collect(),
+            external_addresses: self.swarm.external_addresses().cloned().collect(),
+            nat: self.nat,
+            connected_peers: self.members.iter().filter(|p| self.swarm.is_connected(p)).count(),
+            routing_table_size: self.routing_table_size(),
+            relay_reservations: self.metrics.relay_reservations.get().max(0) as usize,
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.emit(NetworkEvent::Listening(address));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                let address = endpoint.get_remote_address().clone();
+                let relayed = address.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+                if self.bootstrap.connected(peer_id, connection_id) && !self.joined_once {
+                    self.joined_once = true;
+                    tracing::info!(peer = %peer_id, "connected to bootstrap peer");
+                    if endpoint.is_dialer() {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, address.clone());
+                    }
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+                let conns = self.connections.entry(peer_id).or_default();
+                let was_relayed_only = !conns.is_empty() && conns.iter().all(|c| c.relayed);
+                conns.push(Connection { id: connection_id, relayed });
+                if was_relayed_only && !relayed && self.members.contains(&peer_id) {
+                    self.emit(NetworkEvent::ConnectionKind { peer: peer_id, relayed: false });
+                }
+                tracing::debug!(peer = %peer_id, %address, relayed, "connection established");
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
+                if let Some(conns) = self.connections.get_mut(&peer_id) {
+                    conns.retain(|c| c.id != connection_id);
+                    if conns.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+                if num_established == 0 {
+                    self.bootstrap.disconnected(peer_id, Instant::now());
+                    if self.members.remove(&peer_id) {
+                        let failure = !matches!(cause, None | Some(libp2p::swarm::ConnectionError::KeepAliveTimeout));
+                        tracing::debug!(peer = %peer_id, ?cause, "peer disconnected");
+                        self.emit(NetworkEvent::PeerDisconnected { peer: peer_id, failure });
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                self.bootstrap.dial_failed(connection_id, Instant::now(), rand::random());
+                if let Some(peer) = peer_id {
+                    tracing::debug!(%peer, error = %error, "dial failed");
+                    if !self.swarm.is_connected(&peer) {
+                        self.emit(NetworkEvent::DialFailed { peer });
+                    }
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(e) => {
+                self.libp2p_metrics.record(&e);
+                self.on_identify(e);
+            }
+            BehaviourEvent::Ping(e) => {
+                self.libp2p_metrics.record(&e);
+                if !self.members.contains(&e.peer) {
+                    return;
+                }
+                match e.result {
+                    Ok(rtt) => {
+                        self.metrics.ping_rtt.observe(rtt.as_secs_f64());
+                        self.emit(NetworkEvent::PingOk { peer: e.peer, rtt });
+                    }
+                    Err(err) => {
+                        tracing::debug!(peer = %e.peer, error = %err, "ping failed");
+                        self.emit(NetworkEvent::PingFailed { peer: e.peer });
+                    }
+                }
+            }
+            BehaviourEvent::Kad(e) => {
+                self.libp2p_metrics.record(&e);
+                self.on_kad(e);
+            }
+            BehaviourEvent::Gossipsub(e) => {
+                self.libp2p_metrics.record(&e);
+                self.on_gossip(e);
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    tracing::debug!(%peer, %addr, "mDNS discovered");
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.maybe_dial(peer, addr);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                let status = match new {
+                    autonat::NatStatus::Public(_) => NatStatus::Public,
+                    autonat::NatStatus::Private => NatStatus::Private,
+                    autonat::NatStatus::Unknown => NatStatus::Unknown,
+                };
+                tracing::info!(status = status.as_str(), "NAT status changed");
+                self.nat = status;
+                self.metrics.set_nat(status.as_str());
+                if self.role == Role::Worker {
+                    // A worker behind NAT cannot answer DHT queries from outside; be a client.
+                    let mode = if status == NatStatus::Private { kad::Mode::Client } else { kad::Mode::Server };
+                    self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+                }
+                self.emit(NetworkEvent::Nat(status));
+            }
+            BehaviourEvent::Autonat(_) => {}
+            BehaviourEvent::RelayServer(e) => {
+                self.libp2p_metrics.record(&e);
+            }
+            BehaviourEvent::RelayClient(e) => match e {
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
+                    tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                    self.metrics.relay_reservations.inc();
+                }
+                other => tracing::debug!(event = ?other, "relay client event"),
+            },
+            BehaviourEvent::Dcutr(e) => {
+                self.libp2p_metrics.record(&e);
+                let outcome = if e.result.is_ok() { "success" } else { "failure" };
+                tracing::info!(peer = %e.remote_peer_id, outcome, "hole punch finished");
+                self.metrics.holepunch.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc();
+            }
+            BehaviourEvent::Tasks(e) => self.on_task_event(e),
+            BehaviourEvent::Probe(e) => self.on_probe_event(e),
+            BehaviourEvent::Limits(never) | BehaviourEvent::Memory(never) => match never {},
+        }
+    }
+
+    fn maybe_dial(&mut self, peer: PeerId, addr: Multiaddr) {
+        let connected = self.swarm.connected_peers().count();
+        if peer != *self.swarm.local_peer_id()
+            && !self.swarm.is_connected(&peer)
+            && (connected as f64) < f64::from(self.max_connections) * DIAL_SHARE
+        {
+            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else {
+            return;
+        };
+        if info.protocol_version != self.protocol_version {
+            tracing::info!(peer = %peer_id, theirs = %info.protocol_version, ours = %self.protocol_version,
+                "peer belongs to another cluster; disconnecting");
+            self.metrics
+                .peers_rejected
+                .get_or_create(&crate::metrics::ReasonLabels { reason: "protocol_version".into() })
+                .inc();
+            self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
+            let _ = self.swarm.disconnect_peer_id(peer_id);
+            return;
+        }
+        if info.protocols.iter().any(|p| *p == self.names.kad) {
+            for addr in &info.listen_addrs {
+                if !is_unroutable(addr) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                }
+            }
+        }
+        if self.members.insert(peer_id) {
+            let (address, relayed) = self
+                .connections
+                .get(&peer_id)
+                .and_then(|c| c.first())
+                .map(|c| (info.observed_addr.clone(), c.relayed))
+                .unwrap_or((info.observed_addr.clone(), false));
+            let address = info.listen_addrs.iter().find(|a| !is_unroutable(a)).cloned().unwrap_or(address);
+            self.emit(NetworkEvent::PeerConnected { peer: peer_id, address, relayed });
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { peer, addresses, .. } => {
+                if let Some(addr) = addresses.iter().find(|a| !is_unroutable(a)).cloned() {
+                    self.maybe_dial(peer, addr);
+                }
+            }
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                kad::QueryResult::PutRecord(r) => {
+                    if let Some(reply) = self.pending_puts.remove(&id) {
+                        let _ = reply.send(match r {
+                            Ok(_) => Ok(1),
+                            Err(kad::PutRecordError::QuorumFailed { success, .. })
+                            | Err(kad::PutRecordError::Timeout { success, .. })
+                                if !success.is_empty() =>
+                            {
+                                Ok(success.len())
+                            }
+                            Err(e) => Err(format!("DHT put failed: {e}")),
+                        });
+                    }
+                }
+                kad::QueryResult::GetRecord(r) => {
+                    let done = step.last;
+                    match r {
+                        Ok(kad::GetRecordOk::FoundRecord(rec)) => {
+                            if let Some((reply, _)) = self.pending_gets.remove(&id) {
+                                let _ = reply.send(Ok(Some(rec.record.value)));
+                                // One answer is enough; stop asking the rest of the DHT.
+                                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                                    q.finish();
+                                }
+                            }
+                        }
+                        Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. })
+                        | Err(kad::GetRecordError::NotFound { .. }) => {
+                            if let Some((reply, _)) = self.pending_gets.remove(&id) {
+                                let _ = reply.send(Ok(None));
+                            }
+                        }
+                        Err(e) => {
+                            if let Some((reply, _)) = self.pending_gets.remove(&id) {
+                                let _ = reply.send(Err(format!("DHT get failed: {e}")));
+                            }
+                        }
+                    }
+                    if done {
+                        self.pending_gets.remove(&id);
+                    }
+                }
+                kad::QueryResult::Bootstrap(Ok(_)) | kad::QueryResult::GetClosestPeers(Ok(_)) => {}
+                other => tracing::debug!(result = ?other, "kad query finished"),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { message, .. } => {
+                let Some(source) = message.source else {
+                    self.metrics.dropped("gossip_unsigned");
+                    return;
+                };
+                self.metrics.message("in", "gossip", message.data.len());
+                match GossipMessage::decode(&message.data) {
+                    Ok(msg) if msg.claimed_node() != source.to_string() => {
+                        tracing::debug!(%source, claimed = msg.claimed_node(), "gossip sender mismatch; dropped");
+                        self.metrics.dropped("gossip_sender_mismatch");
+                    }
+                    Ok(GossipMessage::HeartBeat(hb)) => {
+                        self.emit(NetworkEvent::HeartBeat { from: source, message: hb })
+                    }
+                    Ok(GossipMessage::CapabilityAdvertisement(ad)) => {
+                        for a in &ad.addresses {
+                            if let Ok(addr) = a.parse::<Multiaddr>() {
+                                if !is_unroutable(&addr) {
+                                    self.swarm.behaviour_mut().kad.add_address(&source, addr);
+                                }
+                            }
+                        }
+                        self.emit(NetworkEvent::Advertisement { from: source, message: ad })
+                    }
+                    Err(e) => {
+                        tracing::debug!(%source, error = %e, "malformed gossip dropped");
+                        self.metrics.dropped("gossip_malformed");
+                    }
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, .. } => {
+                if self.members.contains(&peer_id) {
+                    self.emit(NetworkEvent::Subscribed { peer: peer_id });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_task_event(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message, .. } => match message {
+                Message::Request { request, channel, .. } => {
+                    self.metrics.message("in", "task", request.payload.len());
+                    if !self.members.contains(&peer) {
+                        // Identify has not confirmed this peer is of our cluster yet.
+                        self.metrics.dropped("task_from_unidentified_peer");
+                        return;
+                    }
+                    if request.v != WIRE_VERSION {
+                        self.metrics.dropped("task_version");
+                        let worker = self.swarm.local_peer_id().to_string();
+                        let _ = self.swarm.behaviour_mut().tasks.send_response(
+                            channel,
+                            TaskResponse {
+                                v: WIRE_VERSION,
+                                task_id: request.task_id,
+                                attempt: request.attempt,
+                                worker,
+                                outcome: crate::protocol::TaskOutcome::Err(crate::protocol::TaskError::Version(
+                                    request.v,
+                                )),
+                            },
+                        );
+                        return;
+                    }
+                    let id = self.next_id();
+                    self.pending_task_replies.insert(id, channel);
+                    self.emit(NetworkEvent::TaskRequested { id, peer, request });
+                }
+                Message::Response { request_id, response } => {
+                    if let Some((peer, task_id, attempt)) = self.outbound_tasks.remove(&request_id) {
+                        let bytes = match &response.outcome {
+                            crate::protocol::TaskOutcome::Ok(r) => r.len(),
+                            crate::protocol::TaskOutcome::Err(_) => 0,
+                        };
+                        self.metrics.message("in", "task_response", bytes);
+                        self.emit(NetworkEvent::TaskAnswered { peer, task_id, attempt, result: Ok(response) });
+                    }
+                }
+            },
+            Event::OutboundFailure { request_id, error, .. } => {
+                if let Some((peer, task_id, attempt)) = self.outbound_tasks.remove(&request_id) {
+                    let err = match error {
+                        request_response::OutboundFailure::DialFailure => {
+                            DispatchError::Unreachable("dial failed".into())
+                        }
+                        request_response::OutboundFailure::Timeout => DispatchError::Timeout,
+                        request_response::OutboundFailure::ConnectionClosed => {
+                            DispatchError::ConnectionLost("connection closed".into())
+                        }
+                        request_response::OutboundFailure::UnsupportedProtocols => {
+                            DispatchError::Unreachable("peer does not speak the task protocol".into())
+                        }
+                        request_response::OutboundFailure::Io(e) => {
+                            self.metrics.dropped("task_response_malformed");
+                            DispatchError::BadResponse(e.to_string())
+                        }
+                    };
+                    self.emit(NetworkEvent::TaskAnswered { peer, task_id, attempt, result: Err(err) });
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                if let request_response::InboundFailure::Io(e) = &error {
+                    tracing::debug!(%peer, error = %e, "malformed or oversized task request dropped");
+                    self.metrics.dropped("task_request_malformed");
+                }
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_probe_event(&mut self, event: request_response::Event<ProbeRequest, ProbeResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message, .. } => match message {
+                Message::Request { request, channel, .. } => {
+                    if !self.members.contains(&peer) || request.v != WIRE_VERSION {
+                        self.metrics.dropped("probe_unexpected");
+                        return;
+                    }
+                    let id = self.next_id();
+                    self.pending_probe_replies.insert(id, channel);
+                    self.emit(NetworkEvent::ProbeRequested { id, peer, request });
+                }
+                Message::Response { request_id, response } => {
+                    if let Some(target) = self.outbound_probes.remove(&request_id) {
+                        let reachable = response.reachable && response.target == target.to_string();
+                        self.emit(NetworkEvent::ProbeAnswered { target, reachable });
+                    }
+                }
+            },
+            Event::OutboundFailure { request_id, .. } => {
+                if let Some(target) = self.outbound_probes.remove(&request_id) {
+                    self.emit(NetworkEvent::ProbeAnswered { target, reachable: false });
+                }
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn next_id(&mut self) -> InboundId {
+        self.next_inbound += 1;
+        InboundId(self.next_inbound)
+    }
+}
+
+/// Addresses that are useless to anyone else: unspecified binds.
+fn is_unroutable(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}

@@ -1,0 +1,265 @@
+//! Building the swarm from the configuration: transports, security, and which behaviours a
+//! role switches on.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns,
+    memory_connection_limits, noise, ping, relay, request_response, tcp, tls, yamux,
+};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+
+use super::behaviour::Behaviour;
+use super::event_loop::EventLoop;
+use super::{COMMAND_CHANNEL, Client, EVENT_CHANNEL, NetworkEvent};
+use crate::config::{Config, Role, Security};
+use crate::metrics::Metrics;
+use crate::protocol::{MAX_GOSSIP_BYTES, MAX_PROBE_BYTES, MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES};
+
+/// Kademlia replication parameter k and lookup parallelism alpha.
+const KAD_K: usize = 20;
+const KAD_ALPHA: usize = 3;
+/// In-flight task requests per connection; the worker's own semaphore is the real bound.
+const TASK_STREAMS_PER_CONNECTION: usize = 2048;
+/// Connections stay open while idle: membership reads a closed connection as a failure signal
+/// and tasks must not pay for a dial.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("transport setup failed: {0}")]
+    Transport(String),
+    #[error("behaviour setup failed: {0}")]
+    Behaviour(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// Protocol names derived from the cluster's `protocol_version`, so that two clusters never
+/// speak to each other and a cluster never joins the public IPFS DHT.
+pub struct ProtocolNames {
+    pub kad: StreamProtocol,
+    pub tasks: StreamProtocol,
+    pub probe: StreamProtocol,
+    pub gossip_prefix: String,
+    pub topic_prefix: String,
+}
+
+impl ProtocolNames {
+    pub fn new(protocol_version: &str) -> Self {
+        let p = |suffix: &str| {
+            StreamProtocol::try_from_owned(format!("/{protocol_version}/{suffix}"))
+                .expect("protocol_version is validated to be [A-Za-z0-9._-]+, which forms a valid protocol name")
+        };
+        Self {
+            kad: p("kad/1.0.0"),
+            tasks: p("task/1.0.0"),
+            probe: p("probe/1.0.0"),
+            gossip_prefix: format!("/{protocol_version}/meshsub"),
+            topic_prefix: format!("{protocol_version}/"),
+        }
+    }
+}
+
+/// Everything `build` returns: the handle, the loop to spawn, and the event stream.
+pub struct NetworkSetup {
+    pub client: Client,
+    pub event_loop: EventLoop,
+    pub events: mpsc::Receiver<NetworkEvent>,
+}
+
+/// Builds the swarm, starts listening, and returns the pieces; the caller spawns the loop.
+pub fn build(
+    config: &Config,
+    keypair: Keypair,
+    registry: &mut Registry,
+    metrics: Metrics,
+) -> Result<NetworkSetup, BuildError> {
+    let names = ProtocolNames::new(&config.network.protocol_version);
+    let handshake_timeout = Duration::from_secs(config.network.connection_timeout);
+
+    macro_rules! finish {
+        ($builder:expr) => {
+            $builder
+                .with_quic()
+                .with_dns()
+                .map_err(|e| BuildError::Transport(e.to_string()))?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| BuildError::Transport(e.to_string()))?
+                .with_bandwidth_metrics(registry)
+                .with_behaviour(|key, relay_client| make_behaviour(config, &names, key, relay_client))
+                .map_err(|e| BuildError::Behaviour(e.to_string()))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+                .with_connection_timeout(handshake_timeout)
+                .build()
+        };
+    }
+
+    let tcp_config = tcp::Config::default().nodelay(true);
+    let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    // Both security protocols are offered; the configured one is preferred in negotiation.
+    let mut swarm: Swarm<Behaviour> = match config.network.security {
+        Security::Noise => finish!(
+            builder
+                .with_tcp(tcp_config, (noise::Config::new, tls::Config::new), yamux::Config::default)
+                .map_err(|e| BuildError::Transport(e.to_string()))?
+        ),
+        Security::Tls => finish!(
+            builder
+                .with_tcp(tcp_config, (tls::Config::new, noise::Config::new), yamux::Config::default)
+                .map_err(|e| BuildError::Transport(e.to_string()))?
+        ),
+    };
+
+    // Pods and local processes never get a confirmed external address on their own, so waiting
+    // for one would leave every node a DHT client. AutoNAT demotes a worker behind NAT later.
+    swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+
+    let ip = config.node.listen_address;
+    let port = config.node.listen_port;
+    let ip_proto = if ip.is_ipv4() { "ip4" } else { "ip6" };
+    let mut listen = vec![format!("/{ip_proto}/{ip}/tcp/{port}")];
+    if config.network.enable_quic {
+        listen.push(format!("/{ip_proto}/{ip}/udp/{port}/quic-v1"));
+    }
+    for addr in listen {
+        let ma: libp2p::Multiaddr =
+            addr.parse().map_err(|e| BuildError::Listen { addr: addr.clone(), reason: format!("{e}") })?;
+        swarm.listen_on(ma).map_err(|e| BuildError::Listen { addr, reason: e.to_string() })?;
+    }
+    for addr in &config.node.external_addresses {
+        swarm.add_external_address(addr.clone());
+    }
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL);
+    let local_peer_id = *swarm.local_peer_id();
+    let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
+    let event_loop = EventLoop::new(swarm, cmd_rx, event_tx, config, names, metrics, libp2p_metrics);
+    Ok(NetworkSetup { client: Client { tx: cmd_tx, local_peer_id }, event_loop, events: event_rx })
+}
+
+fn make_behaviour(
+    config: &Config,
+    names: &ProtocolNames,
+    key: &Keypair,
+    relay_client: relay::client::Behaviour,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let peer_id = key.public().to_peer_id();
+    let net = &config.network;
+    let max = config.node.max_connections;
+
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(max))
+        .with_max_established_per_peer(Some(4))
+        .with_max_pending_incoming(Some(max.max(16)))
+        .with_max_pending_outgoing(Some(max.max(16)));
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(net.protocol_version.clone(), key.public())
+            .with_agent_version(format!("p2p-node/{} role={}", env!("CARGO_PKG_VERSION"), config.node.role))
+            .with_push_listen_addr_updates(true)
+            .with_interval(Duration::from_secs(60)),
+    );
+
+    let ping = ping::Behaviour::new(
+        ping::Config::new().with_interval(Duration::from_millis(config.membership.ping_interval_ms)).with_timeout(
+            Duration::from_millis(config.membership.probe_timeout_ms.max(config.membership.ping_interval_ms) * 2),
+        ),
+    );
+
+    let mut kad_config = kad::Config::new(names.kad.clone());
+    kad_config
+        .set_kbucket_size(NonZeroUsize::new(KAD_K).expect("k is a non-zero constant"))
+        .set_parallelism(NonZeroUsize::new(KAD_ALPHA).expect("alpha is a non-zero constant"))
+        .set_replication_factor(
+            NonZeroUsize::new(config.tasks.storage_replication).expect("validated to be at least 1"),
+        )
+        .set_query_timeout(Duration::from_secs(10))
+        .set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig { max_records: 65_536, max_value_bytes: 64 * 1024, ..Default::default() },
+    );
+    let kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+
+    let gossipsub = if net.mesh_network {
+        let gs_config = gossipsub::ConfigBuilder::default()
+            .protocol_id_prefix(names.gossip_prefix.clone())
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .heartbeat_interval(Duration::from_millis(700))
+            .max_transmit_size(MAX_GOSSIP_BYTES)
+            .build()
+            .map_err(|e| format!("gossipsub config: {e}"))?;
+        Some(gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)?)
+    } else {
+        None
+    };
+
+    let mdns =
+        if net.enable_mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
+
+    // Inside a cluster every address is private; AutoNAT's default would ignore them all.
+    let autonat = autonat::Behaviour::new(
+        peer_id,
+        autonat::Config {
+            only_global_ips: false,
+            boot_delay: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(30),
+            throttle_server_period: Duration::from_secs(15),
+            ..Default::default()
+        },
+    );
+
+    let relay_server = (config.node.role == Role::Relay).then(|| {
+        relay::Behaviour::new(
+            peer_id,
+            relay::Config {
+                max_circuit_duration: Duration::from_secs(600),
+                max_circuit_bytes: 16 * 1024 * 1024,
+                ..Default::default()
+            },
+        )
+    });
+    let (relay_client, dcutr) =
+        if net.enable_relay { (Some(relay_client), Some(dcutr::Behaviour::new(peer_id))) } else { (None, None) };
+
+    let tasks = request_response::cbor::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(MAX_TASK_REQUEST_BYTES)
+            .set_response_size_maximum(MAX_TASK_RESPONSE_BYTES),
+        [(names.tasks.clone(), request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            // The gateway enforces each task's own deadline; this only reaps lost streams.
+            .with_request_timeout(Duration::from_secs(3600))
+            .with_max_concurrent_streams(TASK_STREAMS_PER_CONNECTION),
+    );
+    let probe = request_response::cbor::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(MAX_PROBE_BYTES)
+            .set_response_size_maximum(MAX_PROBE_BYTES),
+        [(names.probe.clone(), request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_millis(config.membership.probe_timeout_ms)),
+    );
+
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        memory: memory_connection_limits::Behaviour::with_max_percentage(0.9),
+        identify,
+        ping,
+        kad,
+        gossipsub: Toggle::from(gossipsub),
+        mdns: Toggle::from(mdns),
+        autonat,
+        relay_server: Toggle::from(relay_server),
+        relay_client: Toggle::from(relay_client),
+        dcutr: Toggle::from(dcutr),
+        tasks,
+        probe,
+    })
+}

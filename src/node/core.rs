@@ -1,0 +1,653 @@
+//! The node core: one task that owns membership and the gateway, feeds them network events
+//! and API requests, and carries out what they decide. Nothing here touches the swarm; it
+//! speaks to the network only through `network::Client`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+use super::views::{
+    CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, Request, StatusView, TaskCounts,
+};
+use crate::config::Config;
+use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
+use crate::metrics::{Metrics, PeerLabels, StateLabels};
+use crate::network::{Client, NatStatus, NetworkEvent, Topic};
+use crate::protocol::{CapabilityAdvertisement, GossipMessage, HeartBeat, MAX_RUMORS, WIRE_VERSION, WireRumor};
+use crate::scheduler::{Effect, Gateway, WorkerView};
+use crate::worker::{Executor, LocalAnswer, Origin};
+
+/// Housekeeping period: membership timeouts, readiness, metrics.
+const TICK: Duration = Duration::from_millis(100);
+/// Advertisements are batched: at most one per this period when load changes.
+const AD_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Liveness and readiness, shared with the HTTP API.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Milliseconds since the epoch of the core loop's last turn.
+    pub last_turn_ms: AtomicU64,
+    pub ready: AtomicBool,
+    pub shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn touch(&self) {
+        self.last_turn_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The core loop turned recently.
+    pub fn is_live(&self, within: Duration) -> bool {
+        now_ms().saturating_sub(self.last_turn_ms.load(Ordering::Relaxed)) <= within.as_millis() as u64
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Conn {
+    address: Multiaddr,
+    relayed: bool,
+}
+
+pub struct Core {
+    config: Arc<Config>,
+    local: PeerId,
+    network: Client,
+    events: mpsc::Receiver<NetworkEvent>,
+    requests: mpsc::Receiver<Request>,
+    local_answers: mpsc::Receiver<LocalAnswer>,
+    membership: Membership<PeerId>,
+    gateway: Gateway,
+    executor: Option<Executor>,
+    connections: HashMap<PeerId, Conn>,
+    listen_addresses: Vec<Multiaddr>,
+    nat: NatStatus,
+    health: Arc<Health>,
+    metrics: Metrics,
+    started: Instant,
+    workers: Vec<WorkerView>,
+    workers_dirty: bool,
+    ad_due: Option<Instant>,
+    last_ad_load: Option<u32>,
+    last_ad_at: Instant,
+    routing_table_size: usize,
+    peer_labels_seen: Vec<PeerLabels>,
+}
+
+pub struct CoreParts {
+    pub config: Arc<Config>,
+    pub network: Client,
+    pub events: mpsc::Receiver<NetworkEvent>,
+    pub requests: mpsc::Receiver<Request>,
+    pub local_answers: mpsc::Receiver<LocalAnswer>,
+    pub executor: Option<Executor>,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+}
+
+impl Core {
+    pub fn new(p: CoreParts) -> Self {
+        let local = p.network.local_peer_id();
+        let m = &p.config.membership;
+        let membership_config = MembershipConfig {
+            suspect_timeout: Duration::from_millis(m.suspect_timeout_ms),
+            dead_retention: Duration::from_secs(m.dead_retention_secs),
+            indirect_probes: m.indirect_probes,
+            probe_timeout: Duration::from_millis(m.probe_timeout_ms),
+            // Three missed heartbeats before a member we only hear through gossip is probed.
+            silence_timeout: p.config.heartbeat_interval() * 3,
+        };
+        // Starting from the wall clock means a restarted node always outranks its old self.
+        let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let gateway = Gateway::new(local, p.config.tasks.clone(), p.metrics.clone());
+        Self {
+            membership: Membership::new(local, incarnation, membership_config),
+            gateway,
+            local,
+            network: p.network,
+            events: p.events,
+            requests: p.requests,
+            local_answers: p.local_answers,
+            executor: p.executor,
+            connections: HashMap::new(),
+            listen_addresses: Vec::new(),
+            nat: NatStatus::Unknown,
+            health: p.health,
+            metrics: p.metrics,
+            started: Instant::now(),
+            workers: Vec::new(),
+            workers_dirty: true,
+            ad_due: Some(Instant::now()),
+            last_ad_load: None,
+            last_ad_at: Instant::now(),
+            routing_table_size: 0,
+            peer_labels_seen: Vec::new(),
+            config: p.config,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then leaves the cluster and drains for at most `drain`.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>, drain: Duration) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(answer) = self.local_answers.recv() => self.on_local_answer(answer),
+                Some(event) = self.events.recv() => self.on_network_event(event).await,
+                Some(request) = self.requests.recv() => self.on_request(request).await,
+                Some(timer) = self.gateway.next_timer(), if self.gateway.has_timers() => {
+                    let workers = self.workers();
+                    self.gateway.on_timer(timer, &workers);
+                }
+                _ = tick.tick() => self.on_tick().await,
+                _ = heartbeat.tick() => {
+                    self.publish_heartbeat().await;
+                    self.ad_due.get_or_insert(Instant::now());
+                }
+                else => break,
+            }
+            self.apply_effects().await;
+        }
+        self.leave(drain).await;
+    }
+
+    /// Orderly leave: stop being ready, tell the cluster, let running work finish.
+    async fn leave(&mut self, drain: Duration) {
+        tracing::info!("leaving the cluster");
+        self.health.shutting_down.store(true, Ordering::Relaxed);
+        self.health.ready.store(false, Ordering::Relaxed);
+        self.metrics.node_ready.set(0);
+        if let Some(ex) = &self.executor {
+            ex.drain();
+        }
+        let actions = self.membership.leave(Instant::now());
+        self.on_actions(actions).await;
+        let deadline = Instant::now() + drain;
+        while Instant::now() < deadline
+            && (self.gateway.unfinished() > 0 || self.executor.as_ref().is_some_and(|e| e.load() > 0))
+        {
+            let step = tokio::time::sleep(TICK);
+            tokio::select! {
+                biased;
+                Some(answer) = self.local_answers.recv() => self.on_local_answer(answer),
+                Some(event) = self.events.recv() => self.on_network_event(event).await,
+                Some(request) = self.requests.recv() => self.on_request(request).await,
+                Some(timer) = self.gateway.next_timer(), if self.gateway.has_timers() => {
+                    let workers = self.workers();
+                    self.gateway.on_timer(timer, &workers);
+                }
+                _ = step => {}
+            }
+            self.apply_effects().await;
+            self.health.touch();
+        }
+        self.gateway.abandon_all("shut down before the task finished");
+    }
+
+    fn on_local_answer(&mut self, answer: LocalAnswer) {
+        let workers = self.workers();
+        let LocalAnswer { peer, response } = answer;
+        let task_id = response.task_id.clone();
+        let attempt = response.attempt;
+        self.gateway.on_answer(peer, &task_id, attempt, Ok(response), &workers);
+        self.ad_due.get_or_insert(Instant::now() + AD_MIN_INTERVAL);
+    }
+
+    async fn apply_effects(&mut self) {
+        for effect in self.gateway.take_effects() {
+            match effect {
+                Effect::Dispatch { peer, request } => {
+                    let _ = self.network.send_task(peer, request).await;
+                }
+                Effect::RunLocal { request } => match &self.executor {
+                    Some(ex) => ex.submit(Origin::Local, request),
+                    None => tracing::error!(task_id = %request.task_id, "placed on this node, which is not a worker"),
+                },
+            }
+        }
+    }
+
+    /// Alive workers as placement sees them (this node included when it is one).
+    fn workers(&mut self) -> Vec<WorkerView> {
+        if self.workers_dirty {
+            self.workers_dirty = false;
+            let mut list: Vec<WorkerView> = self
+                .membership
+                .members()
+                .filter(|m| m.state == MemberState::Alive)
+                .filter_map(|m| {
+                    let info = m.info.as_ref()?;
+                    (info.role == "worker").then(|| WorkerView {
+                        id: m.id,
+                        capacity: info.capacity.max(1),
+                        capabilities: info.capabilities.clone(),
+                    })
+                })
+                .collect();
+            if let Some(ex) = &self.executor {
+                list.push(WorkerView {
+                    id: self.local,
+                    capacity: ex.capacity(),
+                    capabilities: self.config.node.capabilities.clone(),
+                });
+            }
+            self.workers = list;
+        }
+        self.workers.clone()
+    }
+
+    async fn on_network_event(&mut self, event: NetworkEvent) {
+        let now = Instant::now();
+        let actions = match event {
+            NetworkEvent::Listening(addr) => {
+                self.listen_addresses.push(addr);
+                self.ad_due.get_or_insert(now);
+                Vec::new()
+            }
+            NetworkEvent::PeerConnected { peer, address, relayed } => {
+                self.connections.insert(peer, Conn { address, relayed });
+                self.membership.on_connected(now, peer)
+            }
+            NetworkEvent::ConnectionKind { peer, relayed } => {
+                if let Some(c) = self.connections.get_mut(&peer) {
+                    c.relayed = relayed;
+                }
+                Vec::new()
+            }
+            NetworkEvent::PeerDisconnected { peer, .. } => {
+                self.connections.remove(&peer);
+                self.membership.on_disconnected(now, peer)
+            }
+            NetworkEvent::DialFailed { peer } => self.membership.on_probe_result(now, peer, false),
+            NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
+            NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
+            NetworkEvent::Subscribed { .. } => {
+                self.ad_due.get_or_insert(now + Duration::from_millis(50));
+                Vec::new()
+            }
+            NetworkEvent::HeartBeat { from, message } => {
+                let mut actions = self.membership.on_heartbeat(now, from, message.incarnation, message.state);
+                for r in message.rumors {
+                    if let Ok(peer) = r.peer.parse::<PeerId>() {
+                        actions.extend(
+                            self.membership.on_rumor(now, Rumor { peer, state: r.state, incarnation: r.incarnation }),
+                        );
+                    } else {
+                        self.metrics.dropped("rumor_bad_peer_id");
+                    }
+                }
+                actions
+            }
+            NetworkEvent::Advertisement { from, message } => {
+                self.workers_dirty = true;
+                let info = MemberInfo {
+                    role: message.role,
+                    capabilities: message.capabilities,
+                    capacity: message.capacity,
+                    load: message.load,
+                    addresses: message.addresses,
+                };
+                let actions = self.membership.on_advertisement(now, from, message.incarnation, info);
+                // A worker just became (or stayed) schedulable: queued tasks may go now.
+                let workers = self.workers();
+                self.gateway.pump(&workers);
+                actions
+            }
+            NetworkEvent::TaskRequested { id, peer, request } => {
+                match &self.executor {
+                    Some(ex) => ex.submit(Origin::Remote(id), request),
+                    None => {
+                        tracing::debug!(%peer, task_id = %request.task_id, "task sent to a node that is not a worker");
+                        let response = crate::protocol::TaskResponse {
+                            v: WIRE_VERSION,
+                            task_id: request.task_id,
+                            attempt: request.attempt,
+                            worker: self.local.to_string(),
+                            outcome: crate::protocol::TaskOutcome::Err(crate::protocol::TaskError::MissingCapability(
+                                "worker".into(),
+                            )),
+                        };
+                        let _ = self.network.respond_task(id, response).await;
+                    }
+                }
+                Vec::new()
+            }
+            NetworkEvent::TaskAnswered { peer, task_id, attempt, result } => {
+                let workers = self.workers();
+                let failed = result.is_err();
+                self.gateway.on_answer(peer, &task_id, attempt, result.map_err(|e| e.to_string()), &workers);
+                if failed { self.membership.on_request_failed(now, peer) } else { Vec::new() }
+            }
+            NetworkEvent::ProbeRequested { id, request, .. } => {
+                let window = Duration::from_millis(
+                    self.config.membership.ping_interval_ms * 2 + self.config.membership.probe_timeout_ms,
+                );
+                let (target, reachable) = match request.target.parse::<PeerId>() {
+                    Ok(t) => (t, t == self.local || self.membership.heard_within(&t, now, window)),
+                    Err(_) => (self.local, false),
+                };
+                let _ = self.network.respond_probe(id, target, reachable).await;
+                Vec::new()
+            }
+            NetworkEvent::ProbeAnswered { target, reachable } => {
+                self.membership.on_probe_result(now, target, reachable)
+            }
+            NetworkEvent::Nat(status) => {
+                self.nat = status;
+                Vec::new()
+            }
+        };
+        self.on_actions(actions).await;
+    }
+
+    async fn on_actions(&mut self, actions: Vec<Action<PeerId>>) {
+        let mut announce = false;
+        for action in actions {
+            match action {
+                Action::Probe { target, via } => {
+                    tracing::debug!(%target, helpers = via.len(), "probing unresponsive member");
+                    let addresses = self
+                        .membership
+                        .get(&target)
+                        .and_then(|m| m.info.as_ref())
+                        .map(|i| i.addresses.iter().filter_map(|a| a.parse().ok()).collect())
+                        .unwrap_or_default();
+                    let _ = self.network.dial(target, addresses).await;
+                    for helper in via {
+                        let _ = self.network.send_probe(helper, target).await;
+                    }
+                }
+                Action::Announce(_) => announce = true,
+                Action::StateChanged { peer, from, to } => {
+                    self.workers_dirty = true;
+                    if peer == self.local {
+                        continue;
+                    }
+                    tracing::info!(%peer, from = from.map(|s| s.as_str()).unwrap_or("new"), to = to.as_str(), "member state changed");
+                    match to {
+                        MemberState::Dead | MemberState::Left => {
+                            let workers = self.workers();
+                            self.gateway.on_worker_lost(peer, to.as_str(), &workers);
+                        }
+                        MemberState::Alive => {
+                            let workers = self.workers();
+                            self.gateway.pump(&workers);
+                        }
+                        MemberState::Suspect => {}
+                    }
+                }
+            }
+        }
+        if announce {
+            // Suspicions and refutations must spread now, not at the next heartbeat.
+            self.publish_heartbeat().await;
+        }
+    }
+
+    async fn publish_heartbeat(&mut self) {
+        let rumors: Vec<WireRumor> = self
+            .membership
+            .active_rumors()
+            .into_iter()
+            .take(MAX_RUMORS)
+            .map(|r| WireRumor { peer: r.peer.to_string(), state: r.state, incarnation: r.incarnation })
+            .collect();
+        let hb = GossipMessage::HeartBeat(HeartBeat {
+            v: WIRE_VERSION,
+            node: self.local.to_string(),
+            incarnation: self.membership.local_incarnation(),
+            state: self.membership.local_state(),
+            load: self.load(),
+            rumors,
+        });
+        let _ = self.network.publish(Topic::HeartBeat, hb.encode()).await;
+    }
+
+    fn load(&self) -> u32 {
+        self.executor.as_ref().map_or(0, |e| e.load())
+    }
+
+    async fn publish_advertisement(&mut self) {
+        let load = self.load();
+        self.last_ad_load = Some(load);
+        self.last_ad_at = Instant::now();
+        let mut addresses: Vec<String> = self.config.node.external_addresses.iter().map(|a| a.to_string()).collect();
+        addresses.extend(self.listen_addresses.iter().filter(|a| !is_unspecified(a)).map(|a| a.to_string()));
+        addresses.truncate(16);
+        let ad = GossipMessage::CapabilityAdvertisement(CapabilityAdvertisement {
+            v: WIRE_VERSION,
+            node: self.local.to_string(),
+            incarnation: self.membership.local_incarnation(),
+            role: self.config.node.role.to_string(),
+            capabilities: self.config.node.capabilities.clone(),
+            capacity: self.executor.as_ref().map_or(0, |e| e.capacity()),
+            load,
+            addresses,
+        });
+        let _ = self.network.publish(Topic::Capabilities, ad.encode()).await;
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.health.touch();
+        let actions = self.membership.tick(now);
+        self.on_actions(actions).await;
+        self.gateway.prune(now);
+
+        let load = self.load();
+        if self.last_ad_load != Some(load) && now.duration_since(self.last_ad_at) >= AD_MIN_INTERVAL {
+            self.ad_due.get_or_insert(now);
+        }
+        if self.ad_due.is_some_and(|due| due <= now) {
+            self.ad_due = None;
+            self.publish_advertisement().await;
+        }
+
+        if let Ok(status) = self.network.status().await {
+            self.routing_table_size = status.routing_table_size;
+            self.metrics.relay_reservations.set(status.relay_reservations as i64);
+        }
+        let joined = if self.config.network.bootstrap_peers.is_empty() {
+            // The seed of a cluster is ready as soon as it listens: others join it.
+            !self.listen_addresses.is_empty()
+        } else {
+            !self.connections.is_empty() && self.routing_table_size > 0
+        };
+        let ready = joined && !self.health.shutting_down.load(Ordering::Relaxed);
+        if self.health.ready.swap(ready, Ordering::Relaxed) != ready {
+            tracing::info!(
+                ready,
+                peers = self.connections.len(),
+                routing_table = self.routing_table_size,
+                "readiness changed"
+            );
+        }
+        self.metrics.node_ready.set(i64::from(ready));
+        self.update_metrics();
+    }
+
+    fn update_metrics(&mut self) {
+        for (state, n) in self.member_counts_by_state() {
+            self.metrics.members.get_or_create(&StateLabels { state }).set(n as i64);
+        }
+        let mut counts: HashMap<PeerLabels, i64> = self.peer_labels_seen.iter().map(|l| (l.clone(), 0)).collect();
+        for (peer, conn) in &self.connections {
+            let role = self
+                .membership
+                .get(peer)
+                .and_then(|m| m.info.as_ref())
+                .map_or_else(|| "unknown".to_string(), |i| i.role.clone());
+            let labels = PeerLabels { role, transport: if conn.relayed { "relayed" } else { "direct" }.into() };
+            *counts.entry(labels).or_default() += 1;
+        }
+        for (labels, n) in counts {
+            self.metrics.peers_connected.get_or_create(&labels).set(n);
+            if !self.peer_labels_seen.contains(&labels) {
+                self.peer_labels_seen.push(labels);
+            }
+        }
+    }
+
+    fn member_counts_by_state(&self) -> [(&'static str, usize); 4] {
+        [
+            ("alive", self.membership.count(MemberState::Alive)),
+            ("suspect", self.membership.count(MemberState::Suspect)),
+            ("dead", self.membership.count(MemberState::Dead)),
+            ("left", self.membership.count(MemberState::Left)),
+        ]
+    }
+
+    async fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Submit { spec, waiter, reply } => {
+                if self.health.shutting_down.load(Ordering::Relaxed) {
+                    let _ = reply.send(Err(crate::scheduler::SubmitError::ShuttingDown));
+                    return;
+                }
+                let workers = self.workers();
+                let result = self.gateway.submit(spec, &workers);
+                if let (Ok(id), Some(waiter)) = (&result, waiter) {
+                    let _ = self.gateway.wait(id, waiter);
+                }
+                let _ = reply.send(result);
+            }
+            Request::Get { id, reply } => {
+                let _ = reply.send(self.gateway.get(&id));
+            }
+            Request::List { limit, reply } => {
+                let _ = reply.send(self.gateway.list(limit));
+            }
+            Request::Cancel { id, reply } => {
+                let result = self.gateway.cancel(&id);
+                let _ = reply.send(result);
+            }
+            Request::Peers { reply } => {
+                let _ = reply.send(self.peers());
+            }
+            Request::Status { reply } => {
+                let status = self.status().await;
+                let _ = reply.send(status);
+            }
+            Request::Capabilities { reply } => {
+                let _ = reply.send(self.capabilities());
+            }
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerView> {
+        let mut peers: Vec<PeerView> = self
+            .membership
+            .members()
+            .map(|m| {
+                let conn = self.connections.get(&m.id);
+                let info = m.info.as_ref();
+                let mut addresses: Vec<String> = info.map(|i| i.addresses.clone()).unwrap_or_default();
+                if let Some(c) = conn {
+                    let a = c.address.to_string();
+                    if !addresses.contains(&a) {
+                        addresses.insert(0, a);
+                    }
+                }
+                PeerView {
+                    peer_id: m.id.to_string(),
+                    role: info.map_or_else(|| "unknown".into(), |i| i.role.clone()),
+                    state: m.state.as_str().into(),
+                    incarnation: m.incarnation,
+                    addresses,
+                    connection: match conn {
+                        Some(c) if c.relayed => "relayed",
+                        Some(_) => "direct",
+                        None => "none",
+                    }
+                    .into(),
+                    rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    capabilities: info.map(|i| i.capabilities.clone()).unwrap_or_default(),
+                    load: info.map_or(0, |i| i.load),
+                    capacity: info.map_or(0, |i| i.capacity),
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| (a.role.as_str(), a.peer_id.as_str()).cmp(&(b.role.as_str(), b.peer_id.as_str())));
+        peers
+    }
+
+    async fn status(&mut self) -> StatusView {
+        let net = self.network.status().await.ok();
+        let counts = self.member_counts_by_state();
+        StatusView {
+            peer_id: self.local.to_string(),
+            role: self.config.node.role.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol_version: self.config.network.protocol_version.clone(),
+            listen_addresses: net
+                .as_ref()
+                .map(|n| n.listen_addresses.iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
+            external_addresses: net
+                .as_ref()
+                .map(|n| n.external_addresses.iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
+            nat_status: self.nat.as_str().into(),
+            connected_peers: net.as_ref().map_or(self.connections.len(), |n| n.connected_peers),
+            members: MemberCounts { alive: counts[0].1, suspect: counts[1].1, dead: counts[2].1, left: counts[3].1 },
+            routing_table_size: net.as_ref().map_or(self.routing_table_size, |n| n.routing_table_size),
+            uptime_secs: self.started.elapsed().as_secs(),
+            ready: self.health.ready.load(Ordering::Relaxed),
+            tasks: TaskCounts {
+                queued: self.gateway.queued(),
+                running: self.gateway.running(),
+                executing: self.load(),
+            },
+        }
+    }
+
+    fn capabilities(&self) -> CapabilitiesView {
+        let mut cluster: BTreeMap<String, ClusterCapability> = BTreeMap::new();
+        let mut add = |cap: &str, peer: String, alive: bool| {
+            let entry =
+                cluster.entry(cap.to_string()).or_insert(ClusterCapability { alive_workers: 0, workers: Vec::new() });
+            if alive {
+                entry.alive_workers += 1;
+            }
+            entry.workers.push(peer);
+        };
+        for m in self.membership.members() {
+            if let Some(info) = &m.info {
+                for cap in &info.capabilities {
+                    add(cap, m.id.to_string(), m.state == MemberState::Alive);
+                }
+            }
+        }
+        for cap in &self.config.node.capabilities {
+            add(cap, self.local.to_string(), true);
+        }
+        CapabilitiesView {
+            local: LocalCapabilities {
+                capabilities: self.config.node.capabilities.clone(),
+                capacity: self.executor.as_ref().map_or(0, |e| e.capacity()),
+                load: self.load(),
+            },
+            cluster,
+        }
+    }
+}
+
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}

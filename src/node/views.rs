@@ -1,0 +1,110 @@
+//! Read-only views of the node for the API and the CLI (`peers`, `status`, `capabilities`),
+//! and the requests the API sends to the node core.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    pub peer_id: String,
+    pub role: String,
+    pub state: String,
+    pub incarnation: u64,
+    pub addresses: Vec<String>,
+    /// `direct`, `relayed`, or `none` when we only hear of it through others.
+    pub connection: String,
+    pub rtt_ms: Option<f64>,
+    pub capabilities: Vec<String>,
+    pub load: u32,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemberCounts {
+    pub alive: usize,
+    pub suspect: usize,
+    pub dead: usize,
+    pub left: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskCounts {
+    /// Waiting at this gateway for a free worker.
+    pub queued: usize,
+    /// Dispatched by this gateway and awaiting an answer.
+    pub running: usize,
+    /// Executing on this node as a worker.
+    pub executing: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub peer_id: String,
+    pub role: String,
+    pub version: String,
+    pub protocol_version: String,
+    pub listen_addresses: Vec<String>,
+    pub external_addresses: Vec<String>,
+    pub nat_status: String,
+    pub connected_peers: usize,
+    pub members: MemberCounts,
+    pub routing_table_size: usize,
+    pub uptime_secs: u64,
+    pub ready: bool,
+    pub tasks: TaskCounts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalCapabilities {
+    pub capabilities: Vec<String>,
+    pub capacity: u32,
+    pub load: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterCapability {
+    pub alive_workers: usize,
+    pub workers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapabilitiesView {
+    pub local: LocalCapabilities,
+    pub cluster: BTreeMap<String, ClusterCapability>,
+}
+
+/// What the API asks of the node core; each carries its reply channel.
+#[derive(Debug)]
+pub enum Request {
+    Submit {
+        spec: TaskSpec,
+        /// Resolved with the final record when given.
+        waiter: Option<oneshot::Sender<TaskRecord>>,
+        reply: oneshot::Sender<Result<String, SubmitError>>,
+    },
+    Get {
+        id: String,
+        reply: oneshot::Sender<Option<TaskRecord>>,
+    },
+    List {
+        limit: usize,
+        reply: oneshot::Sender<Vec<TaskRecord>>,
+    },
+    Cancel {
+        id: String,
+        reply: oneshot::Sender<Result<TaskRecord, CancelError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerView>>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusView>,
+    },
+    Capabilities {
+        reply: oneshot::Sender<CapabilitiesView>,
+    },
+}

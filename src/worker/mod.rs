@@ -1,0 +1,207 @@
+//! The worker side: runs task attempts sent by gateways (or by this node's own gateway),
+//! at most `max_concurrent_tasks` at a time, and answers every one of them.
+//!
+//! A worker at its limit answers `Busy` at once instead of queueing: the gateway knows other
+//! workers and is the one place a task should wait. CPU work runs on the blocking pool so
+//! it never stalls the event loops, and every attempt is bounded by its deadline.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::metrics::{ExecutedLabels, Metrics};
+use crate::network::{Client, InboundId};
+use crate::protocol::{TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION};
+use crate::tasks::{self, StorageOp, TaskKind};
+
+/// Where an attempt came from, and so where its answer goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    Remote(InboundId),
+    Local,
+}
+
+/// An answer for this node's own gateway.
+#[derive(Debug)]
+pub struct LocalAnswer {
+    pub peer: PeerId,
+    pub response: TaskResponse,
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local: PeerId,
+    capabilities: HashSet<String>,
+    slots: Arc<Semaphore>,
+    capacity: u32,
+    executing: AtomicU32,
+    draining: AtomicBool,
+    network: Client,
+    local_answers: mpsc::Sender<LocalAnswer>,
+    difficulty: u32,
+    replication: usize,
+    metrics: Metrics,
+}
+
+impl Executor {
+    pub fn new(
+        network: Client,
+        capabilities: &[String],
+        capacity: usize,
+        difficulty: u32,
+        replication: usize,
+        metrics: Metrics,
+        local_answers: mpsc::Sender<LocalAnswer>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                local: network.local_peer_id(),
+                capabilities: capabilities.iter().cloned().collect(),
+                slots: Arc::new(Semaphore::new(capacity)),
+                capacity: capacity as u32,
+                executing: AtomicU32::new(0),
+                draining: AtomicBool::new(false),
+                network,
+                local_answers,
+                difficulty,
+                replication,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.inner.capacity
+    }
+
+    /// Attempts executing right now.
+    pub fn load(&self) -> u32 {
+        self.inner.executing.load(Ordering::Relaxed)
+    }
+
+    /// Stop taking new attempts (they are answered `ShuttingDown`); running ones finish.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts an attempt, or answers at once when it cannot run here. Never blocks.
+    pub fn submit(&self, origin: Origin, request: TaskRequest) {
+        let inner = &self.inner;
+        let refuse = |err: TaskError| {
+            let this = self.clone();
+            let request = request.clone();
+            tokio::spawn(async move { this.answer(origin, &request, TaskOutcome::Err(err)).await });
+        };
+        if inner.draining.load(Ordering::Relaxed) {
+            return refuse(TaskError::ShuttingDown);
+        }
+        let Some(kind) = TaskKind::parse(&request.task_type) else {
+            return refuse(TaskError::UnknownType(request.task_type.clone()));
+        };
+        if let Some(missing) = request
+            .required_capabilities
+            .iter()
+            .chain(kind.capability().map(str::to_string).as_ref())
+            .find(|c| !inner.capabilities.contains(*c))
+        {
+            return refuse(TaskError::MissingCapability(missing.clone()));
+        }
+        let Ok(permit) = inner.slots.clone().try_acquire_owned() else {
+            return refuse(TaskError::Busy);
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.inner.executing.fetch_add(1, Ordering::Relaxed);
+            this.inner.metrics.tasks_executing.inc();
+            let deadline = Duration::from_millis(request.deadline_ms.max(1));
+            let outcome = match tokio::time::timeout(deadline, this.run(kind, &request.payload, deadline)).await {
+                Ok(Ok(result)) => TaskOutcome::Ok(result),
+                Ok(Err(e)) => TaskOutcome::Err(e),
+                Err(_) => TaskOutcome::Err(TaskError::Timeout),
+            };
+            this.inner.executing.fetch_sub(1, Ordering::Relaxed);
+            this.inner.metrics.tasks_executing.dec();
+            drop(permit);
+            this.inner
+                .metrics
+                .tasks_executed
+                .get_or_create(&ExecutedLabels {
+                    r#type: kind.name().to_string(),
+                    outcome: if matches!(outcome, TaskOutcome::Ok(_)) { "ok" } else { "error" },
+                })
+                .inc();
+            tracing::debug!(task_id = %request.task_id, attempt = request.attempt, ok = matches!(outcome, TaskOutcome::Ok(_)), "attempt executed");
+            this.answer(origin, &request, outcome).await;
+        });
+    }
+
+    async fn answer(&self, origin: Origin, request: &TaskRequest, outcome: TaskOutcome) {
+        let response = TaskResponse {
+            v: WIRE_VERSION,
+            task_id: request.task_id.clone(),
+            attempt: request.attempt,
+            worker: self.inner.local.to_string(),
+            outcome,
+        };
+        // Either send fails only when the node is shutting down; the gateway's deadline
+        // then takes care of the attempt.
+        let _ = match origin {
+            Origin::Remote(id) => self.inner.network.respond_task(id, response).await.map_err(|_| ()),
+            Origin::Local => {
+                self.inner.local_answers.send(LocalAnswer { peer: self.inner.local, response }).await.map_err(|_| ())
+            }
+        };
+    }
+
+    async fn run(&self, kind: TaskKind, payload: &str, deadline: Duration) -> Result<String, TaskError> {
+        match kind {
+            TaskKind::Echo => Ok(payload.to_string()),
+            TaskKind::Fail => {
+                Err(TaskError::Failed(if payload.is_empty() { "fail task".to_string() } else { payload.to_string() }))
+            }
+            TaskKind::Sleep => {
+                let ms = tasks::parse_sleep(payload).map_err(TaskError::BadPayload)?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(format!("slept {ms} ms"))
+            }
+            TaskKind::Compute => {
+                let data = payload.as_bytes().to_vec();
+                let difficulty = self.inner.difficulty;
+                let started = std::time::Instant::now();
+                let proof = tokio::task::spawn_blocking(move || {
+                    tasks::prove(&data, difficulty, || started.elapsed() > deadline)
+                })
+                .await
+                .map_err(|e| TaskError::Failed(format!("compute thread failed: {e}")))?
+                .ok_or(TaskError::Timeout)?;
+                Ok(serde_json::to_string(&proof).expect("a proof is plain data"))
+            }
+            TaskKind::Storage => match StorageOp::parse(payload).map_err(TaskError::BadPayload)? {
+                StorageOp::Put { key, value } => {
+                    let stored = self
+                        .inner
+                        .network
+                        .put_record(StorageOp::dht_key(&key), value.into_bytes(), self.inner.replication)
+                        .await
+                        .map_err(TaskError::Failed)?;
+                    Ok(format!("stored {key} on {stored} peer(s)"))
+                }
+                StorageOp::Get { key } => {
+                    match self.inner.network.get_record(StorageOp::dht_key(&key)).await.map_err(TaskError::Failed)? {
+                        Some(value) => String::from_utf8(value)
+                            .map_err(|_| TaskError::Failed(format!("value of {key} is not UTF-8"))),
+                        None => Err(TaskError::Failed(format!("key {key:?} not found"))),
+                    }
+                }
+            },
+        }
+    }
+}
