@@ -298,10 +298,6 @@ impl Config {
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let n = &self.node;
-        if n.listen_port == 0 && n.role != Role::Worker {
-            // Port 0 is fine for tests and workers; a bootstrap or relay must be findable.
-            return Err(("node.listen_port", "a bootstrap or relay needs a fixed port, not 0".into()));
-        }
         if n.max_connections == 0 {
             return Err(("node.max_connections", "must be at least 1".into()));
         }
