@@ -55,7 +55,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
@@ -212,20 +212,6 @@ impl Default for MembershipSettings {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Text }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            node: NodeConfig::default(),
-            network: NetworkConfig::default(),
-            api: ApiConfig::default(),
-            metrics: MetricsConfig::default(),
-            tasks: TasksConfig::default(),
-            membership: MembershipSettings::default(),
-            log: LogConfig::default(),
-        }
     }
 }
 
@@ -466,7 +452,7 @@ mod tests {
     #[test]
     fn unknown_key_names_file_and_key() {
         let e = err("node:\n  role: worker\n  colour: blue\n");
-        assert!(e.starts_with("test.yaml: node: unknown field `colour`"), "{e}");
+        assert!(e.starts_with("test.yaml: node.colour: unknown field `colour`"), "{e}");
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn execute(api: &ApiClient, cmd: &Command) -> Result<String, String> {
             // Waiting covers every attempt with backoff; the node bounds that, not us.
             let v = api.call(Method::POST, path, Some(body), Duration::from_secs(24 * 3600)).await.map_err(err)?;
             if !*wait {
-                return Ok(format!("{}", v["id"].as_str().unwrap_or("?")));
+                return Ok(v["id"].as_str().unwrap_or("?").to_string());
             }
             let text = render_record(&v);
             if v["state"] == "completed" { Ok(text) } else { Err(text) }

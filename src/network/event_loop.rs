@@ -36,6 +36,9 @@ const FAST_WALKS: u32 = 5;
 /// Dial newly discovered peers while below this share of `max_connections`.
 const DIAL_SHARE: f64 = 0.8;
 
+/// Where the answer to a DHT get goes.
+type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
+
 struct Connection {
     id: ConnectionId,
     relayed: bool,
@@ -64,7 +67,7 @@ pub struct EventLoop {
     outbound_tasks: HashMap<OutboundRequestId, (PeerId, String, u32)>,
     outbound_probes: HashMap<OutboundRequestId, PeerId>,
     pending_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, String>>>,
-    pending_gets: HashMap<kad::QueryId, (oneshot::Sender<Result<Option<Vec<u8>>, String>>, bool)>,
+    pending_gets: HashMap<kad::QueryId, GetReply>,
     nat: NatStatus,
     walks: u32,
     next_walk: Instant,
@@ -274,7 +277,7 @@ impl EventLoop {
             }
             Command::GetRecord { key, reply } => {
                 let qid = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
-                self.pending_gets.insert(qid, (reply, false));
+                self.pending_gets.insert(qid, reply);
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -459,7 +462,7 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;
         }
-        if info.protocols.iter().any(|p| *p == self.names.kad) {
+        if info.protocols.contains(&self.names.kad) {
             for addr in &info.listen_addrs {
                 if !is_unroutable(addr) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
@@ -504,7 +507,7 @@ impl EventLoop {
                     let done = step.last;
                     match r {
                         Ok(kad::GetRecordOk::FoundRecord(rec)) => {
-                            if let Some((reply, _)) = self.pending_gets.remove(&id) {
+                            if let Some(reply) = self.pending_gets.remove(&id) {
                                 let _ = reply.send(Ok(Some(rec.record.value)));
                                 // One answer is enough; stop asking the rest of the DHT.
                                 if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
@@ -514,12 +517,12 @@ impl EventLoop {
                         }
                         Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. })
                         | Err(kad::GetRecordError::NotFound { .. }) => {
-                            if let Some((reply, _)) = self.pending_gets.remove(&id) {
+                            if let Some(reply) = self.pending_gets.remove(&id) {
                                 let _ = reply.send(Ok(None));
                             }
                         }
                         Err(e) => {
-                            if let Some((reply, _)) = self.pending_gets.remove(&id) {
+                            if let Some(reply) = self.pending_gets.remove(&id) {
                                 let _ = reply.send(Err(format!("DHT get failed: {e}")));
                             }
                         }
@@ -553,10 +556,10 @@ impl EventLoop {
                     }
                     Ok(GossipMessage::CapabilityAdvertisement(ad)) => {
                         for a in &ad.addresses {
-                            if let Ok(addr) = a.parse::<Multiaddr>() {
-                                if !is_unroutable(&addr) {
-                                    self.swarm.behaviour_mut().kad.add_address(&source, addr);
-                                }
+                            if let Ok(addr) = a.parse::<Multiaddr>()
+                                && !is_unroutable(&addr)
+                            {
+                                self.swarm.behaviour_mut().kad.add_address(&source, addr);
                             }
                         }
                         self.emit(NetworkEvent::Advertisement { from: source, message: ad })
@@ -567,10 +570,8 @@ impl EventLoop {
                     }
                 }
             }
-            gossipsub::Event::Subscribed { peer_id, .. } => {
-                if self.members.contains(&peer_id) {
-                    self.emit(NetworkEvent::Subscribed { peer: peer_id });
-                }
+            gossipsub::Event::Subscribed { peer_id, .. } if self.members.contains(&peer_id) => {
+                self.emit(NetworkEvent::Subscribed { peer: peer_id });
             }
             _ => {}
         }

@@ -327,7 +327,8 @@ pub fn scratch(name: &str) -> tempfile::TempDir {
 pub fn task_cluster(root: &Path, workers: Vec<Spec>) -> (NodeProc, Vec<NodeProc>) {
     let boot = NodeProc::start(root, Spec::new("bootstrap", "bootstrap"));
     let addr = boot.p2p_addr();
-    let ws: Vec<NodeProc> = workers.into_iter().map(|s| NodeProc::start(root, s.bootstrap(&[addr.clone()]))).collect();
+    let ws: Vec<NodeProc> =
+        workers.into_iter().map(|s| NodeProc::start(root, s.bootstrap(std::slice::from_ref(&addr)))).collect();
     let expected = ws.len();
     wait_until(Duration::from_secs(15), "workers to be schedulable at the gateway", || {
         boot.get("/v1/capabilities")
