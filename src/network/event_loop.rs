@@ -33,6 +33,8 @@ const TICK: Duration = Duration::from_millis(100);
 const WALK_FAST: Duration = Duration::from_secs(2);
 const WALK_SLOW: Duration = Duration::from_secs(30);
 const FAST_WALKS: u32 = 5;
+/// How long a stopping node keeps its swarm running to flush its last messages.
+const FLUSH_BEFORE_CLOSE: Duration = Duration::from_millis(200);
 /// Dial newly discovered peers while below this share of `max_connections`.
 const DIAL_SHARE: f64 = 0.8;
 
@@ -153,6 +155,18 @@ impl EventLoop {
                 }
             }
         }
+        // Carry out what the application asked for before it told us to stop (its farewell
+        // heartbeat above all), and give the swarm a moment to put those bytes on the wire.
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.on_command(cmd);
+        }
+        let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, async {
+            loop {
+                let event = self.swarm.select_next_some().await;
+                self.libp2p_metrics.record(&event);
+            }
+        })
+        .await;
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         tracing::info!(peers = peers.len(), "closing connections");
         for peer in peers {

@@ -103,9 +103,9 @@ impl Node {
         let crate::network::NetworkSetup { client, event_loop, events } = setup;
 
         let (stop_network, network_stopped) = tokio::sync::oneshot::channel::<()>();
-        let network_task = tokio::spawn(event_loop.run(async {
+        let mut network_task = AbortOnDrop(tokio::spawn(event_loop.run(async {
             let _ = network_stopped.await;
-        }));
+        })));
 
         let (local_tx, local_rx) = mpsc::channel(crate::network::COMMAND_CHANNEL);
         let executor = (config.node.role == crate::config::Role::Worker).then(|| {
@@ -124,13 +124,14 @@ impl Node {
         let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let api_task = tokio::spawn(crate::api::serve(api_listener, handle, wait_stop(stop_servers.clone())));
-        let metrics_task = tokio::spawn(crate::metrics::serve(
+        let mut api_task =
+            AbortOnDrop(tokio::spawn(crate::api::serve(api_listener, handle, wait_stop(stop_servers.clone()))));
+        let mut metrics_task = AbortOnDrop(tokio::spawn(crate::metrics::serve(
             metrics_listener,
             Arc::new(registry),
             metrics.clone(),
             wait_stop(stop_servers.clone()),
-        ));
+        )));
 
         let core = self::core::Core::new(self::core::CoreParts {
             config: config.clone(),
@@ -145,14 +146,24 @@ impl Node {
         core.run(shutdown, DRAIN_TIMEOUT).await;
 
         let _ = stop_network.send(());
-        let _ = network_task.await;
+        let _ = (&mut network_task.0).await;
         let _ = stop_servers_tx.send(true);
         metrics.node_up.set(0);
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = api_task.await;
-            let _ = metrics_task.await;
+            let _ = (&mut api_task.0).await;
+            let _ = (&mut metrics_task.0).await;
         })
         .await;
         tracing::info!("node stopped");
+    }
+}
+
+/// Aborts the task when dropped, so that dropping a running node (a crash, in tests) takes
+/// its network and servers down with it instead of leaving them orphaned.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The project's one test command. Builds once (release profile) and runs every layer this
+# machine can run, then prints what ran, what was skipped and why.
+#
+#   ./test.sh            all local stages
+#   ./test.sh STAGE...   only these stages (lint build unit process api stress shell manifests containers)
+#   ./test.sh k8s        smoke-test a deployed Kubernetes cluster (see README)
+#
+# Tools a stage needs are installed by the stage's own script, idempotently.
+set -uo pipefail
+cd "$(dirname "$0")" || exit 2
+
+if [[ "${1:-}" == "k8s" ]]; then
+  shift
+  exec scripts/test-k8s.sh "$@"
+fi
+
+ALL_STAGES=(lint build unit process api stress shell manifests containers)
+if [[ $# -gt 0 ]]; then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
+
+export CARGO_TERM_COLOR=never
+BIN="$PWD/target/release/p2p-node"
+LOADGEN="$PWD/target/release/p2p-load"
+declare -a RESULTS=()
+passed=0 failed=0 skipped=0
+
+log() { printf '\n=== %s ===\n' "$*"; }
+
+record() { # stage status detail seconds
+  RESULTS+=("$(printf '%-11s %-5s %5ss  %s' "$1" "$2" "$4" "$3")")
+  case "$2" in
+    PASS) passed=$((passed + 1)) ;;
+    FAIL) failed=$((failed + 1)) ;;
+    SKIP) skipped=$((skipped + 1)) ;;
+  esac
+}
+
+# run_stage NAME COMMAND...: a stage passes when its command exits 0, is skipped when it
+# exits 77 (printing the reason as its last line), and fails otherwise.
+run_stage() {
+  local name=$1; shift
+  log "$name"
+  local start=$SECONDS out rc
+  out=$(mktemp)
+  "$@" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  local took=$((SECONDS - start))
+  if [[ $rc -eq 0 ]]; then
+    record "$name" PASS "" "$took"
+  elif [[ $rc -eq 77 ]]; then
+    record "$name" SKIP "$(grep -v '^\s*$' "$out" | tail -n 1)" "$took"
+  else
+    record "$name" FAIL "exit code $rc" "$took"
+  fi
+  rm -f "$out"
+}
+
+stage_lint() {
+  cargo fmt --all -- --check && cargo clippy --locked --all-targets -- -D warnings
+}
+
+stage_build() {
+  cargo build --release --locked --all-targets
+}
+
+stage_unit() {
+  # Unit tests (pure logic) and in-process swarms (several nodes in one test process).
+  cargo test --release --locked --lib --bins --test in_process
+}
+
+stage_process() {
+  # Real processes on 127.0.0.1: one cluster at a time, the machine has two cores.
+  cargo test --release --locked --test cluster --test tasks -- --test-threads=1
+}
+
+stage_api() {
+  need_binary || return $?
+  scripts/with-local-cluster.sh tests/api/run.sh
+}
+
+stage_stress() {
+  need_binary || return $?
+  ./stress-test.sh --short
+}
+
+stage_shell() {
+  scripts/check-shell.sh
+}
+
+stage_manifests() {
+  scripts/check-manifests.sh
+}
+
+stage_containers() {
+  need_binary || return $?
+  scripts/test-containers.sh
+}
+
+need_binary() {
+  if [[ ! -x "$BIN" || ! -x "$LOADGEN" ]]; then
+    echo "no release binaries at target/release: run the build stage first"
+    return 1
+  fi
+}
+
+for stage in "${STAGES[@]}"; do
+  if ! declare -F "stage_$stage" >/dev/null; then
+    echo "unknown stage: $stage (stages: ${ALL_STAGES[*]} | k8s)" >&2
+    exit 2
+  fi
+  run_stage "$stage" "stage_$stage"
+  # Nothing after a failed build can run meaningfully.
+  if [[ "$stage" == "build" && ${RESULTS[-1]} == *FAIL* ]]; then break; fi
+done
+
+printf '\n=== summary ===\n'
+printf '%s\n' "${RESULTS[@]}"
+echo "test.sh: $passed passed, $failed failed, $skipped skipped"
+[[ $failed -eq 0 ]]
