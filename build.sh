@@ -91,7 +91,7 @@ build_binary() {
     else
         command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or use --online"
         say "cargo build --release --locked"
-        cargo build --release --locked
+        P2P_BUILD_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" cargo build --release --locked
         did "built $binary"
     fi
     [[ -f "$binary" && -x "$binary" ]] || die "no executable binary at $binary (run cargo build --release, or unset SKIP_CARGO)"
@@ -155,7 +155,8 @@ assemble_rootfs() {
     ldconfig="$(type -P ldconfig || echo /sbin/ldconfig)"
     if [[ -x "$ldconfig" ]]; then
         for name in libnss_files.so.2 libnss_dns.so.2; do
-            lib="$("$ldconfig" -p 2>/dev/null | awk -v n="$name" '$1 == n && $NF ~ /^\// { print $NF; exit }')"
+            # awk reads to the end (no early exit): ldconfig must not die of SIGPIPE under pipefail.
+            lib="$("$ldconfig" -p 2>/dev/null | awk -v n="$name" '$1 == n && $NF ~ /^\// && !found { print $NF; found = 1 }')"
             [[ -n "$lib" ]] && copy_into_root "$root" "$lib"
         done
     fi

@@ -77,7 +77,7 @@ fi
 if [[ ! -x "$binary" || -n "$(find src Cargo.toml -newer "$binary" 2>/dev/null | head -n 1)" ]]; then
   if [[ "$binary" == target/release/p2p-node ]]; then
     echo "building the release binary (first time: a few minutes)..."
-    cargo build --release --locked --bin p2p-node
+    P2P_BUILD_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" cargo build --release --locked --bin p2p-node
   elif [[ ! -x "$binary" ]]; then
     echo "no binary at $binary" >&2
     exit 1

@@ -491,7 +491,8 @@ impl EventLoop {
                 .map(|c| (info.observed_addr.clone(), c.relayed))
                 .unwrap_or((info.observed_addr.clone(), false));
             let address = info.listen_addrs.iter().find(|a| !is_unroutable(a)).cloned().unwrap_or(address);
-            self.emit(NetworkEvent::PeerConnected { peer: peer_id, address, relayed });
+            let role = info.agent_version.split_whitespace().find_map(|w| w.strip_prefix("role=")).map(str::to_string);
+            self.emit(NetworkEvent::PeerConnected { peer: peer_id, address, relayed, role });
         }
     }
 

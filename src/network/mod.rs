@@ -77,6 +77,8 @@ pub enum NetworkEvent {
         peer: PeerId,
         address: Multiaddr,
         relayed: bool,
+        /// The role the peer's Identify agent string names, known before any gossip.
+        role: Option<String>,
     },
     /// The connection to `peer` changed from relayed to direct (hole punch) or back.
     ConnectionKind {

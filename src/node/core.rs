@@ -53,6 +53,8 @@ fn now_ms() -> u64 {
 struct Conn {
     address: Multiaddr,
     relayed: bool,
+    /// From Identify; the advertisement's role wins once it arrives.
+    role: Option<String>,
 }
 
 pub struct Core {
@@ -255,8 +257,8 @@ impl Core {
                 self.ad_due.get_or_insert(now);
                 Vec::new()
             }
-            NetworkEvent::PeerConnected { peer, address, relayed } => {
-                self.connections.insert(peer, Conn { address, relayed });
+            NetworkEvent::PeerConnected { peer, address, relayed, role } => {
+                self.connections.insert(peer, Conn { address, relayed, role });
                 self.membership.on_connected(now, peer)
             }
             NetworkEvent::ConnectionKind { peer, relayed } => {
@@ -483,11 +485,7 @@ impl Core {
         }
         let mut counts: HashMap<PeerLabels, i64> = self.peer_labels_seen.iter().map(|l| (l.clone(), 0)).collect();
         for (peer, conn) in &self.connections {
-            let role = self
-                .membership
-                .get(peer)
-                .and_then(|m| m.info.as_ref())
-                .map_or_else(|| "unknown".to_string(), |i| i.role.clone());
+            let role = self.role_of(peer);
             let labels = PeerLabels { role, transport: if conn.relayed { "relayed" } else { "direct" }.into() };
             *counts.entry(labels).or_default() += 1;
         }
@@ -497,6 +495,16 @@ impl Core {
                 self.peer_labels_seen.push(labels);
             }
         }
+    }
+
+    /// A peer's role: from its advertisement, else from Identify, else unknown.
+    fn role_of(&self, peer: &PeerId) -> String {
+        self.membership
+            .get(peer)
+            .and_then(|m| m.info.as_ref())
+            .map(|i| i.role.clone())
+            .or_else(|| self.connections.get(peer).and_then(|c| c.role.clone()))
+            .unwrap_or_else(|| "unknown".into())
     }
 
     fn member_counts_by_state(&self) -> [(&'static str, usize); 4] {
@@ -561,7 +569,7 @@ impl Core {
                 }
                 PeerView {
                     peer_id: m.id.to_string(),
-                    role: info.map_or_else(|| "unknown".into(), |i| i.role.clone()),
+                    role: self.role_of(&m.id),
                     state: m.state.as_str().into(),
                     incarnation: m.incarnation,
                     addresses,
