@@ -104,6 +104,25 @@ impl NodeHandle {
         }
     }
 
+    /// Submits a batch, all or nothing; with `wait`, resolves once every task is final.
+    pub async fn submit_batch(&self, specs: Vec<TaskSpec>, wait: bool) -> Result<BatchSubmitted, ApiError> {
+        let (waiters, receivers): (Vec<_>, Vec<_>) =
+            if wait { (0..specs.len()).map(|_| oneshot::channel()).unzip() } else { (Vec::new(), Vec::new()) };
+        let ids = self.ask(|reply| Request::SubmitBatch { specs, waiters, reply }).await?.map_err(|(i, e)| {
+            let mut err = ApiError::from(e);
+            err.error = format!("tasks[{i}]: {}", err.error);
+            err
+        })?;
+        if !wait {
+            return Ok(BatchSubmitted::Accepted(ids));
+        }
+        let mut records = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            records.push(rx.await.map_err(|_| ApiError::unavailable())?);
+        }
+        Ok(BatchSubmitted::Final(records))
+    }
+
     pub async fn get(&self, id: String) -> Result<TaskRecord, ApiError> {
         self.ask(|reply| Request::Get { id: id.clone(), reply })
             .await?
@@ -131,6 +150,11 @@ impl NodeHandle {
     }
 }
 
+pub enum BatchSubmitted {
+    Accepted(Vec<String>),
+    Final(Vec<TaskRecord>),
+}
+
 pub enum Submitted {
     Accepted(String),
     Final(Box<TaskRecord>),
@@ -146,6 +170,16 @@ struct SubmitBody {
     payload: String,
     timeout_ms: Option<u64>,
     max_attempts: Option<u32>,
+}
+
+/// Most tasks one batch may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Body of `POST /v1/tasks/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    tasks: Vec<SubmitBody>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +200,7 @@ pub fn router(handle: NodeHandle) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/tasks", get(list_tasks).post(submit_task))
+        .route("/v1/tasks/batch", axum::routing::post(submit_batch))
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/v1/peers", get(peers))
         .route("/v1/status", get(status))
@@ -224,22 +259,61 @@ fn parse_query<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("query string: {}", e.body_text())))
 }
 
+impl SubmitBody {
+    fn into_spec(self, field: &str) -> Result<TaskSpec, ApiError> {
+        if self.task_type.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("field {field}: must not be empty"),
+            ));
+        }
+        Ok(TaskSpec {
+            task_type: self.task_type,
+            payload: self.payload,
+            timeout_ms: self.timeout_ms,
+            max_attempts: self.max_attempts,
+        })
+    }
+}
+
+async fn submit_batch(
+    State(h): State<NodeHandle>,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let query = parse_query(query)?;
+    let body: BatchBody = parse_body(&body)?;
+    if body.tasks.is_empty() || body.tasks.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("field tasks: must hold 1..={MAX_BATCH} tasks, got {}", body.tasks.len()),
+        ));
+    }
+    let specs = body
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.into_spec(&format!("tasks[{i}].type")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match h.submit_batch(specs, query.wait).await? {
+        BatchSubmitted::Accepted(ids) => {
+            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"ids": ids, "state": "pending"}))).into_response()
+        }
+        BatchSubmitted::Final(records) => {
+            (StatusCode::OK, axum::Json(serde_json::json!({"tasks": records}))).into_response()
+        }
+    })
+}
+
 async fn submit_task(
     State(h): State<NodeHandle>,
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query = parse_query(query)?;
-    let body: SubmitBody = parse_body(&body)?;
-    if body.task_type.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "field type: must not be empty"));
-    }
-    let spec = TaskSpec {
-        task_type: body.task_type,
-        payload: body.payload,
-        timeout_ms: body.timeout_ms,
-        max_attempts: body.max_attempts,
-    };
+    let spec = parse_body::<SubmitBody>(&body)?.into_spec("type")?;
     Ok(match h.submit(spec, query.wait).await? {
         Submitted::Accepted(id) => {
             (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"id": id, "state": "pending"}))).into_response()

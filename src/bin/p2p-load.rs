@@ -45,6 +45,13 @@ struct Args {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Submit through `POST /v1/tasks/batch` in batches of this many tasks (then
+    /// `--concurrency` counts batches in flight, and a task's latency is its batch's).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Tasks to run first, outside the measurement (connections, caches, JIT-free warm-up).
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
     /// Label for the report.
     #[arg(long, default_value = "load")]
     label: String,
@@ -99,16 +106,7 @@ async fn main() -> anyhow::Result<()> {
         Some(r) => Some(parse_range(r).ok_or_else(|| anyhow::anyhow!("--sleep-range must look like 100-500"))?),
         None => None,
     };
-    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
-    let started = Instant::now();
-    let mut handles = Vec::with_capacity(args.tasks);
-    for i in 0..args.tasks {
-        let permit = sem.clone().acquire_owned().await?;
-        if Instant::now() >= deadline {
-            break;
-        }
-        let client = clients[i % clients.len()].clone();
+    let make_body = |i: usize| {
         let payload = match range {
             Some((lo, hi)) => (lo + rand::random::<u64>() % (hi - lo + 1)).to_string(),
             None => args.payload.replace("{i}", &i.to_string()),
@@ -117,33 +115,94 @@ async fn main() -> anyhow::Result<()> {
         if let Some(t) = args.timeout_ms {
             body["timeout_ms"] = json!(t);
         }
+        body
+    };
+    for i in 0..args.warmup {
+        let _ = clients[i % clients.len()]
+            .call(Method::POST, "/v1/tasks?wait=true", Some(make_body(i)), Duration::from_secs(60))
+            .await;
+    }
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(args.tasks);
+    if let Some(batch) = args.batch {
+        let mut outcomes = Vec::with_capacity(args.tasks);
+        let mut batch_handles = Vec::new();
+        for (n, chunk) in (0..args.tasks).collect::<Vec<_>>().chunks(batch.max(1)).enumerate() {
+            let permit = sem.clone().acquire_owned().await?;
+            if Instant::now() >= deadline {
+                break;
+            }
+            let client = clients[n % clients.len()].clone();
+            let body = json!({"tasks": chunk.iter().map(|i| make_body(*i)).collect::<Vec<_>>()});
+            let count = chunk.len();
+            batch_handles.push(tokio::spawn(async move {
+                let t0 = Instant::now();
+                let r =
+                    client.call(Method::POST, "/v1/tasks/batch?wait=true", Some(body), Duration::from_secs(600)).await;
+                drop(permit);
+                let latency = t0.elapsed();
+                match r {
+                    Ok(v) => v["tasks"]
+                        .as_array()
+                        .map(|recs| recs.iter().map(|rec| record_outcome(rec, latency)).collect())
+                        .unwrap_or_default(),
+                    Err(e) => (0..count).map(|_| error_outcome(&e, latency)).collect::<Vec<_>>(),
+                }
+            }));
+        }
+        for h in batch_handles {
+            outcomes.extend(h.await?);
+        }
+        return finish(&args, outcomes, started.elapsed());
+    }
+    for i in 0..args.tasks {
+        let permit = sem.clone().acquire_owned().await?;
+        if Instant::now() >= deadline {
+            break;
+        }
+        let client = clients[i % clients.len()].clone();
+        let body = make_body(i);
         handles.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let r = client.call(Method::POST, "/v1/tasks?wait=true", Some(body), Duration::from_secs(600)).await;
             drop(permit);
             let latency = t0.elapsed();
             match r {
-                Ok(rec) => Outcome {
-                    id: rec["id"].as_str().map(str::to_string),
-                    latency,
-                    state: rec["state"].as_str().unwrap_or("?").to_string(),
-                    reason: rec["error"].as_str().map(reason_key),
-                },
-                Err(ClientError::Api { code, message, .. }) => {
-                    Outcome { id: None, latency, state: format!("refused:{code}"), reason: Some(reason_key(&message)) }
-                }
-                Err(e) => {
-                    Outcome { id: None, latency, state: "no-answer".into(), reason: Some(reason_key(&e.to_string())) }
-                }
+                Ok(rec) => record_outcome(&rec, latency),
+                Err(e) => error_outcome(&e, latency),
             }
         }));
     }
-    let submitted = handles.len();
-    let mut outcomes = Vec::with_capacity(submitted);
+    let mut outcomes = Vec::with_capacity(handles.len());
     for h in handles {
         outcomes.push(h.await?);
     }
-    let elapsed = started.elapsed();
+    finish(&args, outcomes, started.elapsed())
+}
+
+fn record_outcome(rec: &Value, latency: Duration) -> Outcome {
+    Outcome {
+        id: rec["id"].as_str().map(str::to_string),
+        latency,
+        state: rec["state"].as_str().unwrap_or("?").to_string(),
+        reason: rec["error"].as_str().map(reason_key),
+    }
+}
+
+fn error_outcome(e: &ClientError, latency: Duration) -> Outcome {
+    match e {
+        ClientError::Api { code, message, .. } => {
+            Outcome { id: None, latency, state: format!("refused:{code}"), reason: Some(reason_key(message)) }
+        }
+        other => Outcome { id: None, latency, state: "no-answer".into(), reason: Some(reason_key(&other.to_string())) },
+    }
+}
+
+/// Checks, prints and writes the report; exits non-zero when an accepted task was lost.
+fn finish(args: &Args, outcomes: Vec<Outcome>, elapsed: Duration) -> anyhow::Result<()> {
+    let submitted = outcomes.len();
 
     // Every task a gateway accepted must come back final. A request that got no answer at
     // all (gateway unreachable) cannot be proven either way and is reported separately.
@@ -182,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
         "lost": lost,
         "unanswered": unknown,
         "concurrency": args.concurrency,
+        "batch": args.batch,
         "elapsed_secs": elapsed.as_secs_f64(),
         "throughput_per_sec": throughput,
         "latency_ms": {

@@ -530,6 +530,20 @@ impl Core {
                 }
                 let _ = reply.send(result);
             }
+            Request::SubmitBatch { specs, waiters, reply } => {
+                if self.health.shutting_down.load(Ordering::Relaxed) {
+                    let _ = reply.send(Err((0, crate::scheduler::SubmitError::ShuttingDown)));
+                    return;
+                }
+                let workers = self.workers();
+                let result = self.gateway.submit_batch(specs, &workers);
+                if let Ok(ids) = &result {
+                    for (id, waiter) in ids.iter().zip(waiters) {
+                        let _ = self.gateway.wait(id, waiter);
+                    }
+                }
+                let _ = reply.send(result);
+            }
             Request::Get { id, reply } => {
                 let _ = reply.send(self.gateway.get(&id));
             }

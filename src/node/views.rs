@@ -86,6 +86,12 @@ pub enum Request {
         waiter: Option<oneshot::Sender<TaskRecord>>,
         reply: oneshot::Sender<Result<String, SubmitError>>,
     },
+    /// All tasks or none; `waiters` (one per task, in order) when the caller waits.
+    SubmitBatch {
+        specs: Vec<TaskSpec>,
+        waiters: Vec<oneshot::Sender<TaskRecord>>,
+        reply: oneshot::Sender<Result<Vec<String>, (usize, SubmitError)>>,
+    },
     Get {
         id: String,
         reply: oneshot::Sender<Option<TaskRecord>>,

@@ -95,6 +95,13 @@ pub enum Timer {
     },
 }
 
+/// A submission that passed validation.
+struct Checked {
+    kind: TaskKind,
+    timeout: Duration,
+    max_attempts: u32,
+}
+
 struct Running {
     attempt: u32,
     peer: PeerId,
@@ -174,13 +181,52 @@ impl Gateway {
 
     /// Accepts a task or refuses it at once with the reason.
     pub fn submit(&mut self, spec: TaskSpec, workers: &[WorkerView]) -> Result<String, SubmitError> {
-        let kind = TaskKind::parse(&spec.task_type).ok_or_else(|| SubmitError::UnknownType(spec.task_type.clone()));
-        let kind = match kind {
-            Ok(k) => k,
-            Err(e) => {
-                self.reject("unknown_type");
-                return Err(e);
-            }
+        let checked = self.check(&spec, workers)?;
+        if self.queued >= self.config.queue_capacity {
+            self.reject("queue_full");
+            return Err(SubmitError::QueueFull(self.queued));
+        }
+        let id = self.accept(spec, checked);
+        self.pump(workers);
+        Ok(id)
+    }
+
+    /// Accepts every task of a batch, or none: the first invalid task (by index) refuses the
+    /// batch, and so does a queue without room for all of it.
+    pub fn submit_batch(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        workers: &[WorkerView],
+    ) -> Result<Vec<String>, (usize, SubmitError)> {
+        let mut checked = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            checked.push(self.check(spec, workers).map_err(|e| (i, e))?);
+        }
+        // Tasks a free worker takes at once never wait; the rest need queue room.
+        let room = self.config.queue_capacity.saturating_sub(self.queued) + self.free_slots(workers);
+        if specs.len() > room {
+            self.reject("queue_full");
+            return Err((0, SubmitError::QueueFull(self.queued)));
+        }
+        let ids = specs.into_iter().zip(checked).map(|(spec, c)| self.accept(spec, c)).collect();
+        self.pump(workers);
+        Ok(ids)
+    }
+
+    /// Free execution slots across `workers`, as this gateway sees them.
+    fn free_slots(&self, workers: &[WorkerView]) -> usize {
+        workers
+            .iter()
+            .filter(|w| !self.saturated.contains(&w.id))
+            .map(|w| w.capacity.saturating_sub(self.in_flight_to(&w.id)) as usize)
+            .sum()
+    }
+
+    /// Validates a submission without changing anything but the rejection counters.
+    fn check(&self, spec: &TaskSpec, workers: &[WorkerView]) -> Result<Checked, SubmitError> {
+        let Some(kind) = TaskKind::parse(&spec.task_type) else {
+            self.reject("unknown_type");
+            return Err(SubmitError::UnknownType(spec.task_type.clone()));
         };
         if let Err(message) = kind.validate_payload(&spec.payload) {
             self.reject("bad_payload");
@@ -203,14 +249,15 @@ impl Gateway {
                 alive: workers.len(),
             });
         }
-        if self.queued >= self.config.queue_capacity {
-            self.reject("queue_full");
-            return Err(SubmitError::QueueFull(self.queued));
-        }
+        Ok(Checked { kind, timeout: Duration::from_millis(timeout_ms), max_attempts })
+    }
+
+    /// Records a checked task and queues it; the caller pumps.
+    fn accept(&mut self, spec: TaskSpec, c: Checked) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let record = TaskRecord {
             id: id.clone(),
-            task_type: kind.name().to_string(),
+            task_type: c.kind.name().to_string(),
             payload: spec.payload,
             state: TaskState::Pending,
             attempts: 0,
@@ -221,15 +268,15 @@ impl Gateway {
             finished_at: None,
             attempt_history: Vec::new(),
         };
-        self.metrics.tasks_submitted.get_or_create(&type_label(kind)).inc();
-        tracing::debug!(task_id = %id, r#type = kind.name(), "task accepted");
+        self.metrics.tasks_submitted.get_or_create(&type_label(c.kind)).inc();
+        tracing::debug!(task_id = %id, r#type = c.kind.name(), "task accepted");
         self.entries.insert(
             id.clone(),
             Entry {
                 record,
-                kind,
-                timeout: Duration::from_millis(timeout_ms),
-                max_attempts,
+                kind: c.kind,
+                timeout: c.timeout,
+                max_attempts: c.max_attempts,
                 failures: 0,
                 running: None,
                 retry_timer: None,
@@ -239,8 +286,7 @@ impl Gateway {
             },
         );
         self.enqueue(&id, false);
-        self.pump(workers);
-        Ok(id)
+        id
     }
 
     fn reject(&self, reason: &str) {
