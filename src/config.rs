@@ -64,6 +64,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub tasks: TasksConfig,
     pub membership: MembershipSettings,
+    pub relay: RelaySettings,
     pub log: LogConfig,
 }
 
@@ -133,6 +134,33 @@ pub struct MembershipSettings {
     pub suspect_timeout_ms: u64,
     pub dead_retention_secs: u64,
     pub indirect_probes: usize,
+}
+
+/// Limits of the circuit relay server (relay role). Defaults are sized for task traffic:
+/// libp2p's own (2 minutes, 128 KiB per circuit) would cut a relayed gateway-to-worker
+/// connection in the middle of a busy minute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    pub max_reservations: usize,
+    pub max_reservations_per_peer: usize,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    pub max_circuit_duration_secs: u64,
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration_secs: 600,
+            max_circuit_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

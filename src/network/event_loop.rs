@@ -33,6 +33,8 @@ const TICK: Duration = Duration::from_millis(100);
 const WALK_FAST: Duration = Duration::from_secs(2);
 const WALK_SLOW: Duration = Duration::from_secs(30);
 const FAST_WALKS: u32 = 5;
+/// Relays a node behind NAT holds reservations on.
+const MAX_RELAYS: usize = 2;
 /// How long a stopping node keeps its swarm running to flush its last messages.
 const FLUSH_BEFORE_CLOSE: Duration = Duration::from_millis(200);
 /// Dial newly discovered peers while below this share of `max_connections`.
@@ -71,6 +73,11 @@ pub struct EventLoop {
     pending_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, String>>>,
     pending_gets: HashMap<kad::QueryId, GetReply>,
     nat: NatStatus,
+    relay_client_enabled: bool,
+    /// Relays we know (Identify says they serve the hop protocol) and how we reach them.
+    relays: HashMap<PeerId, Multiaddr>,
+    /// Circuit listeners (reservations) per relay.
+    reservations: HashMap<PeerId, libp2p::core::transport::ListenerId>,
     walks: u32,
     next_walk: Instant,
     joined_once: bool,
@@ -113,6 +120,9 @@ impl EventLoop {
             pending_puts: HashMap::new(),
             pending_gets: HashMap::new(),
             nat: NatStatus::Unknown,
+            relay_client_enabled: config.network.enable_relay,
+            relays: HashMap::new(),
+            reservations: HashMap::new(),
             walks: 0,
             next_walk: Instant::now() + WALK_FAST,
             joined_once: false,
@@ -201,6 +211,7 @@ impl EventLoop {
                 }
             }
         }
+        self.reserve_relay_slots();
         if now >= self.next_walk && self.swarm.connected_peers().next().is_some() {
             self.walks += 1;
             let interval = if self.walks < FAST_WALKS { WALK_FAST } else { WALK_SLOW };
@@ -208,6 +219,30 @@ impl EventLoop {
             // A lookup of a random id visits peers all over the key space, filling the routing
             // table with peers we were never told about.
             self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+        }
+    }
+
+    /// Behind NAT, listen through known relays (a reservation each, at most two) so peers
+    /// can reach us at `/p2p/<relay>/p2p-circuit`; DCUtR then tries to upgrade to direct.
+    fn reserve_relay_slots(&mut self) {
+        if !self.relay_client_enabled || self.nat != NatStatus::Private || self.reservations.len() >= MAX_RELAYS {
+            return;
+        }
+        let candidates: Vec<(PeerId, Multiaddr)> = self
+            .relays
+            .iter()
+            .filter(|(p, _)| !self.reservations.contains_key(p) && self.swarm.is_connected(p))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (relay, addr) in candidates.into_iter().take(MAX_RELAYS - self.reservations.len()) {
+            let circuit = addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    tracing::info!(%relay, %circuit, "requesting a relay reservation");
+                    self.reservations.insert(relay, id);
+                }
+                Err(e) => tracing::warn!(%relay, error = %e, "cannot listen through relay"),
+            }
         }
     }
 
@@ -365,6 +400,13 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                if let Some(relay) = self.reservations.iter().find(|(_, id)| **id == listener_id).map(|(p, _)| *p) {
+                    tracing::info!(%relay, ?reason, "relay reservation ended");
+                    self.reservations.remove(&relay);
+                    self.metrics.relay_reservations.set(self.reservations.len() as i64);
+                }
+            }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed");
             }
@@ -432,9 +474,9 @@ impl EventLoop {
                 self.libp2p_metrics.record(&e);
             }
             BehaviourEvent::RelayClient(e) => match e {
-                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
-                    tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
-                    self.metrics.relay_reservations.inc();
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } => {
+                    tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
+                    self.metrics.relay_reservations.set(self.reservations.len() as i64);
                 }
                 other => tracing::debug!(event = ?other, "relay client event"),
             },
@@ -475,6 +517,24 @@ impl EventLoop {
             self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;
+        }
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            // Reach the relay at an address it listens on, a non-loopback one if it has any
+            // (a loopback address only works for a relay on this same host).
+            let usable = |a: &&Multiaddr| {
+                !is_unroutable(a) && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit | Protocol::P2p(_)))
+            };
+            let loopback = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback()));
+            let addr = info
+                .listen_addrs
+                .iter()
+                .filter(usable)
+                .find(|a| !loopback(a))
+                .or_else(|| info.listen_addrs.iter().find(usable))
+                .cloned();
+            if let Some(addr) = addr {
+                self.relays.insert(peer_id, addr);
+            }
         }
         if info.protocols.contains(&self.names.kad) {
             for addr in &info.listen_addrs {

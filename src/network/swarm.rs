@@ -215,12 +215,17 @@ fn make_behaviour(
         },
     );
 
+    let r = &config.relay;
     let relay_server = (config.node.role == Role::Relay).then(|| {
         relay::Behaviour::new(
             peer_id,
             relay::Config {
-                max_circuit_duration: Duration::from_secs(600),
-                max_circuit_bytes: 16 * 1024 * 1024,
+                max_reservations: r.max_reservations,
+                max_reservations_per_peer: r.max_reservations_per_peer,
+                max_circuits: r.max_circuits,
+                max_circuits_per_peer: r.max_circuits_per_peer,
+                max_circuit_duration: Duration::from_secs(r.max_circuit_duration_secs),
+                max_circuit_bytes: r.max_circuit_bytes,
                 ..Default::default()
             },
         )
