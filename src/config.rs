@@ -83,6 +83,8 @@ pub struct NodeConfig {
     pub identity_file: PathBuf,
     /// 0 means one per CPU.
     pub max_concurrent_tasks: usize,
+    /// Attempts that may wait on this worker for a free slot; beyond, it answers busy.
+    pub task_backlog: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +183,7 @@ impl Default for NodeConfig {
             external_addresses: Vec::new(),
             identity_file: PathBuf::from("identity.key"),
             max_concurrent_tasks: 0,
+            task_backlog: 32,
         }
     }
 }

@@ -154,7 +154,11 @@ impl Metrics {
         r.register("task_duration_seconds", "Time from submission to final state", m.task_duration.clone());
         r.register("task_queue_depth", "Tasks waiting for a free worker", m.queue_depth.clone());
         r.register("tasks_running", "Tasks dispatched and awaiting an answer", m.tasks_running.clone());
-        r.register("tasks_executing", "Tasks executing on this worker", m.tasks_executing.clone());
+        r.register(
+            "tasks_executing",
+            "Task attempts admitted on this worker (executing or waiting for a slot)",
+            m.tasks_executing.clone(),
+        );
         r.register("tasks_executed", "Task attempts executed on this worker", m.tasks_executed.clone());
         r.register("ping_rtt_seconds", "Ping round-trip time to peers", m.ping_rtt.clone());
         r.register("node_up", "1 while the node runs", m.node_up.clone());
@@ -198,6 +202,45 @@ impl Metrics {
     }
 }
 
+/// Rewrites OpenMetrics text (what prometheus-client encodes) as the Prometheus text format
+/// 0.0.4, for scrapers that do not ask for OpenMetrics (and for `promtool check metrics`):
+/// counter families are named with their `_total` suffix, info families become gauges named
+/// `_info`, unit lines and the `# EOF` trailer go.
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    use std::collections::HashMap;
+    let types: HashMap<&str, &str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|rest| rest.split_once(' ')).collect();
+    let family = |name: &str| -> String {
+        match types.get(name) {
+            Some(&"counter") => format!("{name}_total"),
+            Some(&"info") => format!("{name}_info"),
+            _ => name.to_string(),
+        }
+    };
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(&format!("# HELP {} {help}\n", family(name)));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let ty = match ty {
+                "counter" | "gauge" | "histogram" | "summary" => ty,
+                "info" => "gauge",
+                _ => "untyped",
+            };
+            out.push_str(&format!("# TYPE {} {ty}\n", family(name)));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Serves `/metrics` from `registry` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -209,17 +252,26 @@ pub async fn serve(
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let registry = registry.clone();
             let metrics = metrics.clone();
             async move {
                 metrics.refresh();
+                let openmetrics = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/openmetrics-text"));
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                    Ok(()) => (
+                    Ok(()) if openmetrics => (
                         axum::http::StatusCode::OK,
                         [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                         body,
+                    ),
+                    Ok(()) => (
+                        axum::http::StatusCode::OK,
+                        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        openmetrics_to_prometheus(&body),
                     ),
                     Err(e) => (
                         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -231,4 +283,37 @@ pub async fn serve(
         }),
     );
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP p2p_tasks_submitted Tasks accepted.\n# TYPE p2p_tasks_submitted counter\n\
+                  p2p_tasks_submitted_total{type=\"echo\"} 3\n# HELP up Up.\n# TYPE up gauge\n# UNIT up seconds\nup 1\n\
+                  # TYPE v info\nv_info{version=\"1\"} 1\n# EOF\n";
+        let text = openmetrics_to_prometheus(om);
+        assert_eq!(
+            text,
+            "# HELP p2p_tasks_submitted_total Tasks accepted.\n# TYPE p2p_tasks_submitted_total counter\n\
+             p2p_tasks_submitted_total{type=\"echo\"} 3\n# HELP up Up.\n# TYPE up gauge\nup 1\n\
+             # TYPE v_info gauge\nv_info{version=\"1\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn our_registry_encodes_in_both_formats() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        m.tasks_submitted.get_or_create(&TypeLabels { r#type: "echo".into() }).inc();
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &registry).unwrap();
+        assert!(om.ends_with("# EOF\n"));
+        let text = openmetrics_to_prometheus(&om);
+        assert!(text.contains("# TYPE p2p_tasks_submitted_total counter"), "{text}");
+        assert!(text.contains("p2p_tasks_submitted_total{type=\"echo\"} 1"), "{text}");
+        assert!(!text.contains("# EOF"));
+    }
 }

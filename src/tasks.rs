@@ -20,6 +20,8 @@ pub enum TaskKind {
 
 /// Longest `sleep` a task may ask for.
 pub const MAX_SLEEP_MS: u64 = 600_000;
+/// Largest payload: what fits in a task request with room for its envelope.
+pub const MAX_PAYLOAD_BYTES: usize = crate::protocol::MAX_TASK_REQUEST_BYTES as usize - 4096;
 /// Largest stored value.
 pub const MAX_STORAGE_VALUE: usize = 60 * 1024;
 /// Task types in the order `help` lists them.
@@ -59,6 +61,9 @@ impl TaskKind {
     /// Checks the payload's shape before the task is accepted, so a malformed task is refused
     /// at the gateway instead of failing on every worker.
     pub fn validate_payload(self, payload: &str) -> Result<(), String> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(format!("{} bytes exceeds the maximum of {MAX_PAYLOAD_BYTES}", payload.len()));
+        }
         match self {
             Self::Sleep => parse_sleep(payload).map(|_| ()),
             Self::Storage => StorageOp::parse(payload).map(|_| ()),

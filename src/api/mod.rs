@@ -241,15 +241,36 @@ async fn readyz(State(h): State<NodeHandle>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"ready": false, "reason": reason}))).into_response()
 }
 
-/// Parses a JSON body, naming the offending field on error.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+type BodyResult = Result<Bytes, axum::extract::rejection::BytesRejection>;
+type PathResult = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+/// Parses a JSON body (one value, nothing after it), naming the offending field on error.
+fn parse_body<T: serde::de::DeserializeOwned>(body: BodyResult) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("body: {}", e.body_text()))
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let what = if path == "." { "body".to_string() } else { format!("field {path}") };
+        let what = if path == "." || path == "?" { "body".to_string() } else { format!("field {path}") };
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{what}: {inner}"))
-    })
+    })?;
+    de.end().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")))?;
+    Ok(value)
+}
+
+fn parse_id(path: PathResult) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("task id: {}", e.body_text())))
 }
 
 fn parse_query<T: serde::de::DeserializeOwned>(
@@ -280,10 +301,10 @@ impl SubmitBody {
 async fn submit_batch(
     State(h): State<NodeHandle>,
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
-    body: Bytes,
+    body: BodyResult,
 ) -> Result<Response, ApiError> {
     let query = parse_query(query)?;
-    let body: BatchBody = parse_body(&body)?;
+    let body: BatchBody = parse_body(body)?;
     if body.tasks.is_empty() || body.tasks.len() > MAX_BATCH {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -310,10 +331,10 @@ async fn submit_batch(
 async fn submit_task(
     State(h): State<NodeHandle>,
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
-    body: Bytes,
+    body: BodyResult,
 ) -> Result<Response, ApiError> {
     let query = parse_query(query)?;
-    let spec = parse_body::<SubmitBody>(&body)?.into_spec("type")?;
+    let spec = parse_body::<SubmitBody>(body)?.into_spec("type")?;
     Ok(match h.submit(spec, query.wait).await? {
         Submitted::Accepted(id) => {
             (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"id": id, "state": "pending"}))).into_response()
@@ -331,12 +352,12 @@ async fn list_tasks(
     Ok(axum::Json(serde_json::json!({ "tasks": tasks })).into_response())
 }
 
-async fn get_task(State(h): State<NodeHandle>, Path(id): Path<String>) -> Result<axum::Json<TaskRecord>, ApiError> {
-    h.get(id).await.map(axum::Json)
+async fn get_task(State(h): State<NodeHandle>, id: PathResult) -> Result<axum::Json<TaskRecord>, ApiError> {
+    h.get(parse_id(id)?).await.map(axum::Json)
 }
 
-async fn cancel_task(State(h): State<NodeHandle>, Path(id): Path<String>) -> Result<axum::Json<TaskRecord>, ApiError> {
-    h.cancel(id).await.map(axum::Json)
+async fn cancel_task(State(h): State<NodeHandle>, id: PathResult) -> Result<axum::Json<TaskRecord>, ApiError> {
+    h.cancel(parse_id(id)?).await.map(axum::Json)
 }
 
 async fn peers(State(h): State<NodeHandle>) -> Result<Response, ApiError> {

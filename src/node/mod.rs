@@ -113,6 +113,7 @@ impl Node {
                 client.clone(),
                 &config.node.capabilities,
                 config.max_concurrent_tasks(),
+                config.node.task_backlog,
                 config.tasks.compute_difficulty,
                 config.tasks.storage_replication,
                 metrics.clone(),

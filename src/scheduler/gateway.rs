@@ -134,6 +134,8 @@ pub struct Gateway {
     in_flight: HashMap<PeerId, u32>,
     /// Workers that answered busy; treated as full until they answer again.
     saturated: HashSet<PeerId>,
+    /// Busy answers in a row per worker: the wait before offering it work again grows with it.
+    busy_streak: HashMap<PeerId, u32>,
     timers: DelayQueue<Timer>,
     waiters: HashMap<String, Vec<oneshot::Sender<TaskRecord>>>,
     finished: VecDeque<(Instant, String)>,
@@ -154,6 +156,7 @@ impl Gateway {
             queue_seq: 0,
             in_flight: HashMap::new(),
             saturated: HashSet::new(),
+            busy_streak: HashMap::new(),
             timers: DelayQueue::new(),
             waiters: HashMap::new(),
             finished: VecDeque::new(),
@@ -438,9 +441,16 @@ impl Gateway {
             // never given this task: never let it complete anything.
             self.metrics.dropped("stale_task_result");
             tracing::debug!(%task_id, attempt, %peer, "ignoring stale or unexpected task result");
+            // A late answer still means the worker freed a slot.
+            if self.saturated.remove(&peer) {
+                self.pump(workers);
+            }
             return;
         }
         self.saturated.remove(&peer);
+        if !matches!(&result, Ok(r) if r.outcome == TaskOutcome::Err(TaskError::Busy)) {
+            self.busy_streak.remove(&peer);
+        }
         let response = match result {
             Ok(r) if r.task_id == task_id && r.attempt == attempt && r.worker == peer.to_string() => r,
             Ok(_) => {
@@ -473,8 +483,11 @@ impl Gateway {
             }
             TaskOutcome::Err(TaskError::Busy) => {
                 // The task never ran, so this costs no attempt; prefer other workers next.
+                let streak = self.busy_streak.entry(peer).or_default();
+                *streak = streak.saturating_add(1);
+                let delay = self.policy.delay(*streak, rand::random());
                 if self.saturated.insert(peer) {
-                    self.timers.insert(Timer::Unsaturate { peer }, self.policy.delay(1, rand::random()));
+                    self.timers.insert(Timer::Unsaturate { peer }, delay);
                 }
                 self.note_attempt(task_id, "busy", Some(TaskError::Busy.to_string()));
                 if let Some(e) = self.entries.get_mut(task_id) {

@@ -1,9 +1,12 @@
 //! The worker side: runs task attempts sent by gateways (or by this node's own gateway),
 //! at most `max_concurrent_tasks` at a time, and answers every one of them.
 //!
-//! A worker at its limit answers `Busy` at once instead of queueing: the gateway knows other
-//! workers and is the one place a task should wait. CPU work runs on the blocking pool so
-//! it never stalls the event loops, and every attempt is bounded by its deadline.
+//! Admission is credit-based: up to `max_concurrent_tasks` attempts execute while at most
+//! `task_backlog` more wait here for a slot. The backlog hides the network round trip (a
+//! gateway can have the next attempt in transit while this one runs) without letting work
+//! pile up: beyond it the worker answers `Busy` at once, and the gateway, which knows other
+//! workers, is where a task waits. CPU work runs on the blocking pool so it never stalls the
+//! event loops, and every attempt, waiting included, is bounded by its deadline.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,7 +43,10 @@ pub struct Executor {
 struct Inner {
     local: PeerId,
     capabilities: HashSet<String>,
+    /// Execution slots.
     slots: Arc<Semaphore>,
+    /// Admission: executing plus waiting.
+    admission: Arc<Semaphore>,
     capacity: u32,
     executing: AtomicU32,
     draining: AtomicBool,
@@ -56,6 +62,7 @@ impl Executor {
         network: Client,
         capabilities: &[String],
         capacity: usize,
+        backlog: usize,
         difficulty: u32,
         replication: usize,
         metrics: Metrics,
@@ -66,7 +73,8 @@ impl Executor {
                 local: network.local_peer_id(),
                 capabilities: capabilities.iter().cloned().collect(),
                 slots: Arc::new(Semaphore::new(capacity)),
-                capacity: capacity as u32,
+                admission: Arc::new(Semaphore::new(capacity + backlog)),
+                capacity: (capacity + backlog) as u32,
                 executing: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
                 network,
@@ -78,11 +86,12 @@ impl Executor {
         }
     }
 
+    /// Attempts this worker admits at once (executing plus waiting for a slot).
     pub fn capacity(&self) -> u32 {
         self.inner.capacity
     }
 
-    /// Attempts executing right now.
+    /// Attempts admitted right now (executing or waiting for a slot).
     pub fn load(&self) -> u32 {
         self.inner.executing.load(Ordering::Relaxed)
     }
@@ -114,7 +123,7 @@ impl Executor {
         {
             return refuse(TaskError::MissingCapability(missing.clone()));
         }
-        let Ok(permit) = inner.slots.clone().try_acquire_owned() else {
+        let Ok(admitted) = inner.admission.clone().try_acquire_owned() else {
             return refuse(TaskError::Busy);
         };
         let this = self.clone();
@@ -122,14 +131,20 @@ impl Executor {
             this.inner.executing.fetch_add(1, Ordering::Relaxed);
             this.inner.metrics.tasks_executing.inc();
             let deadline = Duration::from_millis(request.deadline_ms.max(1));
-            let outcome = match tokio::time::timeout(deadline, this.run(kind, &request.payload, deadline)).await {
+            let started = std::time::Instant::now();
+            let work = async {
+                // Never closed: the semaphore lives as long as the executor.
+                let _slot = this.inner.slots.acquire().await.map_err(|_| TaskError::ShuttingDown)?;
+                this.run(kind, &request.payload, deadline.saturating_sub(started.elapsed())).await
+            };
+            let outcome = match tokio::time::timeout(deadline, work).await {
                 Ok(Ok(result)) => TaskOutcome::Ok(result),
                 Ok(Err(e)) => TaskOutcome::Err(e),
                 Err(_) => TaskOutcome::Err(TaskError::Timeout),
             };
             this.inner.executing.fetch_sub(1, Ordering::Relaxed);
             this.inner.metrics.tasks_executing.dec();
-            drop(permit);
+            drop(admitted);
             this.inner
                 .metrics
                 .tasks_executed

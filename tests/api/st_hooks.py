@@ -4,20 +4,21 @@ docs/openapi.yaml describes the server exactly, so it allows valid submissions t
 minutes: `sleep` up to 600000 ms, `timeout_ms` up to an hour, `max_attempts` up to 100 (a
 `fail` task with 100 attempts spends ~2.5 min in retry backoff). Under `?wait=true` such a
 request would block the fuzz run, and even without it a long sleep ties up a worker slot.
-Right before each request this hook bounds the *valid* numeric values of a submission,
+Right before each request this hook bounds the *valid* numeric values of a submission
+(of each task of a batch),
 leaving everything else (types, unknown fields, out-of-range values, bad payloads: what
 the negative tests are about) untouched:
 
-- `timeout_ms` in 1..=3600000        -> min(value, 1500); absent or null -> 1500
+- `timeout_ms` in 1..=3600000        -> min(value, 1000); absent or null -> 1000
 - `max_attempts` in 1..=100          -> min(value, 2)
 - a `sleep` payload that parses as a number of milliseconds 0..=600000 -> min(value, 300)
 
-so a valid task is final within ~2 x 1.5 s + backoff. Nothing else is changed.
+so a valid task is final within ~2 x 1 s + backoff. Nothing else is changed.
 """
 
 import schemathesis
 
-MAX_TIMEOUT_MS = 1500
+MAX_TIMEOUT_MS = 1000
 MAX_ATTEMPTS = 2
 MAX_SLEEP_MS = 300
 
@@ -28,9 +29,16 @@ def _is_int(v):
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    if case.method.upper() != "POST" or case.path != "/v1/tasks":
+    if case.method.upper() != "POST":
         return
-    body = case.body
+    if case.path == "/v1/tasks":
+        _bound(case.body)
+    elif case.path == "/v1/tasks/batch" and isinstance(case.body, dict) and isinstance(case.body.get("tasks"), list):
+        for task in case.body["tasks"]:
+            _bound(task)
+
+
+def _bound(body):
     if not isinstance(body, dict):
         return
     t = body.get("timeout_ms")

@@ -427,3 +427,69 @@ def test_accepted_payload_can_complete(gw):
 def test_body_is_json_whatever_the_content_type(gw):
     r = gw.post_raw("/v1/tasks", '{"type": "echo", "payload": "ct"}', headers={"Content-Type": "text/plain"})
     assert r.status_code == 202, r.text
+
+
+# ----------------------------------------------------------------------------- batch
+
+
+def test_batch_returns_202_with_ids_in_order(gw):
+    tasks = [{"type": "echo", "payload": f"batch-{i}"} for i in range(3)]
+    r = gw.req("POST", "/v1/tasks/batch", json={"tasks": tasks})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert_schema(body, "BatchAccepted")
+    assert body["state"] == "pending" and len(body["ids"]) == 3 and len(set(body["ids"])) == 3
+    for tid, t in zip(body["ids"], tasks):
+        rec = gw.wait_state(tid, {"completed", "failed", "cancelled"})
+        assert_record(rec)
+        assert rec["state"] == "completed" and rec["payload"] == t["payload"], rec
+
+
+def test_batch_wait_returns_final_records_in_order(gw):
+    tasks = [
+        {"type": "echo", "payload": "first"},
+        {"type": "sleep", "payload": "100", "timeout_ms": 5000},
+        {"type": "fail", "payload": "third", "max_attempts": 1},
+    ]
+    r = gw.req("POST", "/v1/tasks/batch?wait=true", json={"tasks": tasks}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_schema(body, "TaskList")
+    assert [t["state"] for t in body["tasks"]] == ["completed", "completed", "failed"], body
+    assert [t["payload"] for t in body["tasks"]] == ["first", "100", "third"]
+    for rec in body["tasks"]:
+        assert_record(rec)
+
+
+@pytest.mark.parametrize(
+    "body, status, code, mentions",
+    [
+        ({"tasks": [{"type": "echo"}, {"type": "nope"}]}, 400, "unknown_task_type", ["tasks[1]", "nope"]),
+        ({"tasks": [{"type": "echo"}, {"type": "echo", "timeout_ms": "x"}]}, 400, "bad_request", ["tasks[1].timeout_ms"]),
+        ({"tasks": [{"type": "echo"}, {"type": "echo", "timeout_ms": 0}]}, 400, "bad_request", ["tasks[1]", "timeout_ms"]),
+        ({"tasks": [{"type": "echo"}, {"type": ""}]}, 400, "bad_request", ["tasks[1].type"]),
+        ({"tasks": [{"type": "echo", "colour": "red"}]}, 400, "bad_request", ["colour"]),
+        ({"tasks": [{"type": "sleep", "payload": "soon"}]}, 400, "bad_request", ["tasks[0]", "payload"]),
+        ({"tasks": []}, 400, "bad_request", ["tasks"]),
+        ({"tasks": [{"type": "echo"}] * 10001}, 400, "bad_request", ["tasks"]),
+        ({"tasks": {"type": "echo"}}, 400, "bad_request", ["tasks"]),
+        ({}, 400, "bad_request", ["tasks"]),
+        ({"tasks": [{"type": "echo"}], "wait": True}, 400, "bad_request", ["wait"]),
+    ],
+    ids=["unknown-type", "wrong-type", "bad-timeout", "empty-type", "unknown-field", "bad-payload", "empty",
+         "too-many", "not-a-list", "missing", "unknown-top-field"],
+)
+def test_batch_400_all_or_nothing(gw, body, status, code, mentions):
+    before = len(gw.get("/v1/tasks?limit=10000").json()["tasks"])
+    assert_error(gw.req("POST", "/v1/tasks/batch", json=body), status, code, mentions=mentions)
+    after = len(gw.get("/v1/tasks?limit=10000").json()["tasks"])
+    assert after == before, "a refused batch accepts none of its tasks"
+
+
+def test_batch_413(gw):
+    body = json.dumps({"tasks": [{"type": "echo", "payload": "a" * (MAX_BODY_BYTES // 2)}] * 2})
+    assert_error(gw.post_raw("/v1/tasks/batch", body), 413, "payload_too_large")
+
+
+def test_batch_path_is_not_a_task_id(gw):
+    assert_error(gw.get("/v1/tasks/batch"), 405, "method_not_allowed")

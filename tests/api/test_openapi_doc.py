@@ -26,6 +26,9 @@ def operations(doc):
 def test_document_basics():
     doc = load_openapi()
     assert doc["openapi"] == "3.0.3"
+    from openapi_spec_validator import validate
+
+    validate(doc)  # the OpenAPI 3.0 meta-schema
     ids = [op["operationId"] for _, _, op in operations(doc)]
     assert len(ids) == len(set(ids)), "operationIds are unique"
     for path, method, op in operations(doc):

@@ -90,6 +90,30 @@ def test_queued_tasks_run_in_turn(small_queue):
         assert rec["state"] == "completed", rec
 
 
+# ----------------------------------------------------------------------------- batch
+
+
+def test_batch_503_no_capable_worker(no_compute):
+    before = len(no_compute.get("/v1/tasks?limit=10000").json()["tasks"])
+    r = no_compute.req("POST", "/v1/tasks/batch", json={"tasks": [{"type": "echo"}, {"type": "compute"}]})
+    assert_error(r, 503, "no_capable_worker", mentions=["tasks[1]", "compute"])
+    assert len(no_compute.get("/v1/tasks?limit=10000").json()["tasks"]) == before, "nothing accepted"
+
+
+def test_batch_429_when_it_does_not_fit(small_queue, env):
+    small_queue.quiesce(timeout=60)
+    cap = env.small_queue_capacity or 2
+    # One worker slot plus `cap` queue places: one task more does not fit.
+    tasks = [{"type": "sleep", "payload": "200", "timeout_ms": 20000, "max_attempts": 1}] * (cap + 2)
+    before = len(small_queue.get("/v1/tasks?limit=10000").json()["tasks"])
+    assert_error(small_queue.req("POST", "/v1/tasks/batch", json={"tasks": tasks}), 429, "queue_full")
+    assert len(small_queue.get("/v1/tasks?limit=10000").json()["tasks"]) == before, "nothing accepted"
+    # Exactly what fits is accepted, and runs.
+    r = small_queue.req("POST", "/v1/tasks/batch?wait=true", json={"tasks": tasks[: cap + 1]}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [t["state"] for t in r.json()["tasks"]] == ["completed"] * (cap + 1), r.json()
+
+
 # ----------------------------------------------------------------------------- cancel bookkeeping
 
 
@@ -108,3 +132,19 @@ def test_cancel_does_not_wedge_the_gateway(small_queue):
     assert rec["state"] == "completed", f"gateway stopped dispatching after a busy answer: {rec}"
     after = small_queue.run({"type": "echo", "payload": "still dispatching", "timeout_ms": 5000, "max_attempts": 1})
     assert after["state"] == "completed", after
+
+
+def test_busy_worker_is_not_hammered(small_queue):
+    """After a `busy` answer the gateway retries the worker with backoff (PRODUCT: retry
+    "with backoff"; retry.rs: "so a failing worker is not hammered"), not every few
+    milliseconds: while the worker sleeps out a cancelled 1.5 s attempt, the next task
+    collects a handful of busy refusals, not dozens."""
+    small_queue.quiesce(timeout=60)
+    tid = small_queue.submit_ok({"type": "sleep", "payload": "1500", "timeout_ms": 20000, "max_attempts": 1})
+    small_queue.wait_state(tid, {"running"}, timeout=10)
+    small_queue.delete(f"/v1/tasks/{tid}")
+    nxt = small_queue.submit_ok({"type": "echo", "payload": "after busy", "timeout_ms": 20000, "max_attempts": 1})
+    rec = small_queue.wait_state(nxt, {"completed", "failed", "cancelled"}, timeout=25)
+    busy = [a for a in rec["attempt_history"] if a["outcome"] == "busy"]
+    assert len(busy) <= 10, f"{len(busy)} busy refusals within ~1.5 s: the worker is hammered ({rec['attempts']} attempts)"
+    assert rec["state"] == "completed", rec
