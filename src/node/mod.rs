@@ -108,18 +108,8 @@ impl Node {
         })));
 
         let (local_tx, local_rx) = mpsc::channel(crate::network::COMMAND_CHANNEL);
-        let executor = (config.node.role == crate::config::Role::Worker).then(|| {
-            crate::worker::Executor::new(
-                client.clone(),
-                &config.node.capabilities,
-                config.max_concurrent_tasks(),
-                config.node.task_backlog,
-                config.tasks.compute_difficulty,
-                config.tasks.storage_replication,
-                metrics.clone(),
-                local_tx,
-            )
-        });
+        let executor = (config.node.role == crate::config::Role::Worker)
+            .then(|| crate::worker::Executor::new(client.clone(), &config, metrics.clone(), local_tx));
 
         let (stop_servers_tx, stop_servers) = tokio::sync::watch::channel(false);
         let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -58,20 +58,19 @@ struct Inner {
 }
 
 impl Executor {
+    /// An executor with the node's capabilities and limits from `config`.
     pub fn new(
         network: Client,
-        capabilities: &[String],
-        capacity: usize,
-        backlog: usize,
-        difficulty: u32,
-        replication: usize,
+        config: &crate::config::Config,
         metrics: Metrics,
         local_answers: mpsc::Sender<LocalAnswer>,
     ) -> Self {
+        let capacity = config.max_concurrent_tasks();
+        let backlog = config.node.task_backlog;
         Self {
             inner: Arc::new(Inner {
                 local: network.local_peer_id(),
-                capabilities: capabilities.iter().cloned().collect(),
+                capabilities: config.node.capabilities.iter().cloned().collect(),
                 slots: Arc::new(Semaphore::new(capacity)),
                 admission: Arc::new(Semaphore::new(capacity + backlog)),
                 capacity: (capacity + backlog) as u32,
@@ -79,8 +78,8 @@ impl Executor {
                 draining: AtomicBool::new(false),
                 network,
                 local_answers,
-                difficulty,
-                replication,
+                difficulty: config.tasks.compute_difficulty,
+                replication: config.tasks.storage_replication,
                 metrics,
             }),
         }
