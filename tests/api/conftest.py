@@ -9,7 +9,7 @@ Environment (see README.md in this folder for the cluster these point at):
                             the gateway's first
   P2P_GATEWAY_METRICS       the gateway's metrics URL (default: first of P2P_METRICS_URLS)
   P2P_SMALL_QUEUE_API       a gateway with tasks.queue_capacity small (2) whose only worker has
-                            node.max_concurrent_tasks: 1 (429 queue_full, cancel-pending tests)
+                            node.max_concurrent_tasks: 1 and task_backlog: 0 (429 queue_full, cancel-pending tests)
   P2P_SMALL_QUEUE_CAPACITY  its tasks.queue_capacity, if you want the exact count checked
   P2P_NO_COMPUTE_API        a gateway whose cluster has no alive worker advertising `compute`
                             (503 no_capable_worker)

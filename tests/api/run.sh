@@ -142,7 +142,7 @@ metrics: {listen: "127.0.0.1:$((b + 93))"}
 tasks: {queue_capacity: 2}
 EOF
   cat >"$WORK/small-w.yaml" <<EOF
-node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, capabilities: [storage], max_concurrent_tasks: 1, identity_file: small-w.key, heartbeat_interval: 2}
+node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, capabilities: [storage], max_concurrent_tasks: 1, task_backlog: 0, identity_file: small-w.key, heartbeat_interval: 2}
 network: {enable_mdns: false, bootstrap_peers: ["/ip4/127.0.0.1/tcp/$p2p_small"]}
 api: {listen: "127.0.0.1:$((b + 84))"}
 metrics: {listen: "127.0.0.1:$((b + 94))"}
