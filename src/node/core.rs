@@ -73,7 +73,8 @@ pub struct Core {
     health: Arc<Health>,
     metrics: Metrics,
     started: Instant,
-    workers: Vec<WorkerView>,
+    /// Cached; rebuilt only when membership or an advertisement changed it.
+    workers: Arc<[WorkerView]>,
     workers_dirty: bool,
     ad_due: Option<Instant>,
     last_ad_load: Option<u32>,
@@ -123,7 +124,7 @@ impl Core {
             health: p.health,
             metrics: p.metrics,
             started: Instant::now(),
-            workers: Vec::new(),
+            workers: Arc::from(Vec::new()),
             workers_dirty: true,
             ad_due: Some(Instant::now()),
             last_ad_load: None,
@@ -221,7 +222,7 @@ impl Core {
     }
 
     /// Alive workers as placement sees them (this node included when it is one).
-    fn workers(&mut self) -> Vec<WorkerView> {
+    fn workers(&mut self) -> Arc<[WorkerView]> {
         if self.workers_dirty {
             self.workers_dirty = false;
             let mut list: Vec<WorkerView> = self
@@ -244,9 +245,9 @@ impl Core {
                     capabilities: self.config.node.capabilities.clone(),
                 });
             }
-            self.workers = list;
+            self.workers = list.into();
         }
-        self.workers.clone()
+        Arc::clone(&self.workers)
     }
 
     async fn on_network_event(&mut self, event: NetworkEvent) {

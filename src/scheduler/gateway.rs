@@ -371,13 +371,9 @@ impl Gateway {
         e.record.attempts += 1;
         let attempt = e.record.attempts;
         e.record.state = TaskState::Running;
-        e.record.worker = Some(peer.to_string());
-        e.record.attempt_history.push(AttemptRecord {
-            attempt,
-            worker: peer.to_string(),
-            outcome: "running".into(),
-            error: None,
-        });
+        let worker = peer.to_string();
+        e.record.worker = Some(worker.clone());
+        e.record.attempt_history.push(AttemptRecord { attempt, worker, outcome: "running".into(), error: None });
         let deadline = self.timers.insert(Timer::AttemptDeadline { id: id.to_string(), attempt }, e.timeout);
         e.running = Some(Running { attempt, peer, deadline });
         let request = TaskRequest {
@@ -451,8 +447,10 @@ impl Gateway {
         if !matches!(&result, Ok(r) if r.outcome == TaskOutcome::Err(TaskError::Busy)) {
             self.busy_streak.remove(&peer);
         }
+        // The attempt's worker id as dispatched (string compare: no base58 per answer).
+        let sent_to = self.entries.get(task_id).and_then(|e| e.record.worker.as_deref()).unwrap_or_default();
         let response = match result {
-            Ok(r) if r.task_id == task_id && r.attempt == attempt && r.worker == peer.to_string() => r,
+            Ok(r) if r.task_id == task_id && r.attempt == attempt && r.worker == sent_to => r,
             Ok(_) => {
                 self.metrics.dropped("mismatched_task_result");
                 self.attempt_failed(task_id, "lost", format!("worker {peer} answered for another task"));
