@@ -74,6 +74,11 @@ pub struct EventLoop {
     pending_gets: HashMap<kad::QueryId, GetReply>,
     nat: NatStatus,
     relay_client_enabled: bool,
+    /// Loopback addresses are only good within a cluster that lives on loopback; elsewhere
+    /// dialing one reaches whoever listens on this host (ourselves, usually).
+    loopback_ok: bool,
+    /// Peers a task dial is under way to (one at a time, not one per queued task).
+    task_dials: HashSet<PeerId>,
     /// Relays we know (Identify says they serve the hop protocol) and how we reach them.
     relays: HashMap<PeerId, Multiaddr>,
     /// Circuit listeners (reservations) per relay.
@@ -121,6 +126,8 @@ impl EventLoop {
             pending_gets: HashMap::new(),
             nat: NatStatus::Unknown,
             relay_client_enabled: config.network.enable_relay,
+            loopback_ok: config.node.listen_address.is_loopback(),
+            task_dials: HashSet::new(),
             relays: HashMap::new(),
             reservations: HashMap::new(),
             walks: 0,
@@ -246,12 +253,25 @@ impl EventLoop {
         }
     }
 
+    /// Whether `addr` is worth telling others or dialing.
+    fn routable(&self, addr: &Multiaddr) -> bool {
+        !is_unroutable(addr) && (self.loopback_ok || !is_loopback(addr))
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::SendTask { peer, request } => {
                 self.metrics.message("out", "task", request.payload.len());
                 let task_id = request.task_id.clone();
                 let attempt = request.attempt;
+                if !self.swarm.is_connected(&peer) && self.task_dials.insert(peer) {
+                    // One dial with every address the behaviours know, the relay circuit
+                    // included, rather than waiting on a narrower discovery dial.
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
                 let id = self.swarm.behaviour_mut().tasks.send_request(&peer, request);
                 self.outbound_tasks.insert(id, (peer, task_id, attempt));
             }
@@ -358,7 +378,9 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let address = endpoint.get_remote_address().clone();
-                let relayed = address.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+                // The accepting side of a circuit sees only `/p2p/<id>` as the remote address;
+                // the endpoint knows either way.
+                let relayed = endpoint.is_relayed();
                 if self.bootstrap.connected(peer_id, connection_id) && !self.joined_once {
                     self.joined_once = true;
                     tracing::info!(peer = %peer_id, "connected to bootstrap peer");
@@ -367,20 +389,22 @@ impl EventLoop {
                     }
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
-                let conns = self.connections.entry(peer_id).or_default();
-                let was_relayed_only = !conns.is_empty() && conns.iter().all(|c| c.relayed);
-                conns.push(Connection { id: connection_id, relayed });
-                if was_relayed_only && !relayed && self.members.contains(&peer_id) {
-                    self.emit(NetworkEvent::ConnectionKind { peer: peer_id, relayed: false });
-                }
+                self.task_dials.remove(&peer_id);
+                let before = self.relayed_only(&peer_id);
+                self.connections.entry(peer_id).or_default().push(Connection { id: connection_id, relayed });
+                self.report_kind_change(peer_id, before);
                 tracing::debug!(peer = %peer_id, %address, relayed, "connection established");
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
+                let before = self.relayed_only(&peer_id);
                 if let Some(conns) = self.connections.get_mut(&peer_id) {
                     conns.retain(|c| c.id != connection_id);
                     if conns.is_empty() {
                         self.connections.remove(&peer_id);
                     }
+                }
+                if num_established > 0 {
+                    self.report_kind_change(peer_id, before);
                 }
                 if num_established == 0 {
                     self.bootstrap.disconnected(peer_id, Instant::now());
@@ -391,7 +415,24 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id: Some(peer),
+                error: libp2p::swarm::DialError::WrongPeerId { obtained, address },
+            } => {
+                // Someone else answers there (often ourselves, on a shared private address).
+                tracing::debug!(%peer, %obtained, %address, "address belongs to another peer; forgetting it");
+                self.task_dials.remove(&peer);
+                self.bootstrap.dial_failed(connection_id, Instant::now(), rand::random());
+                self.swarm.behaviour_mut().kad.remove_address(&peer, &address);
+                if !self.swarm.is_connected(&peer) {
+                    self.emit(NetworkEvent::DialFailed { peer });
+                }
+            }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                if let Some(p) = &peer_id {
+                    self.task_dials.remove(p);
+                }
                 self.bootstrap.dial_failed(connection_id, Instant::now(), rand::random());
                 if let Some(peer) = peer_id {
                     tracing::debug!(%peer, error = %error, "dial failed");
@@ -492,13 +533,26 @@ impl EventLoop {
         }
     }
 
+    /// True when every open connection to `peer` goes through a relay.
+    fn relayed_only(&self, peer: &PeerId) -> bool {
+        self.connections.get(peer).is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.relayed))
+    }
+
+    /// Tells the application when a member's connection turned direct (hole punch) or back.
+    fn report_kind_change(&mut self, peer: PeerId, before: bool) {
+        let now = self.relayed_only(&peer);
+        if now != before && self.members.contains(&peer) && self.connections.contains_key(&peer) {
+            self.emit(NetworkEvent::ConnectionKind { peer, relayed: now });
+        }
+    }
+
     fn maybe_dial(&mut self, peer: PeerId, addr: Multiaddr) {
         let connected = self.swarm.connected_peers().count();
         if peer != *self.swarm.local_peer_id()
             && !self.swarm.is_connected(&peer)
             && (connected as f64) < f64::from(self.max_connections) * DIAL_SHARE
         {
-            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
+            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).extend_addresses_through_behaviour().build();
             let _ = self.swarm.dial(opts);
         }
     }
@@ -522,7 +576,7 @@ impl EventLoop {
             // Reach the relay at an address it listens on, a non-loopback one if it has any
             // (a loopback address only works for a relay on this same host).
             let usable = |a: &&Multiaddr| {
-                !is_unroutable(a) && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit | Protocol::P2p(_)))
+                self.routable(a) && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit | Protocol::P2p(_)))
             };
             let loopback = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback()));
             let addr = info
@@ -538,19 +592,14 @@ impl EventLoop {
         }
         if info.protocols.contains(&self.names.kad) {
             for addr in &info.listen_addrs {
-                if !is_unroutable(addr) {
+                if self.routable(addr) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
                 }
             }
         }
         if self.members.insert(peer_id) {
-            let (address, relayed) = self
-                .connections
-                .get(&peer_id)
-                .and_then(|c| c.first())
-                .map(|c| (info.observed_addr.clone(), c.relayed))
-                .unwrap_or((info.observed_addr.clone(), false));
-            let address = info.listen_addrs.iter().find(|a| !is_unroutable(a)).cloned().unwrap_or(address);
+            let (address, relayed) = (info.observed_addr.clone(), self.relayed_only(&peer_id));
+            let address = info.listen_addrs.iter().find(|a| self.routable(a)).cloned().unwrap_or(address);
             let role = info.agent_version.split_whitespace().find_map(|w| w.strip_prefix("role=")).map(str::to_string);
             self.emit(NetworkEvent::PeerConnected { peer: peer_id, address, relayed, role });
         }
@@ -559,7 +608,7 @@ impl EventLoop {
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::RoutingUpdated { peer, addresses, .. } => {
-                if let Some(addr) = addresses.iter().find(|a| !is_unroutable(a)).cloned() {
+                if let Some(addr) = addresses.iter().find(|a| self.routable(a)).cloned() {
                     self.maybe_dial(peer, addr);
                 }
             }
@@ -632,7 +681,7 @@ impl EventLoop {
                     Ok(GossipMessage::CapabilityAdvertisement(ad)) => {
                         for a in &ad.addresses {
                             if let Ok(addr) = a.parse::<Multiaddr>()
-                                && !is_unroutable(&addr)
+                                && self.routable(&addr)
                             {
                                 self.swarm.behaviour_mut().kad.add_address(&source, addr);
                             }
@@ -762,10 +811,19 @@ impl EventLoop {
 }
 
 /// Addresses that are useless to anyone else: unspecified binds.
-fn is_unroutable(addr: &Multiaddr) -> bool {
+pub fn is_unroutable(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_unspecified(),
         Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+/// Loopback addresses: reachable only from this host.
+pub fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
         _ => false,
     })
 }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::{ProbeRequest, TaskRequest, TaskResponse};
 
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, is_loopback, is_unroutable};
 pub use swarm::{BuildError, NetworkSetup, build};
 
 /// Bound of the command channel into the event loop.

@@ -208,6 +208,8 @@ fn make_behaviour(
         peer_id,
         autonat::Config {
             only_global_ips: false,
+            // A dial-back may take a whole handshake timeout; the request must outlive it.
+            timeout: Duration::from_secs(config.network.connection_timeout + 10),
             boot_delay: Duration::from_secs(5),
             retry_interval: Duration::from_secs(30),
             throttle_server_period: Duration::from_secs(15),

@@ -348,6 +348,8 @@ impl Core {
             }
             NetworkEvent::Nat(status) => {
                 self.nat = status;
+                // What we advertise depends on it (behind NAT: only relay circuits).
+                self.ad_due.get_or_insert(now);
                 Vec::new()
             }
         };
@@ -426,7 +428,18 @@ impl Core {
         self.last_ad_load = Some(load);
         self.last_ad_at = Instant::now();
         let mut addresses: Vec<String> = self.config.node.external_addresses.iter().map(|a| a.to_string()).collect();
-        addresses.extend(self.listen_addresses.iter().filter(|a| !is_unspecified(a)).map(|a| a.to_string()));
+        let loopback_ok = self.config.node.listen_address.is_loopback();
+        // Behind NAT only the relay circuit reaches us; a private LAN address would lead a
+        // dialer to some other host (or itself) on a network numbered like ours.
+        let behind_nat = self.nat == NatStatus::Private;
+        addresses.extend(
+            self.listen_addresses
+                .iter()
+                .filter(|a| !crate::network::is_unroutable(a))
+                .filter(|a| loopback_ok || !crate::network::is_loopback(a))
+                .filter(|a| !behind_nat || a.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit))
+                .map(|a| a.to_string()),
+        );
         addresses.truncate(16);
         let ad = GossipMessage::CapabilityAdvertisement(CapabilityAdvertisement {
             v: WIRE_VERSION,
@@ -664,13 +677,4 @@ impl Core {
             cluster,
         }
     }
-}
-
-fn is_unspecified(addr: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_unspecified(),
-        Protocol::Ip6(ip) => ip.is_unspecified(),
-        _ => false,
-    })
 }
