@@ -150,6 +150,13 @@ pub struct RelaySettings {
     pub max_circuits_per_peer: usize,
     pub max_circuit_duration_secs: u64,
     pub max_circuit_bytes: u64,
+    /// New circuits a peer may open per minute (0 = unlimited). libp2p's default (30, then
+    /// one per 2 minutes) starves a gateway that reconnects after each circuit limit.
+    pub circuits_per_peer_per_minute: u32,
+    /// Likewise per source IP; a whole NATed LAN shares one.
+    pub circuits_per_ip_per_minute: u32,
+    /// Reservation requests (and renewals) a peer may make per minute (0 = unlimited).
+    pub reservations_per_peer_per_minute: u32,
 }
 
 impl Default for RelaySettings {
@@ -161,6 +168,9 @@ impl Default for RelaySettings {
             max_circuits_per_peer: 8,
             max_circuit_duration_secs: 600,
             max_circuit_bytes: 16 * 1024 * 1024,
+            circuits_per_peer_per_minute: 120,
+            circuits_per_ip_per_minute: 600,
+            reservations_per_peer_per_minute: 30,
         }
     }
 }

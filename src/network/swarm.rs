@@ -219,18 +219,29 @@ fn make_behaviour(
 
     let r = &config.relay;
     let relay_server = (config.node.role == Role::Relay).then(|| {
-        relay::Behaviour::new(
-            peer_id,
-            relay::Config {
-                max_reservations: r.max_reservations,
-                max_reservations_per_peer: r.max_reservations_per_peer,
-                max_circuits: r.max_circuits,
-                max_circuits_per_peer: r.max_circuits_per_peer,
-                max_circuit_duration: Duration::from_secs(r.max_circuit_duration_secs),
-                max_circuit_bytes: r.max_circuit_bytes,
-                ..Default::default()
-            },
-        )
+        let mut c = relay::Config {
+            max_reservations: r.max_reservations,
+            max_reservations_per_peer: r.max_reservations_per_peer,
+            max_circuits: r.max_circuits,
+            max_circuits_per_peer: r.max_circuits_per_peer,
+            max_circuit_duration: Duration::from_secs(r.max_circuit_duration_secs),
+            max_circuit_bytes: r.max_circuit_bytes,
+            // Replace libp2p's default rate limiters with the configured ones.
+            reservation_rate_limiters: Vec::new(),
+            circuit_src_rate_limiters: Vec::new(),
+            ..Default::default()
+        };
+        let minute = Duration::from_secs(60);
+        if let Some(n) = std::num::NonZeroU32::new(r.circuits_per_peer_per_minute) {
+            c = c.circuit_src_per_peer(n, minute);
+        }
+        if let Some(n) = std::num::NonZeroU32::new(r.circuits_per_ip_per_minute) {
+            c = c.circuit_src_per_ip(n, minute);
+        }
+        if let Some(n) = std::num::NonZeroU32::new(r.reservations_per_peer_per_minute) {
+            c = c.reservation_rate_per_peer(n, minute);
+        }
+        relay::Behaviour::new(peer_id, c)
     });
     let (relay_client, dcutr) =
         if net.enable_relay { (Some(relay_client), Some(dcutr::Behaviour::new(peer_id))) } else { (None, None) };
