@@ -1,0 +1,1455 @@
+//! Scale harness: one bootstrap and N workers inside ONE process (127.0.0.1 only), then
+//! measurements of what the cluster does at that size.
+//!
+//! ```sh
+//! cargo run --release --example scale -- --nodes 100 [--max-secs 240] [--json out.json]
+//! ```
+//!
+//! Nodes are started in batches (`--batch`, `--batch-pause-ms`); every node listens on
+//! 127.0.0.1 with p2p port 0, QUIC and mDNS off, metrics on 127.0.0.1:0. Phases, each bounded by
+//! what is left of `--max-secs` (a watchdog thread prints whatever was measured and exits with
+//! status 2 if the hard cap is ever reached):
+//!
+//! 1. formation: until every node's `peers()` lists all others as `alive` (else the fraction
+//!    reached); then connections, routing tables, fds and CPU over a quiet window;
+//! 2. gossip delivery, twice:
+//!    a. join: a newly started worker until it is schedulable (listed under `compute` in
+//!    `capabilities()`) on every node: its CapabilityAdvertisement, end to end;
+//!    b. raw: a probe peer built here (identify + ping + gossipsub with the cluster's protocol
+//!    names and its own signing key) joins through `--probe-links` workers and publishes
+//!    `--gossip-bytes` signed CapabilityAdvertisements whose capability list carries a sequence
+//!    number; each node's `capabilities()` shows when that message reached it;
+//! 3. Kademlia: every node's `/metrics` (127.0.0.1) is scraped for libp2p-kad's
+//!    `query_result_num_requests` / `num_success` / `duration` histograms (hops are not
+//!    exported by libp2p), with ping, connection-error and membership breakdowns;
+//! 4. kill: a worker's run future is aborted (its sockets close without a goodbye, as in
+//!    `tests/in_process.rs`) until every other node's `peers()` shows it `dead`;
+//! 5. memory: VmRSS before and after the nodes started, per node.
+//!
+//! The order of execution is 1, 2a, 4, 2b, 3 (the probe of 2b joins the membership, so it
+//! comes after the measurements that count members).
+//!
+//! Exit status: 0 when every phase ran (whatever it measured), 2 when the hard cap hit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::StreamExt;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, gossipsub, identify, noise, ping, tcp, yamux};
+use p2p_network::api::NodeHandle;
+use p2p_network::config::Config;
+use p2p_network::membership::MemberState;
+use p2p_network::node::{Node, StartError};
+use p2p_network::protocol::{CapabilityAdvertisement, GossipMessage, HeartBeat, WIRE_VERSION};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// The cluster name the shipped configs use; the probe must match it or Identify rejects it.
+const PROTOCOL_VERSION: &str = "p2p-network";
+/// Kademlia parallelism the nodes are built with (`network/swarm.rs`).
+const KAD_ALPHA: f64 = 3.0;
+/// Margin kept at the end of `--max-secs` for printing the table.
+const OUTPUT_MARGIN: Duration = Duration::from_secs(3);
+/// Each API request of the harness gives up after this (a stalled core must not stall us).
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Start a bootstrap and N workers in one process and measure formation, gossip, failure detection")]
+struct Args {
+    /// Workers to start (plus one bootstrap).
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Hard cap on the whole run, in seconds.
+    #[arg(long, default_value_t = 240)]
+    max_secs: u64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Nodes started together before a pause.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Pause between batches, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    batch_pause_ms: u64,
+    /// `node.max_connections` of the bootstrap.
+    #[arg(long, default_value_t = 400)]
+    bootstrap_max_connections: u32,
+    /// `node.max_connections` of the workers (the shipped default is 100).
+    #[arg(long, default_value_t = 100)]
+    worker_max_connections: u32,
+    /// `node.heartbeat_interval` of every node, in seconds.
+    #[arg(long, default_value_t = 1)]
+    heartbeat_secs: u64,
+    /// `membership.ping_interval_ms` of every node (ping on every connection; timeout is twice
+    /// the larger of this and probe_timeout_ms).
+    #[arg(long, default_value_t = 1000)]
+    ping_interval_ms: u64,
+    /// Measured raw gossip messages (one warm-up message is sent first and not counted).
+    #[arg(long, default_value_t = 20)]
+    gossip_messages: usize,
+    /// Size of each raw gossip message (the JSON payload, before GossipSub's envelope).
+    #[arg(long, default_value_t = 1024)]
+    gossip_bytes: usize,
+    /// Workers the gossip probe connects to (its messages enter the cluster there).
+    #[arg(long, default_value_t = 1)]
+    probe_links: usize,
+    /// Longest wait for the killed worker to be declared dead everywhere, in seconds.
+    #[arg(long, default_value_t = 25)]
+    kill_secs: u64,
+    /// Quiet window after formation (nothing polled) over which steady CPU is measured, in seconds.
+    #[arg(long, default_value_t = 5)]
+    quiet_secs: u64,
+    /// Tokio worker threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Log to stderr with RUST_LOG (default filter "warn").
+    #[arg(long)]
+    log: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Dist {
+    n: usize,
+    min: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+    mean: Option<f64>,
+}
+
+impl Dist {
+    fn of(values: &[f64]) -> Self {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            if v.is_empty() {
+                None
+            } else {
+                let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+                Some(v[rank - 1])
+            }
+        };
+        Self {
+            n: v.len(),
+            min: v.first().copied(),
+            p50: pick(0.50),
+            p99: pick(0.99),
+            max: v.last().copied(),
+            mean: (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64),
+        }
+    }
+
+    fn ms(&self) -> String {
+        match (self.p50, self.p99, self.max) {
+            (Some(a), Some(b), Some(c)) => format!("p50 {a:.0} ms, p99 {b:.0} ms, max {c:.0} ms"),
+            _ => "n/a".into(),
+        }
+    }
+
+    fn plain(&self) -> String {
+        match (self.min, self.p50, self.max, self.mean) {
+            (Some(lo), Some(a), Some(c), Some(m)) => format!("min {lo:.0}, p50 {a:.0}, mean {m:.1}, max {c:.0}"),
+            _ => "n/a".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Formation {
+    converged: bool,
+    /// Every node listed all others alive in the same poll, seconds after the first node started.
+    all_full_after_first_start_s: Option<f64>,
+    /// The same, seconds after the last node started.
+    all_full_after_last_start_s: Option<f64>,
+    /// Per node: first time it listed all others alive, seconds after the last node started.
+    per_node_full_s: Dist,
+    nodes_full_at_end: usize,
+    nodes: usize,
+    /// Mean over nodes of (alive others seen / others), at the last poll.
+    alive_fraction_at_end: f64,
+    /// Smallest such fraction at the last poll.
+    alive_fraction_min_at_end: f64,
+    /// Members in other states at the last poll, summed over nodes.
+    suspect_at_end: usize,
+    dead_at_end: usize,
+    /// Nodes whose API did not answer `peers()` within 2 s, at the last poll.
+    unresponsive_at_end: usize,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Steady {
+    connected_peers: Dist,
+    routing_table_size: Dist,
+    open_fds: Option<usize>,
+    fd_limit: Option<String>,
+    threads: Option<usize>,
+    /// Process CPU (user + system) over the formation phase, in cores.
+    cpu_cores_during_formation: Option<f64>,
+    /// Process CPU over a quiet window (`--quiet-secs`) after formation (nothing polled), in cores.
+    cpu_cores_steady: Option<f64>,
+    /// The same per node: milliseconds of CPU per node per second.
+    cpu_ms_per_node_per_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Delivery {
+    /// What was measured, in a few words.
+    what: String,
+    delivered: usize,
+    expected: usize,
+    ratio: f64,
+    latency_ms: Dist,
+    /// For messages: time until the last node had it (one value per fully delivered message).
+    full_coverage_ms: Option<Dist>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Kill {
+    victim: String,
+    observers: usize,
+    suspect_seen: usize,
+    suspect_ms: Dist,
+    dead_seen: usize,
+    dead_ms: Dist,
+    ratio: f64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct KadType {
+    query_type: String,
+    queries: f64,
+    requests_mean: Option<f64>,
+    /// Upper bound of the bucket holding the median / 99th percentile (buckets 1, 2, 4, ... 512).
+    requests_p50_le: Option<f64>,
+    requests_p99_le: Option<f64>,
+    successes_mean: Option<f64>,
+    failures_mean: Option<f64>,
+    duration_mean_s: Option<f64>,
+    /// num_requests / alpha: a lower bound of sequential rounds, not a hop count.
+    rounds_estimate: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Kad {
+    nodes_scraped: usize,
+    log2_nodes: f64,
+    queries: Vec<KadType>,
+    gossip_in_per_node_per_s: Option<f64>,
+    gossip_in_bytes_per_node_per_s: Option<f64>,
+    ping_rtt_mean_ms: Option<f64>,
+    /// Counters summed over all nodes, by one label (see `BREAKDOWNS`).
+    breakdowns: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Families summed over all nodes and broken down by one label: what went wrong, and where.
+const BREAKDOWNS: &[(&str, &str)] = &[
+    ("libp2p_ping_failure_total", "reason"),
+    ("libp2p_swarm_outgoing_connection_error_total", "error"),
+    ("libp2p_swarm_connections_incoming_error_total", "error"),
+    ("libp2p_swarm_connections_duration_seconds_count", "cause"),
+    ("p2p_membership_members", "state"),
+    ("p2p_messages_dropped_total", "reason"),
+];
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Memory {
+    rss_before_kib: Option<u64>,
+    rss_after_kib: Option<u64>,
+    rss_peak_kib: Option<u64>,
+    per_node_kib: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Report {
+    workers: usize,
+    nodes_total: usize,
+    cpus: usize,
+    runtime_threads: usize,
+    max_secs: u64,
+    heartbeat_secs: u64,
+    ping_interval_ms: u64,
+    bootstrap_max_connections: u32,
+    worker_max_connections: u32,
+    /// The machine's load average (1, 5, 15 min) at the start and at the end: other work on
+    /// the machine competes with the nodes for the CPUs.
+    loadavg_start: Option<String>,
+    loadavg_end: Option<String>,
+    /// Cost of one ed25519 signature check of a 1 KB message on this machine: every GossipSub
+    /// message a node receives (duplicates included) is checked once (strict validation).
+    ed25519_verify_us: Option<f64>,
+    /// Gossip messages the cluster originates per second (a HeartBeat and a CapabilityAdvertisement
+    /// per node per heartbeat interval) and the signature checks that implies for the process:
+    /// at least one per (message, other node); with GossipSub's defaults (flood publish to every
+    /// connected peer, then every receiver forwarding to its ~6 mesh peers but the one it heard it
+    /// from) about (connections + 5 * (nodes - 1)) per message.
+    gossip_originated_per_s: Option<f64>,
+    verifications_per_s_lower_bound: Option<f64>,
+    verifications_per_s_estimate: Option<f64>,
+    /// The last two in CPU cores at `ed25519_verify_us`.
+    verify_cores_lower_bound: Option<f64>,
+    verify_cores_estimate: Option<f64>,
+    start_all_s: Option<f64>,
+    formation: Option<Formation>,
+    steady: Option<Steady>,
+    join: Option<Delivery>,
+    kill: Option<Kill>,
+    gossip: Option<Delivery>,
+    kad: Option<Kad>,
+    memory: Memory,
+    phase: String,
+    hard_cap_hit: bool,
+    elapsed_s: f64,
+    notes: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Report>>;
+
+fn update(shared: &Shared, f: impl FnOnce(&mut Report)) {
+    let mut r = shared.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut r);
+}
+
+fn note(shared: &Shared, text: impl Into<String>) {
+    let text = text.into();
+    eprintln!("scale: {text}");
+    update(shared, |r| r.notes.push(text));
+}
+
+fn phase(shared: &Shared, name: &str, t_start: Instant) {
+    eprintln!("scale: [{:6.1} s] {name}", t_start.elapsed().as_secs_f64());
+    update(shared, |r| r.phase = name.to_string());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process facts from /proc
+
+fn proc_status_kib(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+fn threads() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
+}
+
+fn fd_limit() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  <soft> <hard> files"
+    Some(format!("{} soft / {} hard", parts.get(3)?, parts.get(4)?))
+}
+
+/// Microseconds per ed25519 verification of a signed 1 KB message.
+fn verify_cost_us() -> Option<f64> {
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let msg = vec![7u8; 1024];
+    let sig = key.sign(&msg).ok()?;
+    let public = key.public();
+    let rounds = 2000;
+    let t0 = Instant::now();
+    let mut ok = 0;
+    for _ in 0..rounds {
+        ok += usize::from(public.verify(std::hint::black_box(&msg), std::hint::black_box(&sig)));
+    }
+    (ok == rounds).then(|| t0.elapsed().as_secs_f64() * 1e6 / rounds as f64)
+}
+
+fn loadavg() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// User + system CPU seconds of this process.
+fn cpu_secs() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = text.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes
+
+struct Running {
+    name: String,
+    handle: NodeHandle,
+    peer_id: String,
+    metrics_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    /// Kept so the node is not told to stop; dropped with the process.
+    _stop: oneshot::Sender<()>,
+}
+
+struct Spawner {
+    dir: PathBuf,
+    used_ports: HashSet<u16>,
+    args: Args,
+}
+
+impl Spawner {
+    fn free_port(&mut self) -> u16 {
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("bind an ephemeral loopback port");
+            if self.used_ports.insert(port) {
+                return port;
+            }
+        }
+    }
+
+    fn yaml(&mut self, name: &str, bootstrap: Option<&str>) -> String {
+        let (role, caps, max_conn) = match bootstrap {
+            None => ("bootstrap", "[bootstrap, discovery]", self.args.bootstrap_max_connections),
+            Some(_) => ("worker", "[compute, storage]", self.args.worker_max_connections),
+        };
+        let boot = bootstrap.map(|b| format!("[\"{b}\"]")).unwrap_or_else(|| "[]".into());
+        let key = serde_json::to_string(&self.dir.join(format!("{name}.key")).display().to_string())
+            .expect("a string serializes");
+        let (hb, api) = (self.args.heartbeat_secs, self.free_port());
+        format!(
+            "node:\n  role: {role}\n  listen_address: 127.0.0.1\n  listen_port: 0\n  capabilities: {caps}\n  \
+             max_connections: {max_conn}\n  heartbeat_interval: {hb}\n  identity_file: {key}\n  \
+             max_concurrent_tasks: 2\n\
+             network:\n  protocol_version: {PROTOCOL_VERSION}\n  enable_mdns: false\n  enable_quic: false\n  \
+             bootstrap_peers: {boot}\n\
+             api:\n  listen: \"127.0.0.1:{api}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\n\
+             tasks:\n  compute_difficulty: 4\nmembership:\n  ping_interval_ms: {ping}\n",
+            ping = self.args.ping_interval_ms,
+        )
+    }
+
+    async fn start(&mut self, name: &str, bootstrap: Option<&str>) -> anyhow::Result<Running> {
+        let mut last_err = None;
+        for _ in 0..5 {
+            let yaml = self.yaml(name, bootstrap);
+            let config = Config::from_yaml_str(&yaml, name, Vec::new())?;
+            match Node::start(config).await {
+                Ok(node) => {
+                    let handle = node.handle();
+                    let peer_id = node.peer_id().to_string();
+                    let metrics_addr = node.metrics_addr();
+                    let (stop, stopped) = oneshot::channel::<()>();
+                    let task = tokio::spawn(node.run(async move {
+                        let _ = stopped.await;
+                    }));
+                    return Ok(Running { name: name.to_string(), handle, peer_id, metrics_addr, task, _stop: stop });
+                }
+                // The free-port picker races with the rest of the machine; pick another.
+                Err(e @ StartError::ApiBind { .. }) => last_err = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_err.map_or_else(|| anyhow::anyhow!("node {name} did not start"), Into::into))
+    }
+}
+
+async fn tcp_addr(node: &Running, within: Duration) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Ok(status)) = tokio::time::timeout(ASK_TIMEOUT, node.handle.status()).await
+            && let Some(tcp) = status.listen_addresses.iter().find(|a| a.contains("/tcp/"))
+        {
+            return Ok(format!("{tcp}/p2p/{}", node.peer_id));
+        }
+        anyhow::ensure!(t0.elapsed() < within, "{} never listened", node.name);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node's view of the others: (alive, suspect, dead) among `expected`.
+async fn view(node: &Running, expected: &HashSet<String>) -> Option<(usize, usize, usize)> {
+    let peers = tokio::time::timeout(ASK_TIMEOUT, node.handle.peers()).await.ok()?.ok()?;
+    let mut counts = (0, 0, 0);
+    for p in peers.iter().filter(|p| p.peer_id != node.peer_id && expected.contains(&p.peer_id)) {
+        match p.state.as_str() {
+            "alive" => counts.0 += 1,
+            "suspect" => counts.1 += 1,
+            "dead" => counts.2 += 1,
+            _ => {}
+        }
+    }
+    Some(counts)
+}
+
+async fn steady_facts(nodes: &[Running]) -> (Dist, Dist) {
+    let statuses = futures::future::join_all(
+        nodes.iter().map(|n| async move { tokio::time::timeout(ASK_TIMEOUT, n.handle.status()).await.ok()?.ok() }),
+    )
+    .await;
+    let conn: Vec<f64> = statuses.iter().flatten().map(|s| s.connected_peers as f64).collect();
+    let rt: Vec<f64> = statuses.iter().flatten().map(|s| s.routing_table_size as f64).collect();
+    (Dist::of(&conn), Dist::of(&rt))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gossip probe: a minimal peer of the cluster that can publish arbitrary signed messages.
+
+#[derive(NetworkBehaviour)]
+struct ProbeBehaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+}
+
+enum ProbeCommand {
+    Dial(Multiaddr),
+    Publish { data: Vec<u8>, reply: oneshot::Sender<Result<(), String>> },
+}
+
+#[derive(Default)]
+struct ProbeState {
+    connected: HashSet<PeerId>,
+    /// Peers that told us they subscribe to the capabilities topic.
+    subscribed: HashSet<PeerId>,
+}
+
+struct Probe {
+    peer_id: PeerId,
+    tx: mpsc::Sender<ProbeCommand>,
+    state: Arc<Mutex<ProbeState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn topic(name: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("{PROTOCOL_VERSION}/{name}"))
+}
+
+fn start_probe() -> anyhow::Result<Probe> {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|key| {
+            // The nodes' own gossipsub settings (network/swarm.rs), so the probe is an ordinary mesh member.
+            let config = gossipsub::ConfigBuilder::default()
+                .protocol_id_prefix(format!("/{PROTOCOL_VERSION}/meshsub"))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .heartbeat_interval(Duration::from_millis(700))
+                .max_transmit_size(16 * 1024)
+                .build()?;
+            Ok(ProbeBehaviour {
+                identify: identify::Behaviour::new(
+                    identify::Config::new(PROTOCOL_VERSION.into(), key.public())
+                        .with_agent_version("p2p-node/scale-probe role=probe".into()),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                gossipsub: gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)?,
+            })
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    for t in ["heartbeat", "capabilities"] {
+        swarm.behaviour_mut().gossipsub.subscribe(&topic(t))?;
+    }
+    let peer_id = *swarm.local_peer_id();
+    let state = Arc::new(Mutex::new(ProbeState::default()));
+    let (tx, mut rx) = mpsc::channel::<ProbeCommand>(64);
+    let st = state.clone();
+    let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    let task = tokio::spawn(async move {
+        // Heartbeats keep the probe a live member everywhere, so nobody probes or suspects it.
+        let mut hb = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(ProbeCommand::Dial(addr)) => {
+                        let _ = swarm.dial(addr);
+                    }
+                    Some(ProbeCommand::Publish { data, reply }) => {
+                        let r = swarm.behaviour_mut().gossipsub.publish(topic("capabilities"), data);
+                        let _ = reply.send(r.map(|_| ()).map_err(|e| e.to_string()));
+                    }
+                    None => break,
+                },
+                _ = hb.tick() => {
+                    let msg = GossipMessage::HeartBeat(HeartBeat {
+                        v: WIRE_VERSION,
+                        node: peer_id.to_string(),
+                        incarnation,
+                        state: MemberState::Alive,
+                        load: 0,
+                        rumors: Vec::new(),
+                    });
+                    let _ = swarm.behaviour_mut().gossipsub.publish(topic("heartbeat"), msg.encode());
+                }
+                event = swarm.select_next_some() => {
+                    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                    match event {
+                        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                            s.connected.insert(peer_id);
+                        }
+                        SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                            s.connected.remove(&peer_id);
+                            s.subscribed.remove(&peer_id);
+                        }
+                        SwarmEvent::Behaviour(ProbeBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                            peer_id, topic: t, ..
+                        })) if t == topic("capabilities").hash() => {
+                            s.subscribed.insert(peer_id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    });
+    Ok(Probe { peer_id, tx, state, task })
+}
+
+/// The probe's advertisement, padded to `size` bytes of JSON, carrying sequence number `seq`.
+fn probe_message(probe: PeerId, incarnation: u64, seq: usize, size: usize) -> Vec<u8> {
+    let make = |pad: usize| {
+        GossipMessage::CapabilityAdvertisement(CapabilityAdvertisement {
+            v: WIRE_VERSION,
+            node: probe.to_string(),
+            incarnation,
+            role: "probe".into(),
+            capabilities: vec![format!("scale-seq-{seq}"), format!("scale-pad-{}", "x".repeat(pad))],
+            capacity: 0,
+            load: 0,
+            addresses: Vec::new(),
+        })
+        .encode()
+    };
+    let base = make(0).len();
+    make(size.saturating_sub(base))
+}
+
+/// Highest `scale-seq-N` a node lists in its cluster capabilities.
+async fn seen_seq(node: &Running) -> Option<usize> {
+    let caps = tokio::time::timeout(ASK_TIMEOUT, node.handle.capabilities()).await.ok()?.ok()?;
+    caps.cluster.keys().filter_map(|k| k.strip_prefix("scale-seq-")?.parse().ok()).max()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics scraping
+
+async fn scrape(addr: SocketAddr) -> Option<String> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch).await.ok()?
+}
+
+/// One sample line: name, labels, value.
+fn parse_sample(line: &str) -> Option<(&str, HashMap<&str, &str>, f64)> {
+    if line.starts_with('#') || line.is_empty() {
+        return None;
+    }
+    let (series, value) = line.rsplit_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let (name, labels) = match series.split_once('{') {
+        Some((n, rest)) => {
+            let inner = rest.strip_suffix('}')?;
+            let labels = inner
+                .split(',')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.trim(), v.trim().trim_matches('"')))
+                })
+                .collect();
+            (n, labels)
+        }
+        None => (series, HashMap::new()),
+    };
+    Some((name, labels, value))
+}
+
+#[derive(Default)]
+struct Hist {
+    sum: f64,
+    count: f64,
+    /// Cumulative counts by upper bound.
+    buckets: BTreeMap<u64, f64>,
+}
+
+impl Hist {
+    fn mean(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count)
+    }
+
+    /// Upper bound of the bucket holding quantile q.
+    fn quantile_le(&self, q: f64) -> Option<f64> {
+        if self.count <= 0.0 {
+            return None;
+        }
+        let target = q * self.count;
+        self.buckets.iter().find(|(_, c)| **c >= target).map(|(le, _)| f64::from_bits(*le))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+fn fmt_opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "n/a".into(), |x| format!("{x:.1}{unit}"))
+}
+
+fn render(r: &Report) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |k: &str, v: String| rows.push((k.to_string(), v));
+    row(
+        "cluster",
+        format!(
+            "1 bootstrap + {} workers = {} nodes in one process; {} CPUs, {} runtime threads; heartbeat {} s; \
+             ping {} ms; max_connections bootstrap {} / workers {}",
+            r.workers,
+            r.nodes_total,
+            r.cpus,
+            r.runtime_threads,
+            r.heartbeat_secs,
+            r.ping_interval_ms,
+            r.bootstrap_max_connections,
+            r.worker_max_connections
+        ),
+    );
+    row(
+        "machine load average (1 5 15 min)",
+        format!(
+            "{} at start, {} at end",
+            r.loadavg_start.as_deref().unwrap_or("n/a"),
+            r.loadavg_end.as_deref().unwrap_or("n/a")
+        ),
+    );
+    row(
+        "gossip load offered",
+        format!(
+            "{} messages/s originated; signature checks/s >= {} (est. {}); ed25519 verify {} -> >= {} cores \
+             (est. {} cores) for signature checks alone",
+            fmt_opt(r.gossip_originated_per_s, ""),
+            fmt_opt(r.verifications_per_s_lower_bound, ""),
+            fmt_opt(r.verifications_per_s_estimate, ""),
+            fmt_opt(r.ed25519_verify_us, " us"),
+            fmt_opt(r.verify_cores_lower_bound, ""),
+            fmt_opt(r.verify_cores_estimate, ""),
+        ),
+    );
+    row("start all nodes", fmt_opt(r.start_all_s, " s"));
+    match &r.formation {
+        Some(f) => {
+            row(
+                "1. formation (all alive everywhere)",
+                if f.converged {
+                    format!(
+                        "{} after first start, {} after last start",
+                        fmt_opt(f.all_full_after_first_start_s, " s"),
+                        fmt_opt(f.all_full_after_last_start_s, " s")
+                    )
+                } else {
+                    format!(
+                        "NOT converged: {}/{} nodes full; alive fraction mean {:.3}, min {:.3}; suspect {}, dead {} \
+                         (summed over nodes); {} nodes' API unresponsive (>2 s)",
+                        f.nodes_full_at_end,
+                        f.nodes,
+                        f.alive_fraction_at_end,
+                        f.alive_fraction_min_at_end,
+                        f.suspect_at_end,
+                        f.dead_at_end,
+                        f.unresponsive_at_end
+                    )
+                },
+            );
+            let d = &f.per_node_full_s;
+            row(
+                "   per node, after last start",
+                match (d.p50, d.p99, d.max) {
+                    (Some(a), Some(b), Some(c)) => format!("p50 {a:.1} s, p99 {b:.1} s, max {c:.1} s ({} nodes)", d.n),
+                    _ => "n/a".into(),
+                },
+            );
+        }
+        None => row("1. formation", "not measured".into()),
+    }
+    if let Some(s) = &r.steady {
+        row("   connected peers per node", s.connected_peers.plain());
+        row("   Kademlia routing table per node", s.routing_table_size.plain());
+        row(
+            "   process",
+            format!(
+                "{} fds open (limit {}), {} threads; CPU {} cores during start + formation, {} cores after \
+                 ({} ms per node per s)",
+                s.open_fds.map_or("n/a".into(), |v| v.to_string()),
+                s.fd_limit.clone().unwrap_or_else(|| "n/a".into()),
+                s.threads.map_or("n/a".into(), |v| v.to_string()),
+                fmt_opt(s.cpu_cores_during_formation, ""),
+                fmt_opt(s.cpu_cores_steady, ""),
+                fmt_opt(s.cpu_ms_per_node_per_s, ""),
+            ),
+        );
+    }
+    let delivery = |d: &Option<Delivery>, title: &str, rows: &mut Vec<(String, String)>| match d {
+        Some(d) => {
+            rows.push((
+                title.to_string(),
+                format!("{}/{} ({:.1} %); {}", d.delivered, d.expected, d.ratio * 100.0, d.latency_ms.ms()),
+            ));
+            rows.push(("   what".into(), d.what.clone()));
+            if let Some(fc) = &d.full_coverage_ms {
+                rows.push(("   time until the last node had it".into(), fc.ms()));
+            }
+            if let Some(n) = &d.note {
+                rows.push(("   note".into(), n.clone()));
+            }
+        }
+        None => rows.push((title.to_string(), "not measured".into())),
+    };
+    delivery(&r.join, "2a. join: schedulable everywhere", &mut rows);
+    delivery(&r.gossip, "2b. raw gossip delivery", &mut rows);
+    match &r.kad {
+        Some(k) => {
+            rows.push((
+                "3. Kademlia (libp2p-kad metrics)".into(),
+                format!("{} nodes scraped; log2(nodes) = {:.2}; hops are not exported", k.nodes_scraped, k.log2_nodes),
+            ));
+            for q in &k.queries {
+                rows.push((
+                    format!("   {}", q.query_type),
+                    format!(
+                        "{:.0} queries; requests mean {} (p50 <= {}, p99 <= {}); successes mean {}; failures mean {}; \
+                         duration mean {}; requests/alpha {}",
+                        q.queries,
+                        fmt_opt(q.requests_mean, ""),
+                        fmt_opt(q.requests_p50_le, ""),
+                        fmt_opt(q.requests_p99_le, ""),
+                        fmt_opt(q.successes_mean, ""),
+                        fmt_opt(q.failures_mean, ""),
+                        fmt_opt(q.duration_mean_s, " s"),
+                        fmt_opt(q.rounds_estimate, ""),
+                    ),
+                ));
+            }
+            if let (Some(m), Some(b)) = (k.gossip_in_per_node_per_s, k.gossip_in_bytes_per_node_per_s) {
+                rows.push((
+                    "   gossip received per node".into(),
+                    format!("{m:.0} messages/s, {:.1} KiB/s (since node start)", b / 1024.0),
+                ));
+            }
+            if let Some(rtt) = k.ping_rtt_mean_ms {
+                rows.push(("   ping RTT mean (all connections)".into(), format!("{rtt:.1} ms")));
+            }
+            for (family, by) in &k.breakdowns {
+                let d: Vec<String> = by.iter().map(|(k, v)| format!("{k}={v:.0}")).collect();
+                rows.push((format!("   {family}"), d.join(", ")));
+            }
+        }
+        None => rows.push(("3. Kademlia".into(), "not measured".into())),
+    }
+    match &r.kill {
+        Some(k) => {
+            rows.push((
+                "4. killed worker marked dead".into(),
+                format!("{}/{} ({:.1} %); {}", k.dead_seen, k.observers, k.ratio * 100.0, k.dead_ms.ms()),
+            ));
+            rows.push((
+                "   first seen suspect".into(),
+                format!("{}/{}; {}", k.suspect_seen, k.observers, k.suspect_ms.ms()),
+            ));
+        }
+        None => rows.push(("4. killed worker marked dead".into(), "not measured".into())),
+    }
+    let m = &r.memory;
+    rows.push((
+        "5. memory".into(),
+        format!(
+            "VmRSS {} -> {} KiB (peak {} KiB): {} KiB per node",
+            m.rss_before_kib.map_or("n/a".into(), |v| v.to_string()),
+            m.rss_after_kib.map_or("n/a".into(), |v| v.to_string()),
+            m.rss_peak_kib.map_or("n/a".into(), |v| v.to_string()),
+            m.per_node_kib.map_or("n/a".into(), |v| format!("{v:.0}")),
+        ),
+    ));
+    rows.push((
+        "run".into(),
+        format!(
+            "{:.1} s of max {} s{}",
+            r.elapsed_s,
+            r.max_secs,
+            if r.hard_cap_hit { format!("; HARD CAP HIT during {}", r.phase) } else { String::new() }
+        ),
+    ));
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    out.push_str(&format!("{:-<w$}\n", "", w = width + 60));
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<width$} | {v}\n"));
+    }
+    for n in &r.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out.push_str(&format!("{:-<w$}\n", "", w = width + 60));
+    out
+}
+
+fn finish(shared: &Shared, json: Option<&Path>, t_start: Instant, hard_cap: bool) {
+    let report = {
+        let mut r = shared.lock().unwrap_or_else(|e| e.into_inner());
+        r.loadavg_end = loadavg();
+        r.elapsed_s = t_start.elapsed().as_secs_f64();
+        r.hard_cap_hit = hard_cap;
+        r.clone()
+    };
+    print!("{}", render(&report));
+    if let Some(path) = json {
+        match serde_json::to_vec_pretty(&report) {
+            Ok(bytes) => {
+                if let Err(e) = std::fs::write(path, bytes) {
+                    eprintln!("scale: cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!("scale: cannot encode the report: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let args = Args::parse();
+    let t_start = Instant::now();
+    if args.log {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(cpus).max(1);
+    let shared: Shared = Arc::new(Mutex::new(Report {
+        workers: args.nodes,
+        nodes_total: args.nodes + 1,
+        cpus,
+        runtime_threads: threads,
+        max_secs: args.max_secs,
+        heartbeat_secs: args.heartbeat_secs,
+        ping_interval_ms: args.ping_interval_ms,
+        bootstrap_max_connections: args.bootstrap_max_connections,
+        worker_max_connections: args.worker_max_connections,
+        phase: "setup".into(),
+        ..Default::default()
+    }));
+
+    // The hard cap: whatever happens below, the process ends at --max-secs.
+    {
+        let shared = shared.clone();
+        let json = args.json.clone();
+        let cap = Duration::from_secs(args.max_secs);
+        std::thread::spawn(move || {
+            std::thread::sleep(cap.saturating_sub(t_start.elapsed()));
+            finish(&shared, json.as_deref(), t_start, true);
+            std::process::exit(2);
+        });
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime");
+    let outcome = runtime.block_on(run(args.clone(), shared.clone(), t_start));
+    if let Err(e) = outcome {
+        note(&shared, format!("aborted: {e:#}"));
+    }
+    finish(&shared, args.json.as_deref(), t_start, false);
+    // Tearing down N nodes one by one adds nothing to the measurement; the OS closes the sockets.
+    std::process::exit(0);
+}
+
+/// Deadlines: the whole run ends `OUTPUT_MARGIN` before `--max-secs`.
+struct Budget {
+    end: Instant,
+}
+
+impl Budget {
+    /// A phase may take up to `want`, leaving `reserve` for the phases after it.
+    fn until(&self, want: Duration, reserve: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let latest = self.end.checked_sub(reserve)?;
+        let end = (now + want).min(latest);
+        (end > now + Duration::from_millis(500)).then_some(end)
+    }
+}
+
+async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()> {
+    let budget = Budget { end: t_start + Duration::from_secs(args.max_secs).saturating_sub(OUTPUT_MARGIN) };
+    let dir = tempfile::tempdir()?;
+    let rss_before = proc_status_kib("VmRSS:");
+    let verify_us = verify_cost_us();
+    update(&shared, |r| {
+        r.memory.rss_before_kib = rss_before;
+        r.loadavg_start = loadavg();
+        r.ed25519_verify_us = verify_us;
+    });
+
+    // ---- start: bootstrap, then workers in batches
+    phase(&shared, "start", t_start);
+    let mut spawner = Spawner { dir: dir.path().to_path_buf(), used_ports: HashSet::new(), args: args.clone() };
+    let boot = spawner.start("boot", None).await?;
+    let boot_addr = tcp_addr(&boot, Duration::from_secs(10)).await?;
+    let mut nodes = vec![boot];
+    let first_start = Instant::now();
+    let cpu_at_first_start = cpu_secs();
+    for i in 0..args.nodes {
+        nodes.push(spawner.start(&format!("w{i}"), Some(&boot_addr)).await?);
+        if (i + 1) % args.batch.max(1) == 0 && i + 1 < args.nodes {
+            tokio::time::sleep(Duration::from_millis(args.batch_pause_ms)).await;
+        }
+        if Instant::now() >= budget.end {
+            anyhow::bail!("ran out of time while starting nodes ({} of {} workers started)", i + 1, args.nodes);
+        }
+    }
+    let last_start = Instant::now();
+    update(&shared, |r| r.start_all_s = Some(first_start.elapsed().as_secs_f64()));
+    eprintln!("scale: {} nodes started in {:.1} s", nodes.len(), first_start.elapsed().as_secs_f64());
+
+    // ---- 1. formation
+    phase(&shared, "formation", t_start);
+    let ids: Vec<String> = nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let expected: HashSet<String> = ids.iter().cloned().collect();
+    let others = nodes.len() - 1;
+    let formation_end = budget
+        .until(Duration::from_secs(args.max_secs), Duration::from_secs(75).min(Duration::from_secs(args.max_secs / 3)))
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+    let mut full_at: Vec<Option<f64>> = vec![None; nodes.len()];
+    let mut formation = Formation { nodes: nodes.len(), ..Default::default() };
+    let mut last_report = Instant::now();
+    let mut last_cpu = cpu_secs();
+    loop {
+        let views = futures::future::join_all(nodes.iter().map(|n| view(n, &expected))).await;
+        let now = Instant::now();
+        let since_last = now.duration_since(last_start).as_secs_f64();
+        let mut full = 0;
+        let (mut frac_sum, mut frac_min, mut sus, mut dead) = (0.0, 1.0f64, 0, 0);
+        let unresponsive = views.iter().filter(|v| v.is_none()).count();
+        for (i, v) in views.iter().enumerate() {
+            let (alive, s, d) = v.unwrap_or((0, 0, 0));
+            let frac = alive as f64 / others.max(1) as f64;
+            frac_sum += frac;
+            frac_min = frac_min.min(frac);
+            sus += s;
+            dead += d;
+            if alive == others {
+                full += 1;
+                full_at[i].get_or_insert(since_last);
+            }
+        }
+        formation.nodes_full_at_end = full;
+        formation.alive_fraction_at_end = frac_sum / nodes.len() as f64;
+        formation.alive_fraction_min_at_end = frac_min;
+        formation.suspect_at_end = sus;
+        formation.dead_at_end = dead;
+        formation.unresponsive_at_end = unresponsive;
+        if full == nodes.len() {
+            formation.converged = true;
+            formation.all_full_after_first_start_s = Some(now.duration_since(first_start).as_secs_f64());
+            formation.all_full_after_last_start_s = Some(since_last);
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            let cpu = cpu_secs();
+            let cores = match (cpu, last_cpu) {
+                (Some(b), Some(a)) => (b - a) / last_report.elapsed().as_secs_f64(),
+                _ => f64::NAN,
+            };
+            last_report = Instant::now();
+            last_cpu = cpu;
+            eprintln!(
+                "scale:   formation {:5.1} s: {full}/{} nodes full, alive fraction mean {:.3} min {:.3}, \
+                 suspect {sus}, dead {dead}, unresponsive {unresponsive}; {cores:.2} cores, load {}",
+                since_last,
+                nodes.len(),
+                formation.alive_fraction_at_end,
+                frac_min,
+                loadavg().unwrap_or_default()
+            );
+        }
+        if now >= formation_end {
+            break;
+        }
+        let snapshot = formation.clone();
+        update(&shared, |r| r.formation = Some(snapshot));
+        // Polling costs the nodes too (every peers() renders N peer ids): less often when N is large.
+        tokio::time::sleep(Duration::from_millis(if nodes.len() > 50 { 500 } else { 250 })).await;
+    }
+    let cpu_after_formation = cpu_secs();
+    formation.per_node_full_s = Dist::of(&full_at.iter().flatten().copied().collect::<Vec<_>>());
+    let formation_wall = first_start.elapsed().as_secs_f64();
+    update(&shared, |r| r.formation = Some(formation.clone()));
+
+    // Steady-state facts (after formation, or at the cap of that phase).
+    let rss_after = proc_status_kib("VmRSS:");
+    let n_nodes = nodes.len() as f64;
+    let (connected, routing) = steady_facts(&nodes).await;
+    let t_quiet = Instant::now();
+    let cpu_quiet0 = cpu_secs();
+    // At most a quarter of what is left, so a short --max-secs still reaches the other phases.
+    let quiet = Duration::from_secs(args.quiet_secs.max(1)).min(budget.end.saturating_duration_since(t_quiet) / 4);
+    eprintln!("scale: quiet window of {:.1} s (steady CPU)", quiet.as_secs_f64());
+    tokio::time::sleep(quiet).await;
+    let cpu_quiet1 = cpu_secs();
+    let steady = Steady {
+        connected_peers: connected,
+        routing_table_size: routing,
+        open_fds: open_fds(),
+        fd_limit: fd_limit(),
+        threads: threads(),
+        cpu_cores_during_formation: match (cpu_at_first_start, cpu_after_formation) {
+            (Some(a), Some(b)) => Some((b - a) / formation_wall.max(0.001)),
+            _ => None,
+        },
+        cpu_cores_steady: match (cpu_quiet0, cpu_quiet1) {
+            (Some(a), Some(b)) => Some((b - a) / t_quiet.elapsed().as_secs_f64()),
+            _ => None,
+        },
+        cpu_ms_per_node_per_s: None,
+    };
+    let steady = Steady { cpu_ms_per_node_per_s: steady.cpu_cores_steady.map(|c| c * 1000.0 / n_nodes), ..steady };
+    let n = nodes.len() as f64;
+    let originated = n * 2.0 / args.heartbeat_secs.max(1) as f64;
+    let lower = originated * (n - 1.0);
+    let estimate = steady.connected_peers.mean.map(|c| originated * (c + 5.0 * (n - 1.0)));
+    update(&shared, |r| {
+        r.gossip_originated_per_s = Some(originated);
+        r.verifications_per_s_lower_bound = Some(lower);
+        r.verifications_per_s_estimate = estimate;
+        r.verify_cores_lower_bound = verify_us.map(|us| lower * us / 1e6);
+        r.verify_cores_estimate = verify_us.zip(estimate).map(|(us, e)| e * us / 1e6);
+        r.steady = Some(steady);
+        r.memory.rss_after_kib = rss_after;
+        r.memory.rss_peak_kib = proc_status_kib("VmHWM:");
+        if let (Some(a), Some(b)) = (rss_before, rss_after) {
+            r.memory.per_node_kib = Some(b.saturating_sub(a) as f64 / nodes.len() as f64);
+        }
+    });
+
+    // ---- 2a. a newly started worker becomes schedulable on every node
+    phase(&shared, "join", t_start);
+    if let Some(end) = budget.until(Duration::from_secs(20), Duration::from_secs(50)) {
+        let t0 = Instant::now();
+        let joiner = spawner.start("joiner", Some(&boot_addr)).await?;
+        let jid = joiner.peer_id.clone();
+        let results = futures::future::join_all(nodes.iter().map(|n| {
+            let jid = jid.clone();
+            async move {
+                while Instant::now() < end {
+                    if let Ok(Ok(caps)) = tokio::time::timeout(ASK_TIMEOUT, n.handle.capabilities()).await
+                        && caps.cluster.get("compute").is_some_and(|c| c.workers.contains(&jid))
+                    {
+                        return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None
+            }
+        }))
+        .await;
+        let lat: Vec<f64> = results.iter().flatten().copied().collect();
+        let d = Delivery {
+            what: format!(
+                "a new worker's CapabilityAdvertisement: from Node::start of the joiner until it is listed \
+                 under `compute` in capabilities() of each of the {} running nodes (polled every 20 ms)",
+                nodes.len()
+            ),
+            delivered: lat.len(),
+            expected: nodes.len(),
+            ratio: lat.len() as f64 / nodes.len() as f64,
+            latency_ms: Dist::of(&lat),
+            full_coverage_ms: None,
+            note: None,
+        };
+        update(&shared, |r| r.join = Some(d));
+        nodes.push(joiner);
+    } else {
+        note(&shared, "join phase skipped: no time left");
+    }
+
+    // ---- 4. a worker crashes; how long until everybody calls it dead
+    phase(&shared, "kill", t_start);
+    let victim_index = 1 + args.nodes / 2;
+    if victim_index < nodes.len()
+        && let Some(end) = budget.until(Duration::from_secs(args.kill_secs), Duration::from_secs(28))
+    {
+        let victim = nodes.remove(victim_index);
+        let vid = victim.peer_id.clone();
+        let t0 = Instant::now();
+        victim.task.abort();
+        let results = futures::future::join_all(nodes.iter().map(|n| {
+            let vid = vid.clone();
+            async move {
+                let mut suspect = None;
+                while Instant::now() < end {
+                    if let Ok(Ok(peers)) = tokio::time::timeout(ASK_TIMEOUT, n.handle.peers()).await
+                        && let Some(p) = peers.iter().find(|p| p.peer_id == vid)
+                    {
+                        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                        match p.state.as_str() {
+                            "suspect" => {
+                                suspect.get_or_insert(ms);
+                            }
+                            "dead" => return (suspect, Some(ms)),
+                            _ => {}
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (suspect, None)
+            }
+        }))
+        .await;
+        let sus: Vec<f64> = results.iter().filter_map(|r| r.0).collect();
+        let dead: Vec<f64> = results.iter().filter_map(|r| r.1).collect();
+        let k = Kill {
+            victim: format!("{} ({})", victim.name, vid),
+            observers: nodes.len(),
+            suspect_seen: sus.len(),
+            suspect_ms: Dist::of(&sus),
+            dead_seen: dead.len(),
+            dead_ms: Dist::of(&dead),
+            ratio: dead.len() as f64 / nodes.len() as f64,
+        };
+        update(&shared, |r| r.kill = Some(k));
+    } else {
+        note(&shared, "kill phase skipped: no time left");
+    }
+
+    // ---- 2b. raw gossip: signed messages of --gossip-bytes from an extra peer
+    phase(&shared, "gossip", t_start);
+    if let Some(end) = budget.until(Duration::from_secs(30), Duration::from_secs(8)) {
+        match gossip_phase(&args, &nodes, end).await {
+            Ok(d) => update(&shared, |r| r.gossip = Some(d)),
+            Err(e) => note(&shared, format!("raw gossip phase failed: {e:#}")),
+        }
+    } else {
+        note(&shared, "raw gossip phase skipped: no time left");
+    }
+
+    // ---- 3. Kademlia query statistics from every node's /metrics
+    phase(&shared, "kad", t_start);
+    if budget.until(Duration::from_secs(8), Duration::ZERO).is_some() {
+        let k = kad_phase(&nodes).await;
+        update(&shared, |r| r.kad = Some(k));
+    } else {
+        note(&shared, "Kademlia scrape skipped: no time left");
+    }
+    phase(&shared, "done", t_start);
+    drop(dir);
+    Ok(())
+}
+
+async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::Result<Delivery> {
+    let probe = start_probe()?;
+    let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    // Enter through workers only (not the bootstrap, whose fan-out is atypical).
+    let mut candidates = nodes.iter().filter(|n| n.name.starts_with('w'));
+    let links = args.probe_links.max(1);
+    let connect_deadline = (Instant::now() + Duration::from_secs(10)).min(end);
+    let mut dialed = 0;
+    let mut next_dial = Instant::now();
+    loop {
+        let (subscribed, connected) = {
+            let s = probe.state.lock().unwrap_or_else(|e| e.into_inner());
+            (s.subscribed.len(), s.connected.len())
+        };
+        if subscribed >= links {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < connect_deadline,
+            "the probe reached only {subscribed} subscribed peers ({connected} connected) of {links}"
+        );
+        // Dial `links` workers; one that refuses (its connection limit) is replaced a second later.
+        let short = dialed < links || (connected < links && Instant::now() >= next_dial);
+        if short && dialed < links + 5 {
+            // A node whose API does not answer is skipped.
+            if let Some(n) = candidates.next()
+                && let Ok(addr) = tcp_addr(n, Duration::from_secs(2)).await
+            {
+                probe.tx.send(ProbeCommand::Dial(addr.parse()?)).await?;
+                dialed += 1;
+            }
+            if dialed >= links {
+                next_dial = Instant::now() + Duration::from_secs(1);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the GossipSub heartbeats (700 ms) graft the probe into the mesh.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let publish = |seq: usize| {
+        let tx = probe.tx.clone();
+        let data = probe_message(probe.peer_id, incarnation, seq, args.gossip_bytes);
+        async move {
+            let (reply, rx) = oneshot::channel();
+            tx.send(ProbeCommand::Publish { data, reply }).await.map_err(|_| anyhow::anyhow!("probe stopped"))?;
+            rx.await.map_err(|_| anyhow::anyhow!("probe stopped"))?.map_err(|e| anyhow::anyhow!("publish: {e}"))
+        }
+    };
+    let wait_all = |seq: usize, t0: Instant, until: Instant| {
+        futures::future::join_all(nodes.iter().map(move |n| async move {
+            while Instant::now() < until {
+                if seen_seq(n).await.is_some_and(|s| s >= seq) {
+                    return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        }))
+    };
+
+    // Warm-up: the first message also makes the probe a member everywhere.
+    let t0 = Instant::now();
+    publish(0).await?;
+    let _ = wait_all(0, t0, (t0 + Duration::from_secs(5)).min(end)).await;
+
+    let mut latencies = Vec::new();
+    let mut coverage = Vec::new();
+    let mut sent = 0;
+    for seq in 1..=args.gossip_messages {
+        let until = (Instant::now() + Duration::from_secs(5)).min(end);
+        if until <= Instant::now() + Duration::from_millis(200) {
+            break;
+        }
+        let t0 = Instant::now();
+        publish(seq).await?;
+        sent += 1;
+        let r = wait_all(seq, t0, until).await;
+        let got: Vec<f64> = r.iter().flatten().copied().collect();
+        if got.len() == nodes.len() {
+            coverage.push(got.iter().copied().fold(0.0, f64::max));
+        }
+        latencies.extend(got);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    probe.task.abort();
+    let expected = sent * nodes.len();
+    Ok(Delivery {
+        what: format!(
+            "{sent} signed GossipSub messages of {} bytes (JSON CapabilityAdvertisement from a probe peer, seq in \
+             its capability list) entering through {links} worker(s); per (node, message): until the node's \
+             capabilities() shows that seq (polled every 20 ms)",
+            args.gossip_bytes
+        ),
+        delivered: latencies.len(),
+        expected,
+        ratio: if expected == 0 { 0.0 } else { latencies.len() as f64 / expected as f64 },
+        latency_ms: Dist::of(&latencies),
+        full_coverage_ms: Some(Dist::of(&coverage)),
+        note: Some(
+            "hop counts are not observable: GossipSub messages carry no hop count and the node does not expose \
+             the propagation source"
+                .into(),
+        ),
+    })
+}
+
+async fn kad_phase(nodes: &[Running]) -> Kad {
+    let bodies = futures::future::join_all(nodes.iter().map(|n| scrape(n.metrics_addr))).await;
+    let mut hists: BTreeMap<(String, &'static str), Hist> = BTreeMap::new();
+    let mut gossip_in = 0.0;
+    let mut gossip_bytes = 0.0;
+    let mut uptime = 0.0;
+    let (mut rtt_sum, mut rtt_count) = (0.0, 0.0);
+    let mut breakdowns: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let families = [
+        ("libp2p_kad_query_result_num_requests", "requests"),
+        ("libp2p_kad_query_result_num_success", "success"),
+        ("libp2p_kad_query_result_num_failure", "failure"),
+        ("libp2p_kad_query_result_duration_seconds", "duration"),
+    ];
+    for body in bodies.iter().flatten() {
+        for line in body.lines() {
+            let Some((name, labels, value)) = parse_sample(line) else { continue };
+            for (family, short) in families {
+                let Some(suffix) = name.strip_prefix(family) else { continue };
+                let Some(t) = labels.get("type") else { continue };
+                let h = hists.entry((t.to_string(), short)).or_default();
+                match suffix {
+                    "_sum" => h.sum += value,
+                    "_count" => h.count += value,
+                    "_bucket" => {
+                        if let Some(le) = labels.get("le").and_then(|v| v.parse::<f64>().ok()) {
+                            *h.buckets.entry(le.to_bits()).or_default() += value;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            match name {
+                "p2p_messages_total"
+                    if labels.get("direction") == Some(&"in") && labels.get("protocol") == Some(&"gossip") =>
+                {
+                    gossip_in += value
+                }
+                "p2p_message_bytes_total"
+                    if labels.get("direction") == Some(&"in") && labels.get("protocol") == Some(&"gossip") =>
+                {
+                    gossip_bytes += value
+                }
+                "p2p_node_uptime_seconds" => uptime += value,
+                "libp2p_ping_rtt_seconds_sum" => rtt_sum += value,
+                "libp2p_ping_rtt_seconds_count" => rtt_count += value,
+                _ => {}
+            }
+            for (family, label) in BREAKDOWNS {
+                if name == *family {
+                    let key = labels.get(label).unwrap_or(&"none").to_string();
+                    *breakdowns.entry(family.to_string()).or_default().entry(key).or_default() += value;
+                }
+            }
+        }
+    }
+    let mut types: Vec<String> = hists.keys().map(|(t, _)| t.clone()).collect();
+    types.dedup();
+    let queries = types
+        .into_iter()
+        .map(|t| {
+            let get = |s: &'static str| hists.get(&(t.clone(), s));
+            let req = get("requests");
+            KadType {
+                query_type: t.clone(),
+                queries: req.map_or(0.0, |h| h.count),
+                requests_mean: req.and_then(Hist::mean),
+                requests_p50_le: req.and_then(|h| h.quantile_le(0.5)),
+                requests_p99_le: req.and_then(|h| h.quantile_le(0.99)),
+                successes_mean: get("success").and_then(Hist::mean),
+                failures_mean: get("failure").and_then(Hist::mean),
+                duration_mean_s: get("duration").and_then(Hist::mean),
+                rounds_estimate: req.and_then(Hist::mean).map(|m| m / KAD_ALPHA),
+            }
+        })
+        .collect();
+    let scraped = bodies.iter().flatten().count();
+    Kad {
+        nodes_scraped: scraped,
+        log2_nodes: (nodes.len() as f64).log2(),
+        queries,
+        gossip_in_per_node_per_s: (uptime > 0.0).then(|| gossip_in / uptime),
+        gossip_in_bytes_per_node_per_s: (uptime > 0.0).then(|| gossip_bytes / uptime),
+        ping_rtt_mean_ms: (rtt_count > 0.0).then(|| rtt_sum / rtt_count * 1000.0),
+        breakdowns,
+    }
+}
