@@ -472,7 +472,6 @@ impl Core {
 
         if let Ok(status) = self.network.status().await {
             self.routing_table_size = status.routing_table_size;
-            self.metrics.relay_reservations.set(status.relay_reservations as i64);
         }
         let joined = if self.config.network.bootstrap_peers.is_empty() {
             // The seed of a cluster is ready as soon as it listens: others join it.
