@@ -67,7 +67,7 @@ stage_build() {
 
 stage_unit() {
   # Unit tests (pure logic) and in-process swarms (several nodes in one test process).
-  cargo test --release --locked --lib --bins --test in_process
+  cargo test --release --locked --lib --bins --test in_process --test hostile
 }
 
 stage_process() {

@@ -65,6 +65,8 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub membership: MembershipSettings,
     pub relay: RelaySettings,
+    pub security: SecuritySettings,
+    pub limits: LimitSettings,
     pub log: LogConfig,
 }
 
@@ -175,6 +177,58 @@ impl Default for RelaySettings {
     }
 }
 
+/// Who belongs to the cluster and who may do what in it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// Pre-shared key (libp2p pnet `swarm.key` format) that every TCP connection must prove
+    /// before anything else is spoken. Unset: an open cluster. Relative paths are relative to
+    /// the config file. pnet wraps TCP only, so a key requires `network.enable_quic: false`.
+    pub psk_file: Option<PathBuf>,
+    /// Peers that may send this worker tasks (empty: any member of the cluster).
+    pub allowed_submitters: Vec<libp2p::PeerId>,
+    /// Workers this node gives tasks to (empty: any member advertising the worker role).
+    pub allowed_workers: Vec<libp2p::PeerId>,
+    /// Addresses many honest nodes share (a node's IP under Kubernetes host networking, a NAT,
+    /// loopback in tests): exempt from GossipSub's IP-colocation penalty. Loopback is always.
+    pub gossip_shared_ips: Vec<IpAddr>,
+}
+
+/// Resource limits. Each one shows up in `p2p_limit_hits_total{limit=...}` when it bites.
+/// Message sizes are fixed by the wire protocol (both ends must agree), see `protocol.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Established connections to one peer (the total is `node.max_connections`).
+    pub max_connections_per_peer: u32,
+    /// Connections still in their handshake, each direction.
+    pub max_pending_incoming: u32,
+    pub max_pending_outgoing: u32,
+    /// New connections are refused once the process uses this share of the machine's memory.
+    pub max_memory_percent: u8,
+    /// Concurrent task streams per connection (the worker's own admission is the real bound).
+    pub max_task_streams: usize,
+    /// Concurrent SWIM probe streams per connection.
+    pub max_probe_streams: usize,
+    /// Task requests one peer may send this worker per second (0: unlimited); beyond it the
+    /// worker answers busy, which costs the sender's task no attempt.
+    pub task_requests_per_peer_per_sec: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_connections_per_peer: 4,
+            max_pending_incoming: 64,
+            max_pending_outgoing: 64,
+            max_memory_percent: 90,
+            max_task_streams: 2048,
+            max_probe_streams: 32,
+            task_requests_per_peer_per_sec: 20_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -265,6 +319,11 @@ impl Config {
         if config.node.identity_file.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.node.identity_file = base.join(&config.node.identity_file);
+        }
+        if let Some(psk) = config.security.psk_file.as_mut()
+            && psk.is_relative()
+        {
+            *psk = path.parent().unwrap_or(Path::new(".")).join(&*psk);
         }
         Ok(config)
     }
@@ -379,6 +438,32 @@ impl Config {
         if t.compute_difficulty > 32 {
             return Err(("tasks.compute_difficulty", "must be 0..=32 bits".into()));
         }
+        if let Some(psk) = &self.security.psk_file {
+            if psk.as_os_str().is_empty() {
+                return Err(("security.psk_file", "must not be empty (leave it out for an open cluster)".into()));
+            }
+            if self.network.enable_quic {
+                return Err((
+                    "network.enable_quic",
+                    "must be false when security.psk_file is set: a pre-shared key (pnet) protects TCP only, \
+                     QUIC would let nodes without the key in"
+                        .into(),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_connections_per_peer == 0 || l.max_pending_incoming == 0 || l.max_pending_outgoing == 0 {
+            return Err((
+                "limits",
+                "max_connections_per_peer, max_pending_incoming and max_pending_outgoing must be at least 1".into(),
+            ));
+        }
+        if !(10..=100).contains(&l.max_memory_percent) {
+            return Err(("limits.max_memory_percent", "must be 10..=100".into()));
+        }
+        if l.max_task_streams == 0 || l.max_probe_streams == 0 {
+            return Err(("limits", "max_task_streams and max_probe_streams must be at least 1".into()));
+        }
         let m = &self.membership;
         if m.ping_interval_ms == 0 || m.probe_timeout_ms == 0 || m.suspect_timeout_ms == 0 {
             return Err((
@@ -455,7 +540,14 @@ fn apply_override(tree: &mut serde_yaml_ng::Value, key: &[String], raw: &str) ->
 }
 
 /// Keys whose values are lists, so `a,b` in the environment means two entries.
-const LIST_KEYS: &[&str] = &["node.capabilities", "node.external_addresses", "network.bootstrap_peers"];
+const LIST_KEYS: &[&str] = &[
+    "node.capabilities",
+    "node.external_addresses",
+    "network.bootstrap_peers",
+    "security.allowed_submitters",
+    "security.allowed_workers",
+    "security.gossip_shared_ips",
+];
 
 fn parse_env_value(raw: &str, is_list: bool) -> Result<serde_yaml_ng::Value, String> {
     use serde_yaml_ng::Value;
@@ -508,6 +600,30 @@ mod tests {
         assert!(e.contains("node.listen_port"), "{e}");
         let e = err("node:\n  listen_port: 70000\n");
         assert!(e.contains("node.listen_port"), "{e}");
+    }
+
+    #[test]
+    fn psk_requires_quic_off_and_resolves_next_to_the_file() {
+        let e = err("security:\n  psk_file: swarm.key\n");
+        assert!(e.contains("network.enable_quic") && e.contains("pnet"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.yaml");
+        std::fs::write(&file, "network:\n  enable_quic: false\nsecurity:\n  psk_file: swarm.key\n").unwrap();
+        let c = Config::load(&file, Vec::new()).unwrap();
+        assert_eq!(c.security.psk_file, Some(dir.path().join("swarm.key")));
+    }
+
+    #[test]
+    fn allow_lists_name_the_bad_entry_and_take_lists_from_the_environment() {
+        let e = err("security:\n  allowed_workers: [\"not-a-peer\"]\n");
+        assert!(e.contains("security.allowed_workers[0]"), "{e}");
+        let a = libp2p::PeerId::random();
+        let b = libp2p::PeerId::random();
+        let env = vec![("P2P_SECURITY__ALLOWED_SUBMITTERS".to_string(), format!("{a}, {b}"))];
+        let c = Config::from_yaml_str("", "test.yaml", env).unwrap();
+        assert_eq!(c.security.allowed_submitters, vec![a, b]);
+        let e = err("limits:\n  max_memory_percent: 5\n");
+        assert!(e.contains("limits.max_memory_percent"), "{e}");
     }
 
     #[test]

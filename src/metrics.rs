@@ -57,6 +57,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub commit: String,
@@ -98,6 +103,9 @@ pub struct Metrics {
     pub members: Family<StateLabels, Gauge>,
     pub relay_reservations: Gauge,
     pub holepunch: Family<OutcomeLabels, Counter>,
+    pub limit_hits: Family<LimitLabels, Counter>,
+    pub gossip_validation: Family<OutcomeLabels, Counter>,
+    pub gossip_graylisted: Gauge,
     started: Arc<std::time::Instant>,
 }
 
@@ -130,6 +138,9 @@ impl Metrics {
             members: Family::default(),
             relay_reservations: Gauge::default(),
             holepunch: Family::default(),
+            limit_hits: Family::default(),
+            gossip_validation: Family::default(),
+            gossip_graylisted: Gauge::default(),
             started: Arc::new(std::time::Instant::now()),
         };
         r.register("peers_connected", "Connected cluster peers by role and transport", m.peers_connected.clone());
@@ -168,6 +179,21 @@ impl Metrics {
         r.register("membership_members", "Known cluster members by SWIM state", m.members.clone());
         r.register("relay_reservations", "Active relay reservations held by this node", m.relay_reservations.clone());
         r.register("holepunch", "DCUtR hole-punch outcomes", m.holepunch.clone());
+        r.register(
+            "limit_hits",
+            "Times a configured limit refused a connection, stream or request",
+            m.limit_hits.clone(),
+        );
+        r.register(
+            "gossip_validation",
+            "GossipSub messages by application validation outcome (accept, reject, ignore)",
+            m.gossip_validation.clone(),
+        );
+        r.register(
+            "gossip_graylisted_peers",
+            "Connected peers whose GossipSub score is below the graylist threshold",
+            m.gossip_graylisted.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -193,6 +219,11 @@ impl Metrics {
 
     pub fn dropped(&self, reason: &str) {
         self.messages_dropped.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// A limit from the `limits` section (or the task queue) refused something.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabels { limit }).inc();
     }
 
     pub fn set_nat(&self, status: &'static str) {

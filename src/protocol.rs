@@ -70,6 +70,8 @@ pub enum TaskError {
     ShuttingDown,
     #[error("unsupported message version {0}")]
     Version(u16),
+    #[error("this worker does not take tasks from the sender (security.allowed_submitters)")]
+    NotAllowed,
 }
 
 impl TaskError {

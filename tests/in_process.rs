@@ -1,85 +1,27 @@
 //! In-process swarms: several nodes on 127.0.0.1 (p2p port 0) inside one test process,
 //! driven through their `NodeHandle`s, for protocol behaviour without process overhead.
 
+mod inproc;
+
 use std::time::{Duration, Instant};
 
-use p2p_network::api::{NodeHandle, Submitted};
-use p2p_network::config::Config;
-use p2p_network::node::Node;
+use inproc::{Running, eventually};
+use p2p_network::api::Submitted;
 use p2p_network::scheduler::{TaskSpec, TaskState};
-use tokio::sync::oneshot;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Running {
-    handle: NodeHandle,
-    peer_id: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("node stops").unwrap();
-    }
-}
 
 async fn start(dir: &std::path::Path, name: &str, role: &str, bootstrap: Option<&str>) -> Running {
-    let caps = if role == "worker" { "[compute, storage]" } else { "[bootstrap]" };
-    let boot = bootstrap.map(|b| format!("[\"{b}\"]")).unwrap_or_else(|| "[]".into());
-    let yaml = format!(
-        "node:\n  role: {role}\n  listen_address: 127.0.0.1\n  listen_port: 0\n  capabilities: {caps}\n  \
-         heartbeat_interval: 1\n  identity_file: {}\n  max_concurrent_tasks: 2\n\
-         network:\n  enable_mdns: false\n  enable_quic: false\n  bootstrap_peers: {boot}\n\
-         api:\n  listen: \"127.0.0.1:{}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\ntasks:\n  compute_difficulty: 4\n",
-        dir.join(format!("{name}.key")).display(),
-        free_port()
-    );
-    let config = Config::from_yaml_str(&yaml, name, Vec::new()).unwrap();
-    let node = Node::start(config).await.unwrap();
-    let handle = node.handle();
-    let peer_id = node.peer_id().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(node.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { handle, peer_id, stop: Some(stop), task }
-}
-
-async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !check().await {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn tcp_addr(node: &Running) -> String {
-    let t0 = Instant::now();
-    loop {
-        let status = node.handle.status().await.unwrap();
-        if let Some(tcp) = status.listen_addresses.iter().find(|a| a.contains("/tcp/")) {
-            return format!("{tcp}/p2p/{}", node.peer_id);
-        }
-        assert!(t0.elapsed() < Duration::from_secs(5), "node never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    inproc::start(dir, name, role, bootstrap, "").await
 }
 
 async fn alive(node: &Running) -> Vec<String> {
-    node.handle.peers().await.unwrap().into_iter().filter(|p| p.state == "alive").map(|p| p.peer_id).collect()
+    node.alive().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_in_one_process_form_a_cluster_and_run_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let boot = start(dir.path(), "boot", "bootstrap", None).await;
-    let addr = tcp_addr(&boot).await;
+    let addr = boot.tcp_addr().await;
     let w1 = start(dir.path(), "w1", "worker", Some(&addr)).await;
     let w2 = start(dir.path(), "w2", "worker", Some(&addr)).await;
 
@@ -130,7 +72,7 @@ async fn three_nodes_in_one_process_form_a_cluster_and_run_tasks() {
 async fn a_crashed_peer_is_suspected_then_declared_dead() {
     let dir = tempfile::tempdir().unwrap();
     let boot = start(dir.path(), "boot", "bootstrap", None).await;
-    let addr = tcp_addr(&boot).await;
+    let addr = boot.tcp_addr().await;
     let w1 = start(dir.path(), "w1", "worker", Some(&addr)).await;
     eventually(Duration::from_secs(10), "w1 alive at the bootstrap", async || alive(&boot).await.len() == 1).await;
 

@@ -24,7 +24,7 @@ use crate::config::{Config, LogFormat};
     name = "p2p-node",
     version,
     about = "A peer-to-peer worker cluster node (bootstrap, relay or worker)",
-    after_help = "COMMAND is one of: run, check-config, identity <file>, help, peers, status, capabilities, \
+    after_help = "COMMAND is one of: run, check-config, identity <file>, psk <file>, help, peers, status, capabilities, \
 task <type> <payload...>, submit <type> <payload...>, task-status <id>, cancel <id>, tasks.\n\
 Without COMMAND: starts the node, or, if a node with this config is already running, reads commands from stdin.\n\
 Environment: P2P_<SECTION>__<KEY> overrides a config key (e.g. P2P_NODE__LISTEN_PORT=4001); RUST_LOG sets log levels."
@@ -56,6 +56,12 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
         if created {
             eprintln!("created {path}");
         }
+        return Ok(0);
+    }
+    if let ["psk", path] = words.as_slice() {
+        let key = crate::identity::create_psk(std::path::Path::new(path))?;
+        println!("{}", key.fingerprint());
+        eprintln!("created {path}: give every node of the cluster this file as security.psk_file");
         return Ok(0);
     }
     let config = Config::load(&args.config, std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -9,11 +9,12 @@ use libp2p::{
     request_response,
 };
 
+use super::codec::Counted;
 use crate::protocol::{ProbeRequest, ProbeResponse, TaskRequest, TaskResponse};
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    /// Total, pending and per-peer connection caps from `node.max_connections`.
+    /// Total, pending and per-peer connection caps (`node.max_connections`, `limits`).
     pub limits: connection_limits::Behaviour,
     /// Refuses new connections when the process is close to running out of memory.
     pub memory: memory_connection_limits::Behaviour,
@@ -24,7 +25,8 @@ pub struct Behaviour {
     /// Peer routing and the storage capability's records, under the cluster's own protocol name.
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     /// Heartbeats and capability advertisements; off when `network.mesh_network` is false.
-    pub gossipsub: Toggle<gossipsub::Behaviour>,
+    /// Messages are validated by the application before they are forwarded; peers are scored.
+    pub gossipsub: Toggle<gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>>,
     /// LAN discovery; off inside Kubernetes where multicast does not cross the CNI.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Learns whether this node is publicly reachable (and serves the question for others).
@@ -36,7 +38,7 @@ pub struct Behaviour {
     /// Upgrades relayed connections to direct ones by hole punching.
     pub dcutr: Toggle<dcutr::Behaviour>,
     /// Task dispatch: `TaskRequest` to a worker, `TaskResponse` back.
-    pub tasks: request_response::cbor::Behaviour<TaskRequest, TaskResponse>,
+    pub tasks: request_response::Behaviour<Counted<TaskRequest, TaskResponse>>,
     /// SWIM indirect probes: "can you reach this peer?"
-    pub probe: request_response::cbor::Behaviour<ProbeRequest, ProbeResponse>,
+    pub probe: request_response::Behaviour<Counted<ProbeRequest, ProbeResponse>>,
 }

@@ -23,7 +23,7 @@ use super::swarm::ProtocolNames;
 use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus, Topic};
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
-use crate::protocol::{GossipMessage, ProbeRequest, ProbeResponse, TaskRequest, TaskResponse, WIRE_VERSION};
+use crate::protocol::{GossipMessage, ProbeRequest, ProbeResponse, TaskError, TaskRequest, TaskResponse, WIRE_VERSION};
 
 /// Events waiting for the application; the swarm is not polled while this many wait.
 const OUTBOX_LIMIT: usize = 1024;
@@ -56,6 +56,12 @@ pub struct EventLoop {
     names: ProtocolNames,
     protocol_version: String,
     role: Role,
+    /// Task requests per peer per second (`limits.task_requests_per_peer_per_sec`).
+    task_rate: Option<governor::DefaultKeyedRateLimiter<PeerId>>,
+    /// Next refresh of the gossip score gauge and pruning of idle rate-limit state.
+    next_housekeeping: Instant,
+    /// Peers that may send tasks here (`security.allowed_submitters`); `None`: any member.
+    allowed_submitters: Option<HashSet<PeerId>>,
     max_connections: u32,
     heartbeat_topic: gossipsub::IdentTopic,
     capabilities_topic: gossipsub::IdentTopic,
@@ -98,8 +104,7 @@ impl EventLoop {
         metrics: Metrics,
         libp2p_metrics: libp2p::metrics::Metrics,
     ) -> Self {
-        let heartbeat_topic = gossipsub::IdentTopic::new(format!("{}heartbeat", names.topic_prefix));
-        let capabilities_topic = gossipsub::IdentTopic::new(format!("{}capabilities", names.topic_prefix));
+        let [heartbeat_topic, capabilities_topic] = super::swarm::gossip_topics(&names);
         metrics.set_nat(NatStatus::Unknown.as_str());
         Self {
             swarm,
@@ -109,6 +114,10 @@ impl EventLoop {
             names,
             protocol_version: config.network.protocol_version.clone(),
             role: config.node.role,
+            task_rate: std::num::NonZeroU32::new(config.limits.task_requests_per_peer_per_sec)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n))),
+            allowed_submitters: (!config.security.allowed_submitters.is_empty())
+                .then(|| config.security.allowed_submitters.iter().copied().collect()),
             max_connections: config.node.max_connections,
             heartbeat_topic,
             capabilities_topic,
@@ -133,6 +142,7 @@ impl EventLoop {
             walks: 0,
             next_walk: Instant::now() + WALK_FAST,
             joined_once: false,
+            next_housekeeping: Instant::now(),
         }
     }
 
@@ -204,6 +214,13 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + Duration::from_secs(1);
+            self.gossip_scores();
+            if let Some(rate) = &self.task_rate {
+                rate.retain_recent();
+            }
+        }
         for (index, addr) in self.bootstrap.due(now) {
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
             let id = opts.connection_id();
@@ -354,12 +371,24 @@ impl EventLoop {
         }
     }
 
+    /// GossipSub scores of connected cluster members; refreshes the graylisted gauge.
+    fn gossip_scores(&mut self) -> HashMap<PeerId, f64> {
+        let Some(gs) = self.swarm.behaviour().gossipsub.as_ref() else { return HashMap::new() };
+        let scores: HashMap<PeerId, f64> =
+            self.swarm.connected_peers().filter_map(|p| gs.peer_score(p).map(|s| (*p, s))).collect();
+        let graylist = super::swarm::gossip_thresholds().graylist_threshold;
+        self.metrics.gossip_graylisted.set(scores.values().filter(|s| **s < graylist).count() as i64);
+        scores
+    }
+
     fn routing_table_size(&mut self) -> usize {
         self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
 
     fn status(&mut self) -> NetworkStatus {
+        let gossip_scores = self.gossip_scores();
         NetworkStatus {
+            gossip_scores,
             listen_addresses: self.swarm.listeners().cloned().collect(),
             external_addresses: self.swarm.external_addresses().cloned().collect(),
             nat: self.nat,
@@ -429,7 +458,13 @@ impl EventLoop {
                     self.emit(NetworkEvent::DialFailed { peer });
                 }
             }
+            SwarmEvent::IncomingConnectionError { error: libp2p::swarm::ListenError::Denied { cause }, .. } => {
+                self.count_denied(&cause);
+            }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                if let libp2p::swarm::DialError::Denied { cause } = &error {
+                    self.count_denied(cause);
+                }
                 if let Some(p) = &peer_id {
                     self.task_dials.remove(p);
                 }
@@ -664,21 +699,38 @@ impl EventLoop {
 
     fn on_gossip(&mut self, event: gossipsub::Event) {
         match event {
-            gossipsub::Event::Message { message, .. } => {
-                let Some(source) = message.source else {
-                    self.metrics.dropped("gossip_unsigned");
-                    return;
-                };
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
                 self.metrics.message("in", "gossip", message.data.len());
-                match GossipMessage::decode(&message.data) {
-                    Ok(msg) if msg.claimed_node() != source.to_string() => {
-                        tracing::debug!(%source, claimed = msg.claimed_node(), "gossip sender mismatch; dropped");
-                        self.metrics.dropped("gossip_sender_mismatch");
+                let verdict = self.validate_gossip(&message);
+                let acceptance = match &verdict {
+                    Ok(_) => gossipsub::MessageAcceptance::Accept,
+                    Err((_, gossipsub::MessageAcceptance::Ignore)) => gossipsub::MessageAcceptance::Ignore,
+                    Err(_) => gossipsub::MessageAcceptance::Reject,
+                };
+                self.metrics
+                    .gossip_validation
+                    .get_or_create(&crate::metrics::OutcomeLabels {
+                        outcome: match acceptance {
+                            gossipsub::MessageAcceptance::Accept => "accept",
+                            gossipsub::MessageAcceptance::Ignore => "ignore",
+                            gossipsub::MessageAcceptance::Reject => "reject",
+                        },
+                    })
+                    .inc();
+                if let Some(gs) = self.swarm.behaviour_mut().gossipsub.as_mut() {
+                    // Reject counts against the peer that forwarded it (score P4); only
+                    // accepted messages are forwarded further.
+                    gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
+                }
+                match verdict {
+                    Err((reason, _)) => {
+                        tracing::debug!(peer = %propagation_source, reason, "gossip message rejected");
+                        self.metrics.dropped(reason);
                     }
-                    Ok(GossipMessage::HeartBeat(hb)) => {
+                    Ok((source, GossipMessage::HeartBeat(hb))) => {
                         self.emit(NetworkEvent::HeartBeat { from: source, message: hb })
                     }
-                    Ok(GossipMessage::CapabilityAdvertisement(ad)) => {
+                    Ok((source, GossipMessage::CapabilityAdvertisement(ad))) => {
                         for a in &ad.addresses {
                             if let Ok(addr) = a.parse::<Multiaddr>()
                                 && self.routable(&addr)
@@ -688,10 +740,6 @@ impl EventLoop {
                         }
                         self.emit(NetworkEvent::Advertisement { from: source, message: ad })
                     }
-                    Err(e) => {
-                        tracing::debug!(%source, error = %e, "malformed gossip dropped");
-                        self.metrics.dropped("gossip_malformed");
-                    }
                 }
             }
             gossipsub::Event::Subscribed { peer_id, .. } if self.members.contains(&peer_id) => {
@@ -699,6 +747,34 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    /// Application validation of a gossip message: signed (GossipSub's strict mode checked the
+    /// signature), well-formed and within bounds, on the topic its type belongs to, and about
+    /// the node that signed it. A newer wire version is ignored rather than punished, so a
+    /// rolling upgrade does not graylist the upgraded nodes.
+    fn validate_gossip(
+        &self,
+        message: &gossipsub::Message,
+    ) -> Result<(PeerId, GossipMessage), (&'static str, gossipsub::MessageAcceptance)> {
+        use gossipsub::MessageAcceptance::{Ignore, Reject};
+        let source = message.source.ok_or(("gossip_unsigned", Reject))?;
+        let msg = GossipMessage::decode(&message.data).map_err(|e| match e {
+            crate::protocol::DecodeError::Version(_) => ("gossip_version", Ignore),
+            crate::protocol::DecodeError::TooLarge(_) => ("gossip_oversized", Reject),
+            _ => ("gossip_malformed", Reject),
+        })?;
+        let expected_topic = match msg {
+            GossipMessage::HeartBeat(_) => &self.heartbeat_topic,
+            GossipMessage::CapabilityAdvertisement(_) => &self.capabilities_topic,
+        };
+        if message.topic != expected_topic.hash() {
+            return Err(("gossip_wrong_topic", Reject));
+        }
+        if msg.claimed_node() != source.to_string() {
+            return Err(("gossip_sender_mismatch", Reject));
+        }
+        Ok((source, msg))
     }
 
     fn on_task_event(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
@@ -714,20 +790,18 @@ impl EventLoop {
                     }
                     if request.v != WIRE_VERSION {
                         self.metrics.dropped("task_version");
-                        let worker = self.swarm.local_peer_id().to_string();
-                        let _ = self.swarm.behaviour_mut().tasks.send_response(
-                            channel,
-                            TaskResponse {
-                                v: WIRE_VERSION,
-                                task_id: request.task_id,
-                                attempt: request.attempt,
-                                worker,
-                                outcome: crate::protocol::TaskOutcome::Err(crate::protocol::TaskError::Version(
-                                    request.v,
-                                )),
-                            },
-                        );
-                        return;
+                        let v = request.v;
+                        return self.refuse_task(channel, request, TaskError::Version(v));
+                    }
+                    if self.allowed_submitters.as_ref().is_some_and(|a| !a.contains(&peer)) {
+                        tracing::debug!(%peer, "task from a peer not in security.allowed_submitters refused");
+                        self.metrics.dropped("task_submitter_not_allowed");
+                        return self.refuse_task(channel, request, TaskError::NotAllowed);
+                    }
+                    if self.task_rate.as_ref().is_some_and(|r| r.check_key(&peer).is_err()) {
+                        // Busy costs the sender's task no attempt; it backs off and retries.
+                        self.metrics.limit_hit("task_requests_per_peer");
+                        return self.refuse_task(channel, request, TaskError::Busy);
                     }
                     let id = self.next_id();
                     self.pending_task_replies.insert(id, channel);
@@ -765,11 +839,9 @@ impl EventLoop {
                     self.emit(NetworkEvent::TaskAnswered { peer, task_id, attempt, result: Err(err) });
                 }
             }
+            // Undecodable requests are counted by the codec (libp2p does not report them).
             Event::InboundFailure { peer, error, .. } => {
-                if let request_response::InboundFailure::Io(e) = &error {
-                    tracing::debug!(%peer, error = %e, "malformed or oversized task request dropped");
-                    self.metrics.dropped("task_request_malformed");
-                }
+                tracing::debug!(%peer, %error, "inbound task request failed");
             }
             Event::ResponseSent { .. } => {}
         }
@@ -802,6 +874,41 @@ impl EventLoop {
             }
             Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Answers an inbound task request with an error without involving the worker.
+    fn refuse_task(&mut self, channel: ResponseChannel<TaskResponse>, request: TaskRequest, error: TaskError) {
+        let response = TaskResponse {
+            v: WIRE_VERSION,
+            task_id: request.task_id,
+            attempt: request.attempt,
+            worker: self.swarm.local_peer_id().to_string(),
+            outcome: crate::protocol::TaskOutcome::Err(error),
+        };
+        let _ = self.swarm.behaviour_mut().tasks.send_response(channel, response);
+    }
+
+    /// Counts a connection that a limit refused, by the limit that bit.
+    fn count_denied(&self, cause: &libp2p::swarm::ConnectionDenied) {
+        let limit = if let Some(e) = cause.downcast_ref::<libp2p::connection_limits::Exceeded>() {
+            // The kind is only public through the message ("at most N pending incoming ...").
+            let text = e.to_string();
+            if text.contains("pending incoming") {
+                "pending_incoming"
+            } else if text.contains("pending outgoing") {
+                "pending_outgoing"
+            } else if text.contains("per peer") {
+                "connections_per_peer"
+            } else {
+                "connections"
+            }
+        } else if cause.downcast_ref::<libp2p::memory_connection_limits::MemoryUsageLimitExceeded>().is_some() {
+            "memory"
+        } else {
+            return;
+        };
+        tracing::debug!(limit, %cause, "connection refused by a limit");
+        self.metrics.limit_hit(limit);
     }
 
     fn next_id(&mut self) -> InboundId {

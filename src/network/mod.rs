@@ -5,6 +5,7 @@
 //! domain enum below, so membership, scheduler, worker and API never import swarm types.
 
 mod behaviour;
+mod codec;
 mod discovery;
 mod event_loop;
 mod swarm;
@@ -145,6 +146,8 @@ pub struct NetworkStatus {
     pub connected_peers: usize,
     pub routing_table_size: usize,
     pub relay_reservations: usize,
+    /// GossipSub score of each connected peer (absent when the mesh is off).
+    pub gossip_scores: std::collections::HashMap<PeerId, f64>,
 }
 
 #[derive(Debug)]

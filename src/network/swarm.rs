@@ -4,16 +4,19 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
+use libp2p::pnet::PnetConfig;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns,
+    StreamProtocol, Swarm, SwarmBuilder, Transport, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns,
     memory_connection_limits, noise, ping, relay, request_response, tcp, tls, yamux,
 };
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use super::behaviour::Behaviour;
+use super::codec::Counted;
 use super::event_loop::EventLoop;
 use super::{COMMAND_CHANNEL, Client, EVENT_CHANNEL, NetworkEvent};
 use crate::config::{Config, Role, Security};
@@ -23,8 +26,6 @@ use crate::protocol::{MAX_GOSSIP_BYTES, MAX_PROBE_BYTES, MAX_TASK_REQUEST_BYTES,
 /// Kademlia replication parameter k and lookup parallelism alpha.
 const KAD_K: usize = 20;
 const KAD_ALPHA: usize = 3;
-/// In-flight task requests per connection; the worker's own semaphore is the real bound.
-const TASK_STREAMS_PER_CONNECTION: usize = 2048;
 /// Connections stay open while idle: membership reads a closed connection as a failure signal
 /// and tasks must not pay for a dial.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -37,6 +38,8 @@ pub enum BuildError {
     Behaviour(String),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("security.psk_file: {0}")]
+    Psk(#[from] crate::identity::IdentityError),
 }
 
 /// Protocol names derived from the cluster's `protocol_version`, so that two clusters never
@@ -85,33 +88,61 @@ pub fn build(
     macro_rules! finish {
         ($builder:expr) => {
             $builder
-                .with_quic()
                 .with_dns()
                 .map_err(|e| BuildError::Transport(e.to_string()))?
                 .with_relay_client(noise::Config::new, yamux::Config::default)
                 .map_err(|e| BuildError::Transport(e.to_string()))?
                 .with_bandwidth_metrics(registry)
-                .with_behaviour(|key, relay_client| make_behaviour(config, &names, key, relay_client))
+                .with_behaviour(|key, relay_client| make_behaviour(config, &names, key, relay_client, &metrics))
                 .map_err(|e| BuildError::Behaviour(e.to_string()))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
                 .with_connection_timeout(handshake_timeout)
                 .build()
         };
     }
+    // A private cluster: every TCP connection proves the pre-shared key (pnet) before
+    // multistream-select, so a node without it never reaches a security handshake, let alone
+    // an application protocol. QUIC cannot be wrapped; config validation keeps it off.
+    macro_rules! private_tcp {
+        ($psk:expr, $security:path) => {{
+            let psk = $psk;
+            let tcp_config = tcp::Config::default().nodelay(true);
+            SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
+                .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                    Ok(tcp::tokio::Transport::new(tcp_config)
+                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(<$security>::new(key)?)
+                        .multiplex(yamux::Config::default())
+                        .timeout(handshake_timeout))
+                })
+                .map_err(|e| BuildError::Transport(e.to_string()))?
+        }};
+    }
 
     let tcp_config = tcp::Config::default().nodelay(true);
-    let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
-    // Both security protocols are offered; the configured one is preferred in negotiation.
-    let mut swarm: Swarm<Behaviour> = match config.network.security {
-        Security::Noise => finish!(
-            builder
+    let psk = config.security.psk_file.as_deref().map(crate::identity::read_psk).transpose()?;
+    if let Some(key) = &psk {
+        tracing::info!(fingerprint = %key.fingerprint(), "private cluster: pre-shared key required on every connection");
+    }
+    // Both security protocols are offered on an open cluster; the configured one is preferred.
+    let mut swarm: Swarm<Behaviour> = match (psk, config.network.security) {
+        (Some(psk), Security::Noise) => finish!(private_tcp!(psk, noise::Config)),
+        (Some(psk), Security::Tls) => finish!(private_tcp!(psk, tls::Config)),
+        (None, Security::Noise) => finish!(
+            SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
                 .with_tcp(tcp_config, (noise::Config::new, tls::Config::new), yamux::Config::default)
                 .map_err(|e| BuildError::Transport(e.to_string()))?
+                .with_quic()
         ),
-        Security::Tls => finish!(
-            builder
+        (None, Security::Tls) => finish!(
+            SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
                 .with_tcp(tcp_config, (tls::Config::new, noise::Config::new), yamux::Config::default)
                 .map_err(|e| BuildError::Transport(e.to_string()))?
+                .with_quic()
         ),
     };
 
@@ -148,16 +179,18 @@ fn make_behaviour(
     names: &ProtocolNames,
     key: &Keypair,
     relay_client: relay::client::Behaviour,
+    metrics: &Metrics,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let peer_id = key.public().to_peer_id();
     let net = &config.network;
     let max = config.node.max_connections;
 
+    let l = &config.limits;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(max))
-        .with_max_established_per_peer(Some(4))
-        .with_max_pending_incoming(Some(max.max(16)))
-        .with_max_pending_outgoing(Some(max.max(16)));
+        .with_max_established_per_peer(Some(l.max_connections_per_peer))
+        .with_max_pending_incoming(Some(l.max_pending_incoming))
+        .with_max_pending_outgoing(Some(l.max_pending_outgoing));
 
     let identify = identify::Behaviour::new(
         identify::Config::new(net.protocol_version.clone(), key.public())
@@ -187,18 +220,7 @@ fn make_behaviour(
     );
     let kad = kad::Behaviour::with_config(peer_id, store, kad_config);
 
-    let gossipsub = if net.mesh_network {
-        let gs_config = gossipsub::ConfigBuilder::default()
-            .protocol_id_prefix(names.gossip_prefix.clone())
-            .validation_mode(gossipsub::ValidationMode::Strict)
-            .heartbeat_interval(Duration::from_millis(700))
-            .max_transmit_size(MAX_GOSSIP_BYTES)
-            .build()
-            .map_err(|e| format!("gossipsub config: {e}"))?;
-        Some(gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)?)
-    } else {
-        None
-    };
+    let gossipsub = if net.mesh_network { Some(make_gossipsub(config, names, key)?) } else { None };
 
     let mdns =
         if net.enable_mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
@@ -246,28 +268,25 @@ fn make_behaviour(
     let (relay_client, dcutr) =
         if net.enable_relay { (Some(relay_client), Some(dcutr::Behaviour::new(peer_id))) } else { (None, None) };
 
-    let tasks = request_response::cbor::Behaviour::with_codec(
-        request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(MAX_TASK_REQUEST_BYTES)
-            .set_response_size_maximum(MAX_TASK_RESPONSE_BYTES),
+    let tasks = request_response::Behaviour::with_codec(
+        Counted::new(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics.clone(), "task_request_malformed"),
         [(names.tasks.clone(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             // The gateway enforces each task's own deadline; this only reaps lost streams.
             .with_request_timeout(Duration::from_secs(3600))
-            .with_max_concurrent_streams(TASK_STREAMS_PER_CONNECTION),
+            .with_max_concurrent_streams(l.max_task_streams),
     );
-    let probe = request_response::cbor::Behaviour::with_codec(
-        request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(MAX_PROBE_BYTES)
-            .set_response_size_maximum(MAX_PROBE_BYTES),
+    let probe = request_response::Behaviour::with_codec(
+        Counted::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics.clone(), "probe_request_malformed"),
         [(names.probe.clone(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
-            .with_request_timeout(Duration::from_millis(config.membership.probe_timeout_ms)),
+            .with_request_timeout(Duration::from_millis(config.membership.probe_timeout_ms))
+            .with_max_concurrent_streams(l.max_probe_streams),
     );
 
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
-        memory: memory_connection_limits::Behaviour::with_max_percentage(0.9),
+        memory: memory_connection_limits::Behaviour::with_max_percentage(f64::from(l.max_memory_percent) / 100.0),
         identify,
         ping,
         kad,
@@ -280,4 +299,96 @@ fn make_behaviour(
         tasks,
         probe,
     })
+}
+
+/// GossipSub score thresholds. A peer below `graylist_threshold` has every RPC ignored.
+pub fn gossip_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 5.0,
+    }
+}
+
+/// Peer scoring tuned for a cluster's two low-rate topics (heartbeats and capability
+/// adverts, a few messages per node per interval):
+/// - no mesh-delivery-rate penalties (P3, P3b): a quiet honest peer is normal here;
+/// - a small reward for time in the mesh and first deliveries (P1, P2), capped;
+/// - invalid messages (P4: unsigned, badly signed, malformed, oversized, sender mismatch)
+///   weigh -10 x count², decaying by 10% a second: three in a burst graylist a peer (-90
+///   against -80), a single bad message (a version skew in a rolling upgrade) does not;
+/// - IP colocation counts only beyond 8 peers on one address, and never on loopback or the
+///   configured `security.gossip_shared_ips` (NATs, host networking).
+pub fn gossip_scoring(topics: &[gossipsub::TopicHash], shared_ips: &[std::net::IpAddr]) -> gossipsub::PeerScoreParams {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 0.5,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 10.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    };
+    let mut whitelist: std::collections::HashSet<std::net::IpAddr> = shared_ips.iter().copied().collect();
+    whitelist.insert(std::net::Ipv4Addr::LOCALHOST.into());
+    whitelist.insert(std::net::Ipv6Addr::LOCALHOST.into());
+    gossipsub::PeerScoreParams {
+        topics: topics.iter().map(|t| (t.clone(), topic.clone())).collect(),
+        topic_score_cap: 20.0,
+        app_specific_weight: 1.0,
+        ip_colocation_factor_weight: -5.0,
+        ip_colocation_factor_threshold: 8.0,
+        ip_colocation_factor_whitelist: whitelist,
+        decay_interval: Duration::from_secs(1),
+        decay_to_zero: 0.01,
+        ..Default::default()
+    }
+}
+
+/// The cluster's topics under its protocol version: heartbeats and capability adverts.
+pub fn gossip_topics(names: &ProtocolNames) -> [gossipsub::IdentTopic; 2] {
+    [
+        gossipsub::IdentTopic::new(format!("{}heartbeat", names.topic_prefix)),
+        gossipsub::IdentTopic::new(format!("{}capabilities", names.topic_prefix)),
+    ]
+}
+
+fn make_gossipsub(
+    config: &Config,
+    names: &ProtocolNames,
+    key: &Keypair,
+) -> Result<gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>, String> {
+    let gs_config = gossipsub::ConfigBuilder::default()
+        .protocol_id_prefix(names.gossip_prefix.clone())
+        // Every message must carry its author and a valid signature of it.
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Nothing is forwarded until the application has checked it (schema, size, sender).
+        .validate_messages()
+        .heartbeat_interval(Duration::from_millis(700))
+        // Frames up to 4x the largest valid message get through to validation, so that an
+        // oversized message is rejected by the application and costs its sender score;
+        // anything bigger is cut by the codec.
+        .max_transmit_size(4 * MAX_GOSSIP_BYTES)
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let topics = gossip_topics(names);
+    let hashes: Vec<gossipsub::TopicHash> = topics.iter().map(|t| t.hash()).collect();
+    // Subscriptions to any other topic are ignored: a peer cannot make us track thousands.
+    let filter = gossipsub::WhitelistSubscriptionFilter(hashes.iter().cloned().collect());
+    let mut gs = gossipsub::Behaviour::new_with_subscription_filter(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gs_config,
+        filter,
+    )
+    .map_err(|e| format!("gossipsub: {e}"))?;
+    gs.with_peer_score(gossip_scoring(&hashes, &config.security.gossip_shared_ips), gossip_thresholds())
+        .map_err(|e| format!("gossipsub peer scoring: {e}"))?;
+    Ok(gs)
 }

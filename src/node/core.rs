@@ -221,6 +221,12 @@ impl Core {
         }
     }
 
+    /// `security.allowed_workers`: empty lets any worker execute this gateway's tasks.
+    fn may_execute(&self, peer: &PeerId) -> bool {
+        let allowed = &self.config.security.allowed_workers;
+        allowed.is_empty() || allowed.contains(peer)
+    }
+
     /// Alive workers as placement sees them (this node included when it is one).
     fn workers(&mut self) -> Arc<[WorkerView]> {
         if self.workers_dirty {
@@ -228,7 +234,7 @@ impl Core {
             let mut list: Vec<WorkerView> = self
                 .membership
                 .members()
-                .filter(|m| m.state == MemberState::Alive)
+                .filter(|m| m.state == MemberState::Alive && self.may_execute(&m.id))
                 .filter_map(|m| {
                     let info = m.info.as_ref()?;
                     (info.role == "worker").then(|| WorkerView {
@@ -238,7 +244,7 @@ impl Core {
                     })
                 })
                 .collect();
-            if let Some(ex) = &self.executor {
+            if let Some(ex) = self.executor.as_ref().filter(|_| self.may_execute(&self.local)) {
                 list.push(WorkerView {
                     id: self.local,
                     capacity: ex.capacity(),
@@ -568,7 +574,8 @@ impl Core {
                 let _ = reply.send(result);
             }
             Request::Peers { reply } => {
-                let _ = reply.send(self.peers());
+                let scores = self.network.status().await.map(|s| s.gossip_scores).unwrap_or_default();
+                let _ = reply.send(self.peers(&scores));
             }
             Request::Status { reply } => {
                 let status = self.status().await;
@@ -580,7 +587,7 @@ impl Core {
         }
     }
 
-    fn peers(&self) -> Vec<PeerView> {
+    fn peers(&self, gossip_scores: &HashMap<PeerId, f64>) -> Vec<PeerView> {
         let mut peers: Vec<PeerView> = self
             .membership
             .members()
@@ -610,6 +617,7 @@ impl Core {
                     capabilities: info.map(|i| i.capabilities.clone()).unwrap_or_default(),
                     load: info.map_or(0, |i| i.load),
                     capacity: info.map_or(0, |i| i.capacity),
+                    gossip_score: gossip_scores.get(&m.id).copied(),
                 }
             })
             .collect();

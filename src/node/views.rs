@@ -21,6 +21,8 @@ pub struct PeerView {
     pub capabilities: Vec<String>,
     pub load: u32,
     pub capacity: u32,
+    /// Its GossipSub score here (connected peers only); below -80 it is graylisted.
+    pub gossip_score: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
