@@ -28,6 +28,8 @@ pub struct Spec {
     pub protocol_version: String,
     pub max_concurrent_tasks: usize,
     pub extra_tasks: String,
+    /// `P2P_*` overrides in the node's environment.
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -46,7 +48,13 @@ impl Spec {
             protocol_version: "p2p-network".into(),
             max_concurrent_tasks: 4,
             extra_tasks: String::new(),
+            env: Vec::new(),
         }
+    }
+
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.into(), value.to_string()));
+        self
     }
 
     pub fn bootstrap(mut self, addrs: &[String]) -> Self {
@@ -132,6 +140,7 @@ impl NodeProc {
             .arg(&self.config)
             .args(["--log-format", "json", "run"])
             .env("RUST_LOG", "info,p2p_network=debug")
+            .envs(self.spec.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
