@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Deploy p2p-network to the Kubernetes cluster of the current kubectl context.
 #
-#   ./deploy.sh [kind|minikube|monitoring]      (default: kind)
+#   ./deploy.sh [kind|minikube|monitoring|private]      (default: kind)
 #
 #   kind        k8s/overlays/kind: image loaded by ./build.sh, imagePullPolicy Never
 #   minikube    k8s/overlays/minikube: the same for minikube
 #   monitoring  k8s/overlays/monitoring: the base plus a ServiceMonitor; needs the
 #               Prometheus Operator's CRDs (kube-prometheus-stack) in the cluster
+#   private     k8s/overlays/private: kind as a private cluster; every node proves the
+#               pre-shared key in Secret p2p-network-psk (created here once if missing;
+#               QUIC off, see docs/security.md)
 #
 # Steps: check the cluster answers (stop, changing nothing, if not); render the overlay;
 # create the identity Secrets of bootstrap and relay once (never replaced: they hold the
@@ -37,14 +40,14 @@ die() {
 
 target="${1:-kind}"
 case "$target" in
-kind | minikube | monitoring) ;;
+kind | minikube | monitoring | private) ;;
 -h | --help)
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
     exit 0
     ;;
-*) die "unknown target '$target': use kind, minikube or monitoring" ;;
+*) die "unknown target '$target': use kind, minikube, monitoring or private" ;;
 esac
-(($# <= 1)) || die "too many arguments (usage: ./deploy.sh [kind|minikube|monitoring])"
+(($# <= 1)) || die "too many arguments (usage: ./deploy.sh [kind|minikube|monitoring|private])"
 overlay="k8s/overlays/$target"
 
 # --- 1. a reachable cluster, or stop here having changed nothing ----------------------------
@@ -89,17 +92,22 @@ if [[ "$target" == monitoring ]] && ! kc get crd servicemonitors.monitoring.core
 fi
 
 # Which identity Secrets are missing? (All of them when the namespace does not exist yet.)
+# The private overlay also needs the cluster's pre-shared key.
 missing=()
+need_psk=false
+if [[ "$target" == private ]] && ! kc -n "$namespace" get secret p2p-network-psk >/dev/null 2>&1; then
+    need_psk=true
+fi
 for role in "${identity_roles[@]}"; do
     if ! kc -n "$namespace" get secret "p2p-$role-identity" >/dev/null 2>&1; then
         missing+=("$role")
     fi
 done
 
-# Keys are made by the node's own `p2p-node identity --file` (its key format): with a local
+# Keys are made by the node's own `p2p-node identity <file>` (its key format): with a local
 # binary, or else by running the image built by ./build.sh.
 node_bin="${P2P_NODE_BIN:-target/release/p2p-node}"
-if ((${#missing[@]} > 0)); then
+if ((${#missing[@]} > 0)) || [[ "$need_psk" == true ]]; then
     if [[ -x "$node_bin" ]]; then
         key_maker=binary
     elif command -v docker >/dev/null && docker image inspect "$image" >/dev/null 2>&1; then
@@ -112,17 +120,28 @@ fi
 declare -A peer_ids=()
 for role in ${missing[@]+"${missing[@]}"}; do
     if [[ "$key_maker" == binary ]]; then
-        out="$("$node_bin" identity --file "$keys/$role.key" 2>&1)" ||
+        out="$("$node_bin" identity "$keys/$role.key" 2>&1)" ||
             die "$node_bin identity failed for $role: $out. Nothing was changed."
     else
         out="$(docker run --rm --network none --user "$(id -u):$(id -g)" -v "$keys:/keys" \
-            "$image" /app/p2p-node identity --file "/keys/$role.key" 2>&1)" ||
+            "$image" /app/p2p-node identity "/keys/$role.key" 2>&1)" ||
             die "p2p-node identity (in $image) failed for $role: $out. Nothing was changed."
     fi
     [[ -s "$keys/$role.key" ]] || die "p2p-node identity did not write the $role key file. Nothing was changed."
     # Ed25519 peer ids look like 12D3KooW...; the annotation is for people, nothing reads it.
     peer_ids[$role]="$(grep -oE '12D3Koo[1-9A-HJ-NP-Za-km-z]+' <<<"$out" | head -n 1 || true)"
 done
+
+if [[ "$need_psk" == true ]]; then
+    if [[ "$key_maker" == binary ]]; then
+        psk_out="$("$node_bin" psk "$keys/swarm.key" 2>&1)" || die "$node_bin psk failed: $psk_out. Nothing was changed."
+    else
+        psk_out="$(docker run --rm --network none --user "$(id -u):$(id -g)" -v "$keys:/keys" \
+            "$image" /app/p2p-node psk /keys/swarm.key 2>&1)" ||
+            die "p2p-node psk (in $image) failed: $psk_out. Nothing was changed."
+    fi
+    [[ -s "$keys/swarm.key" ]] || die "p2p-node psk did not write the key file. Nothing was changed."
+fi
 
 # --- 3. apply -------------------------------------------------------------------------------
 
@@ -142,6 +161,13 @@ done
 for role in "${identity_roles[@]}"; do
     [[ " ${missing[*]-} " == *" $role "* ]] || say "kept the existing Secret p2p-$role-identity (stable peer id)"
 done
+if [[ "$need_psk" == true ]]; then
+    # create, never apply: every node of the cluster must keep the same key.
+    kubectl -n "$namespace" create secret generic p2p-network-psk --from-file=swarm.key="$keys/swarm.key"
+    say "created Secret p2p-network-psk (pre-shared key; fingerprint ${psk_out%%$'\n'*})"
+elif [[ "$target" == private ]]; then
+    say "kept the existing Secret p2p-network-psk (pre-shared key)"
+fi
 rm -rf "$keys"
 
 say "kubectl apply -k $overlay"

@@ -24,7 +24,7 @@ read -r -a k8s_versions <<<"${K8S_VERSIONS:-1.30 1.31 1.32 1.33 1.34 1.35}"
 kv_pin="kubernetes-validate==1.37.0" # knows 1.25 ... 1.37; bump together with K8S_VERSIONS
 tools_dir="${P2P_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/p2p-network-tools}"
 venv="$tools_dir/venv"
-targets=(base overlays/kind overlays/minikube overlays/monitoring)
+targets=(base overlays/kind overlays/minikube overlays/monitoring overlays/private)
 # The shell scripts this check owns (shipping side); add new ones here.
 shell_scripts=(build.sh deploy.sh scripts/check-manifests.sh)
 

@@ -9,7 +9,7 @@ interface contract.
 
     check_policy.py [--configs CONFIG_DIR CLUSTER_CONFIG_DIR] [NAME=RENDERED.yaml ...]
 
-NAME is base or an overlay (kind, minikube and monitoring have extra expectations).
+NAME is base or an overlay (kind, minikube, monitoring and private have extra expectations).
 Prints every check by subject; exits 1 if any failed. Needs PyYAML.
 """
 
@@ -34,7 +34,7 @@ METRICS_PORT = 9090
 P2P_PORT = 4001
 DRAIN_SECONDS = 10  # the node drains in at most this long after SIGTERM
 BOOTSTRAP_DNS = "/dns4/p2p-bootstrap.net-test.svc.cluster.local/tcp/4001"
-PULL_POLICY = {"kind": "Never", "minikube": "Never"}
+PULL_POLICY = {"kind": "Never", "minikube": "Never", "private": "Never"}
 
 # The config keys of the interface contract (unknown keys are a hard error in the node).
 CONTRACT_KEYS = {
@@ -351,11 +351,28 @@ def check_deployment(r: Report, name: str, role: str, dep: dict, by_kind: dict) 
         pod_ip = next((e for e in env if e.get("name") == "POD_IP"), {})
         r.check(csub, "POD_IP from the downward API (status.podIP)",
                 (pod_ip.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") == "status.podIP")
-        r.check(csub, "P2P_NODE__EXTERNAL_ADDRESSES announces $(POD_IP) tcp+quic, after POD_IP",
-                "/ip4/$(POD_IP)/tcp/4001" in str(ext.get("value"))
-                and "/ip4/$(POD_IP)/udp/4001/quic-v1" in str(ext.get("value"))
-                and "POD_IP" in names and names.index("POD_IP") < names.index("P2P_NODE__EXTERNAL_ADDRESSES"),
-                f"is {ext.get('value')!r}")
+        psk = next((e for e in env if e.get("name") == "P2P_SECURITY__PSK_FILE"), None)
+        announced = str(ext.get("value"))
+        after_pod_ip = "POD_IP" in names and names.index("POD_IP") < names.index("P2P_NODE__EXTERNAL_ADDRESSES")
+        if psk is None:
+            r.check(csub, "P2P_NODE__EXTERNAL_ADDRESSES announces $(POD_IP) tcp+quic, after POD_IP",
+                    "/ip4/$(POD_IP)/tcp/4001" in announced and "/ip4/$(POD_IP)/udp/4001/quic-v1" in announced
+                    and after_pod_ip, f"is {announced!r}")
+        else:
+            # A private cluster: pnet protects TCP only, so no QUIC listener and no QUIC address.
+            quic = next((e for e in env if e.get("name") == "P2P_NETWORK__ENABLE_QUIC"), {})
+            r.check(csub, "pre-shared key: QUIC off, only $(POD_IP) tcp announced, after POD_IP",
+                    str(quic.get("value")) == "false" and announced == "/ip4/$(POD_IP)/tcp/4001" and after_pod_ip,
+                    f"enable_quic {quic.get('value')!r}, announces {announced!r}")
+            mounts = {m.get("mountPath"): m.get("name") for m in c.get("volumeMounts") or []}
+            key_dir = str(psk.get("value")).rsplit("/", 1)[0]
+            volume = next((v for v in pod.get("volumes") or [] if v.get("name") == mounts.get(key_dir)), {})
+            r.check(csub, "pre-shared key mounted read-only from a Secret, readable by uid 10001",
+                    "secret" in volume and any(m.get("mountPath") == key_dir and m.get("readOnly")
+                                               for m in c.get("volumeMounts") or [])
+                    and (pod.get("securityContext") or {}).get("fsGroup") == UID
+                    and (volume["secret"].get("defaultMode", 0o644) & 0o040) != 0,
+                    f"{key_dir} -> {volume}")
 
         pre = ((c.get("lifecycle") or {}).get("preStop")) or {}
         sleep = None

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod fuzz_targets;
 pub mod identity;
 pub mod membership;
 pub mod metrics;

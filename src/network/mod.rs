@@ -5,7 +5,7 @@
 //! domain enum below, so membership, scheduler, worker and API never import swarm types.
 
 mod behaviour;
-mod codec;
+pub mod codec;
 mod discovery;
 mod event_loop;
 mod swarm;

@@ -187,6 +187,7 @@ impl Gateway {
         let checked = self.check(&spec, workers)?;
         if self.queued >= self.config.queue_capacity {
             self.reject("queue_full");
+            self.metrics.limit_hit("task_queue");
             return Err(SubmitError::QueueFull(self.queued));
         }
         let id = self.accept(spec, checked);
@@ -209,6 +210,7 @@ impl Gateway {
         let room = self.config.queue_capacity.saturating_sub(self.queued) + self.free_slots(workers);
         if specs.len() > room {
             self.reject("queue_full");
+            self.metrics.limit_hit("task_queue");
             return Err((0, SubmitError::QueueFull(self.queued)));
         }
         let ids = specs.into_iter().zip(checked).map(|(spec, c)| self.accept(spec, c)).collect();
@@ -1044,6 +1046,8 @@ mod tests {
         assert_eq!(e, SubmitError::QueueFull(2));
         assert!(e.to_string().contains("2 tasks waiting"), "{e}");
         assert_eq!(reason(&gw.metrics.tasks_rejected, "queue_full"), 1);
+        let limit = crate::metrics::LimitLabels { limit: "task_queue" };
+        assert_eq!(gw.metrics.limit_hits.get_or_create(&limit).get(), 1);
         assert_eq!(count(&gw.metrics.tasks_submitted, "echo"), 3);
         assert_eq!(gw.entries.len(), 3);
 

@@ -123,6 +123,7 @@ impl Executor {
             return refuse(TaskError::MissingCapability(missing.clone()));
         }
         let Ok(admitted) = inner.admission.clone().try_acquire_owned() else {
+            inner.metrics.limit_hit("task_backlog");
             return refuse(TaskError::Busy);
         };
         let this = self.clone();
