@@ -126,22 +126,25 @@ pub fn render_peers(v: &Value) -> String {
     let mut out = format!("{} peer(s)\n", peers.len());
     let _ = writeln!(
         out,
-        "{:<54} {:<9} {:<7} {:<8} {:>9} {:<6} {:<24} ADDRESS",
-        "PEER ID", "ROLE", "STATE", "CONN", "RTT", "LOAD", "CAPABILITIES"
+        "{:<54} {:<9} {:<7} {:<8} {:>9} {:<6} {:>6} {:<24} ADDRESS",
+        "PEER ID", "ROLE", "STATE", "CONN", "RTT", "LOAD", "SCORE", "CAPABILITIES"
     );
     for p in peers {
         let rtt = p["rtt_ms"].as_f64().map_or("-".to_string(), |r| format!("{r:.2}ms"));
         let caps: Vec<String> = p["capabilities"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
         let addr = p["addresses"].as_array().and_then(|a| a.first()).map(s).unwrap_or_else(|| "-".into());
+        // GossipSub score; below -80 the peer is graylisted (docs/security.md).
+        let score = p["gossip_score"].as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
         let _ = writeln!(
             out,
-            "{:<54} {:<9} {:<7} {:<8} {:>9} {:<6} {:<24} {}",
+            "{:<54} {:<9} {:<7} {:<8} {:>9} {:<6} {:>6} {:<24} {}",
             s(&p["peer_id"]),
             s(&p["role"]),
             s(&p["state"]),
             s(&p["connection"]),
             rtt,
             format!("{}/{}", p["load"], p["capacity"]),
+            score,
             caps.join(","),
             addr
         );
