@@ -87,3 +87,52 @@ async fn a_crashed_peer_is_suspected_then_declared_dead() {
     eprintln!("crashed peer declared dead after {:?}", t0.elapsed());
     boot.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_lists_decide_who_submits_and_who_executes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Identities first, so that the lists can name them.
+    let id = |name: &str| {
+        let (key, _) = p2p_network::identity::load_or_create(&dir.path().join(format!("{name}.key"))).unwrap();
+        key.public().to_peer_id().to_string()
+    };
+    let (w1_id, w2_id) = (id("w1"), id("w2"));
+    let stranger = libp2p::PeerId::random();
+    // gw gives tasks only to w1; gw2 only to w2; w2 takes tasks only from a stranger.
+    let only = |key: &str, peer: &str| format!("security:\n  {key}: [\"{peer}\"]\n");
+    let gw = inproc::start(dir.path(), "gw", "bootstrap", None, &only("allowed_workers", &w1_id)).await;
+    let addr = gw.tcp_addr().await;
+    let gw2 = inproc::start(dir.path(), "gw2", "bootstrap", Some(&addr), &only("allowed_workers", &w2_id)).await;
+    let w1 = start(dir.path(), "w1", "worker", Some(&addr)).await;
+    let w2 = inproc::start(dir.path(), "w2", "worker", Some(&addr), &only("allowed_submitters", &stranger.to_string()))
+        .await;
+    for node in [&gw, &gw2] {
+        eventually(Duration::from_secs(10), "both workers known at both gateways", async || {
+            node.handle.capabilities().await.unwrap().cluster.get("compute").is_some_and(|c| c.workers.len() == 2)
+        })
+        .await;
+    }
+    let echo =
+        |payload: String| TaskSpec { task_type: "echo".into(), payload, timeout_ms: None, max_attempts: Some(2) };
+
+    // Only the allowed worker executes the gateway's tasks.
+    for i in 0..10 {
+        let Ok(Submitted::Final(rec)) = gw.handle.submit(echo(format!("allowed-{i}")), true).await else {
+            panic!("submit failed")
+        };
+        assert_eq!(rec.state, TaskState::Completed, "{rec:?}");
+        assert_eq!(rec.worker.as_deref(), Some(w1_id.as_str()), "only the allowed worker executes");
+    }
+    // A worker refuses a submitter that is not on its list, and says why.
+    let Ok(Submitted::Final(rec)) = gw2.handle.submit(echo("refused".into()), true).await else {
+        panic!("submit failed")
+    };
+    assert_eq!(rec.state, TaskState::Failed, "{rec:?}");
+    assert!(rec.error.as_deref().is_some_and(|e| e.contains("allowed_submitters")), "{rec:?}");
+    assert!(w2.metric("p2p_messages_dropped_total{reason=\"task_submitter_not_allowed\"}").await >= 2.0);
+    assert_eq!(w2.metric("p2p_tasks_executed_total").await, 0.0, "w2 executed nothing");
+
+    for node in [w2, w1, gw2, gw] {
+        node.stop().await;
+    }
+}
