@@ -25,6 +25,11 @@ use crate::worker::{Executor, LocalAnswer, Origin};
 const TICK: Duration = Duration::from_millis(100);
 /// Advertisements are batched: at most one per this period when load changes.
 const AD_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// Advertisements go out when their content changes; unchanged, every this many heartbeats.
+const AD_REFRESH_HEARTBEATS: u64 = 5;
+/// A new subscriber is sent our advertisement, but at most once per this gap: when many nodes
+/// join at once, one advertisement serves them all instead of one each.
+const SUBSCRIBE_AD_GAP: Duration = Duration::from_secs(1);
 
 /// Liveness and readiness, shared with the HTTP API.
 #[derive(Debug, Default)]
@@ -79,6 +84,7 @@ pub struct Core {
     ad_due: Option<Instant>,
     last_ad_load: Option<u32>,
     last_ad_at: Instant,
+    heartbeats: u64,
     routing_table_size: usize,
     peer_labels_seen: Vec<PeerLabels>,
 }
@@ -129,6 +135,7 @@ impl Core {
             ad_due: Some(Instant::now()),
             last_ad_load: None,
             last_ad_at: Instant::now(),
+            heartbeats: 0,
             routing_table_size: 0,
             peer_labels_seen: Vec::new(),
             config: p.config,
@@ -156,7 +163,10 @@ impl Core {
                 _ = tick.tick() => self.on_tick().await,
                 _ = heartbeat.tick() => {
                     self.publish_heartbeat().await;
-                    self.ad_due.get_or_insert(Instant::now());
+                    self.heartbeats += 1;
+                    if self.heartbeats.is_multiple_of(AD_REFRESH_HEARTBEATS) {
+                        self.ad_due.get_or_insert(Instant::now());
+                    }
                 }
                 else => break,
             }
@@ -282,7 +292,7 @@ impl Core {
             NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
             NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
             NetworkEvent::Subscribed { .. } => {
-                self.ad_due.get_or_insert(now + Duration::from_millis(50));
+                self.ad_due.get_or_insert((now + Duration::from_millis(50)).max(self.last_ad_at + SUBSCRIBE_AD_GAP));
                 Vec::new()
             }
             NetworkEvent::HeartBeat { from, message } => {
@@ -299,7 +309,14 @@ impl Core {
                 actions
             }
             NetworkEvent::Advertisement { from, message } => {
-                self.workers_dirty = true;
+                // Placement sees role, capabilities and capacity; a load-only update (most
+                // advertisements) leaves the worker list as it is.
+                let known = self.membership.get(&from).and_then(|m| m.info.as_ref());
+                if !known.is_some_and(|i| {
+                    i.role == message.role && i.capabilities == message.capabilities && i.capacity == message.capacity
+                }) {
+                    self.workers_dirty = true;
+                }
                 let info = MemberInfo {
                     role: message.role,
                     capabilities: message.capabilities,
