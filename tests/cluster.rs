@@ -133,3 +133,23 @@ fn sigterm_leaves_cleanly_and_readiness_flips() {
         })
     });
 }
+
+#[test]
+fn cli_output_into_a_closed_pipe_ends_quietly() {
+    use std::process::{Command, Stdio};
+    let dir = scratch("pipe");
+    let key = dir.path().join("id.key");
+    // `p2p-node identity F | head -c0`: the reader is gone before the line is written.
+    let mut child = Command::new(common::BIN)
+        .arg("identity")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

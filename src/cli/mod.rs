@@ -52,7 +52,7 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
     let words: Vec<&str> = args.command.iter().map(String::as_str).collect();
     if let ["identity", path] = words.as_slice() {
         let (key, created) = crate::identity::load_or_create(std::path::Path::new(path))?;
-        println!("{}", key.public().to_peer_id());
+        say(key.public().to_peer_id());
         if created {
             eprintln!("created {path}");
         }
@@ -60,7 +60,7 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
     }
     if let ["psk", path] = words.as_slice() {
         let key = crate::identity::create_psk(std::path::Path::new(path))?;
-        println!("{}", key.fingerprint());
+        say(key.fingerprint());
         eprintln!("created {path}: give every node of the cluster this file as security.psk_file");
         return Ok(0);
     }
@@ -68,14 +68,14 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
     let api = ApiClient::new(config.api_client_addr());
     match words.as_slice() {
         ["check-config"] => {
-            println!(
+            say(format!(
                 "{}: ok (role {}, port {}, api {}, metrics {})",
                 args.config.display(),
                 config.node.role,
                 config.node.listen_port,
                 config.api.listen,
                 config.metrics.listen
-            );
+            ));
             Ok(0)
         }
         ["run"] => run_node(config, args.log_format).await,
@@ -92,7 +92,7 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
             let Some(cmd) = cmd else { return Ok(0) };
             match commands::execute(&api, &cmd).await {
                 Ok(text) => {
-                    println!("{text}");
+                    say(text);
                     Ok(0)
                 }
                 Err(text) => {
@@ -137,9 +137,16 @@ async fn command_loop(api: &ApiClient, interactive: bool) -> anyhow::Result<usiz
         };
         match commands::execute(api, &cmd).await {
             Ok(text) => {
-                out.write_all(text.as_bytes()).await?;
-                out.write_all(b"\n").await?;
-                out.flush().await?;
+                let written = async {
+                    out.write_all(text.as_bytes()).await?;
+                    out.write_all(b"\n").await?;
+                    out.flush().await
+                };
+                match written.await {
+                    // The reader went away (`... | head -1`): stop quietly, like Unix tools.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    written => written?,
+                }
             }
             Err(text) => {
                 failures += 1;
@@ -208,5 +215,19 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Writes a line to stdout. A closed pipe (`p2p-node peers | head -1`) ends the process
+/// quietly with status 0, as Unix tools do, instead of panicking.
+fn say(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("p2p-node: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
