@@ -12,8 +12,8 @@ use futures::StreamExt;
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, gossipsub, identify, kad, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +39,9 @@ const MAX_RELAYS: usize = 2;
 const FLUSH_BEFORE_CLOSE: Duration = Duration::from_millis(200);
 /// Dial newly discovered peers while below this share of `max_connections`.
 const DIAL_SHARE: f64 = 0.8;
+/// Tasks that may wait for the connection to one peer; the gateway's own bound (the
+/// worker's capacity) normally keeps far below it.
+const MAX_TASKS_AWAITING_DIAL: usize = 1024;
 
 /// Where the answer to a DHT get goes.
 type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
@@ -46,6 +49,12 @@ type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
 struct Connection {
     id: ConnectionId,
     relayed: bool,
+}
+
+/// Tasks for a peer we are not connected to, held until the dial started for them ends.
+struct TaskDial {
+    connection: ConnectionId,
+    tasks: Vec<TaskRequest>,
 }
 
 pub struct EventLoop {
@@ -77,8 +86,13 @@ pub struct EventLoop {
     /// Loopback addresses are only good within a cluster that lives on loopback; elsewhere
     /// dialing one reaches whoever listens on this host (ourselves, usually).
     loopback_ok: bool,
-    /// Peers a task dial is under way to (one at a time, not one per queued task).
-    task_dials: HashSet<PeerId>,
+    /// Peers a task dial is under way to (one at a time, not one per queued task), and the
+    /// tasks waiting for it. Requests are handed to request-response only once connected:
+    /// it fails every request it holds for a peer on *any* failed dial to that peer (a
+    /// hole-punch attempt, a DHT query's dial), not just on the dial made for them.
+    task_dials: HashMap<PeerId, TaskDial>,
+    /// Dials `Client::dial` asked for (membership probes); only their failures are reported.
+    probe_dials: HashMap<ConnectionId, PeerId>,
     /// Relays we know (Identify says they serve the hop protocol) and how we reach them.
     relays: HashMap<PeerId, Multiaddr>,
     /// Circuit listeners (reservations) per relay.
@@ -127,7 +141,8 @@ impl EventLoop {
             nat: NatStatus::Unknown,
             relay_client_enabled: config.network.enable_relay,
             loopback_ok: config.node.listen_address.is_loopback(),
-            task_dials: HashSet::new(),
+            task_dials: HashMap::new(),
+            probe_dials: HashMap::new(),
             relays: HashMap::new(),
             reservations: HashMap::new(),
             walks: 0,
@@ -258,22 +273,77 @@ impl EventLoop {
         !is_unroutable(addr) && (self.loopback_ok || !is_loopback(addr))
     }
 
+    /// How to dial `peer`: at the addresses it advertised, and only those, when it did.
+    ///
+    /// The swarm dials all of a peer's addresses at once and the first handshake decides:
+    /// if someone else answers first (ourselves on a loopback or LAN address a behaviour
+    /// cached from the peer's Identify, a host on a LAN numbered like the peer's), the whole
+    /// dial fails with `WrongPeerId`, even when the relay circuit would have connected.
+    /// Behind NAT a peer advertises exactly its circuits, so they are what gets dialed.
+    fn dial_opts(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> DialOpts {
+        let usable: Vec<Multiaddr> = addresses.into_iter().filter(|a| self.routable(a)).collect();
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::Disconnected);
+        if usable.is_empty() {
+            // Nothing advertised (yet): whatever the behaviours know.
+            opts.build()
+        } else {
+            opts.addresses(usable).build()
+        }
+    }
+
+    /// Hands a task to request-response; `peer` must be connected, so no dial of theirs.
+    fn send_task_request(&mut self, peer: PeerId, request: TaskRequest) {
+        let (task_id, attempt) = (request.task_id.clone(), request.attempt);
+        let id = self.swarm.behaviour_mut().tasks.send_request(&peer, request);
+        self.outbound_tasks.insert(id, (peer, task_id, attempt));
+    }
+
+    fn task_failed(&mut self, peer: PeerId, request: TaskRequest, err: DispatchError) {
+        let TaskRequest { task_id, attempt, .. } = request;
+        self.emit(NetworkEvent::TaskAnswered { peer, task_id, attempt, result: Err(err) });
+    }
+
+    /// The dial for `peer`'s waiting tasks ended: send them, or fail them with `why`.
+    fn task_dial_ended(&mut self, peer: PeerId, why: Option<String>) {
+        let Some(dial) = self.task_dials.remove(&peer) else { return };
+        for request in dial.tasks {
+            match (&why, self.swarm.is_connected(&peer)) {
+                (_, true) => self.send_task_request(peer, request),
+                (Some(why), false) => self.task_failed(peer, request, DispatchError::Unreachable(why.clone())),
+                (None, false) => {
+                    let err = DispatchError::Unreachable("dial failed".into());
+                    self.task_failed(peer, request, err)
+                }
+            }
+        }
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::SendTask { peer, request } => {
+            Command::SendTask { peer, addresses, request } => {
                 self.metrics.message("out", "task", request.payload.len());
-                let task_id = request.task_id.clone();
-                let attempt = request.attempt;
-                if !self.swarm.is_connected(&peer) && self.task_dials.insert(peer) {
-                    // One dial with every address the behaviours know, the relay circuit
-                    // included, rather than waiting on a narrower discovery dial.
-                    let opts = DialOpts::peer_id(peer)
-                        .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
-                        .build();
-                    let _ = self.swarm.dial(opts);
+                if self.swarm.is_connected(&peer) {
+                    self.send_task_request(peer, request);
+                } else if let Some(dial) = self.task_dials.get_mut(&peer) {
+                    if dial.tasks.len() < MAX_TASKS_AWAITING_DIAL {
+                        dial.tasks.push(request);
+                    } else {
+                        let err = DispatchError::Unreachable("too many tasks waiting for a connection".into());
+                        self.task_failed(peer, request, err);
+                    }
+                } else {
+                    let opts = self.dial_opts(peer, addresses);
+                    let connection = opts.connection_id();
+                    match self.swarm.dial(opts) {
+                        Ok(()) => {
+                            self.task_dials.insert(peer, TaskDial { connection, tasks: vec![request] });
+                        }
+                        Err(e) => {
+                            let err = DispatchError::Unreachable(dial_failure(&e));
+                            self.task_failed(peer, request, err);
+                        }
+                    }
                 }
-                let id = self.swarm.behaviour_mut().tasks.send_request(&peer, request);
-                self.outbound_tasks.insert(id, (peer, task_id, attempt));
             }
             Command::RespondTask { id, response } => {
                 if let Some(channel) = self.pending_task_replies.remove(&id) {
@@ -320,11 +390,16 @@ impl EventLoop {
             }
             Command::Dial { peer, addresses } => {
                 if !self.swarm.is_connected(&peer) {
-                    let opts =
-                        DialOpts::peer_id(peer).addresses(addresses).extend_addresses_through_behaviour().build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        tracing::debug!(%peer, error = %e, "dial not started");
-                        self.emit(NetworkEvent::DialFailed { peer });
+                    let opts = self.dial_opts(peer, addresses);
+                    let connection = opts.connection_id();
+                    match self.swarm.dial(opts) {
+                        Ok(()) => {
+                            self.probe_dials.insert(connection, peer);
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "dial not started");
+                            self.emit(NetworkEvent::DialFailed { peer });
+                        }
                     }
                 }
             }
@@ -389,10 +464,12 @@ impl EventLoop {
                     }
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
-                self.task_dials.remove(&peer_id);
+                self.probe_dials.remove(&connection_id);
                 let before = self.relayed_only(&peer_id);
                 self.connections.entry(peer_id).or_default().push(Connection { id: connection_id, relayed });
                 self.report_kind_change(peer_id, before);
+                // Connected, whichever dial (or the peer) made it: waiting tasks go now.
+                self.task_dial_ended(peer_id, None);
                 tracing::debug!(peer = %peer_id, %address, relayed, "connection established");
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
@@ -415,30 +492,21 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                peer_id: Some(peer),
-                error: libp2p::swarm::DialError::WrongPeerId { obtained, address },
-            } => {
-                // Someone else answers there (often ourselves, on a shared private address).
-                tracing::debug!(%peer, %obtained, %address, "address belongs to another peer; forgetting it");
-                self.task_dials.remove(&peer);
-                self.bootstrap.dial_failed(connection_id, Instant::now(), rand::random());
-                self.swarm.behaviour_mut().kad.remove_address(&peer, &address);
-                if !self.swarm.is_connected(&peer) {
-                    self.emit(NetworkEvent::DialFailed { peer });
-                }
-            }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
-                if let Some(p) = &peer_id {
-                    self.task_dials.remove(p);
-                }
                 self.bootstrap.dial_failed(connection_id, Instant::now(), rand::random());
-                if let Some(peer) = peer_id {
-                    tracing::debug!(%peer, error = %error, "dial failed");
-                    if !self.swarm.is_connected(&peer) {
-                        self.emit(NetworkEvent::DialFailed { peer });
-                    }
+                let Some(peer) = peer_id else { return };
+                if let DialError::WrongPeerId { obtained, address } = &error {
+                    // Someone else answers there (often ourselves, on a shared private address).
+                    tracing::debug!(%peer, %obtained, %address, "address belongs to another peer; forgetting it");
+                    self.swarm.behaviour_mut().kad.remove_address(&peer, address);
+                } else {
+                    tracing::debug!(%peer, %error, "dial failed");
+                }
+                if self.task_dials.get(&peer).is_some_and(|d| d.connection == connection_id) {
+                    self.task_dial_ended(peer, Some(dial_failure(&error)));
+                }
+                if self.probe_dials.remove(&connection_id).is_some() && !self.swarm.is_connected(&peer) {
+                    self.emit(NetworkEvent::DialFailed { peer });
                 }
             }
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
@@ -810,6 +878,16 @@ impl EventLoop {
     }
 }
 
+/// Why a dial failed, in a line a task's error can carry.
+fn dial_failure(error: &DialError) -> String {
+    match error {
+        DialError::WrongPeerId { obtained, address } => format!("dial failed: {address} answered as {obtained}"),
+        DialError::Transport(errors) => format!("dial failed: none of {} address(es) answered", errors.len()),
+        DialError::NoAddresses => "dial failed: no known address".into(),
+        other => format!("dial failed: {other}"),
+    }
+}
+
 /// Addresses that are useless to anyone else: unspecified binds.
 pub fn is_unroutable(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {
@@ -826,4 +904,19 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_loopback(),
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_failures_read_as_one_line_that_starts_with_dial_failed() {
+        let peer = PeerId::random();
+        let address: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().expect("a valid multiaddr");
+        let wrong = DialError::WrongPeerId { obtained: peer, address: address.clone() };
+        assert_eq!(dial_failure(&wrong), format!("dial failed: {address} answered as {peer}"));
+        assert_eq!(dial_failure(&DialError::NoAddresses), "dial failed: no known address");
+        assert_eq!(dial_failure(&DialError::Transport(Vec::new())), "dial failed: none of 0 address(es) answered");
+    }
 }
