@@ -49,6 +49,8 @@ type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
 struct Connection {
     id: ConnectionId,
     relayed: bool,
+    /// We asked the swarm to close it (a relayed one a direct connection replaced).
+    closing: bool,
 }
 
 /// Tasks for a peer we are not connected to, held until the dial started for them ends.
@@ -75,10 +77,12 @@ pub struct EventLoop {
     /// Peers that passed the Identify check (same cluster); only they reach the application.
     members: HashSet<PeerId>,
     next_inbound: u64,
-    pending_task_replies: HashMap<InboundId, ResponseChannel<TaskResponse>>,
-    pending_probe_replies: HashMap<InboundId, ResponseChannel<ProbeResponse>>,
+    /// Replies we owe, with the peer that asked.
+    pending_task_replies: HashMap<InboundId, (PeerId, ResponseChannel<TaskResponse>)>,
+    pending_probe_replies: HashMap<InboundId, (PeerId, ResponseChannel<ProbeResponse>)>,
     outbound_tasks: HashMap<OutboundRequestId, (PeerId, String, u32)>,
-    outbound_probes: HashMap<OutboundRequestId, PeerId>,
+    /// Probe requests in flight: the helper asked, and the member it was asked about.
+    outbound_probes: HashMap<OutboundRequestId, (PeerId, PeerId)>,
     pending_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, String>>>,
     pending_gets: HashMap<kad::QueryId, GetReply>,
     nat: NatStatus,
@@ -234,6 +238,7 @@ impl EventLoop {
             }
         }
         self.reserve_relay_slots();
+        self.close_superseded_circuits();
         if now >= self.next_walk && self.swarm.connected_peers().next().is_some() {
             self.walks += 1;
             let interval = if self.walks < FAST_WALKS { WALK_FAST } else { WALK_SLOW };
@@ -318,6 +323,36 @@ impl EventLoop {
         }
     }
 
+    /// Whether anything of ours is in flight with `peer`: tasks or probes, either way.
+    fn busy_with(&self, peer: &PeerId) -> bool {
+        self.outbound_tasks.values().any(|(p, ..)| p == peer)
+            || self.pending_task_replies.values().any(|(p, _)| p == peer)
+            || self.outbound_probes.values().any(|(via, _)| via == peer)
+            || self.pending_probe_replies.values().any(|(p, _)| p == peer)
+    }
+
+    /// Closes relayed connections to peers we also reach directly (after a hole punch), once
+    /// nothing is in flight with the peer. Request-response spreads new requests over all of
+    /// a peer's connections, so an open circuit would keep carrying some of them, slower and
+    /// under the relay's time and byte limits.
+    fn close_superseded_circuits(&mut self) {
+        let superseded: Vec<(PeerId, ConnectionId)> = self
+            .connections
+            .iter()
+            .filter(|(_, conns)| conns.iter().any(|c| !c.relayed))
+            .flat_map(|(peer, conns)| conns.iter().filter(|c| c.relayed && !c.closing).map(|c| (*peer, c.id)))
+            .collect();
+        for (peer, id) in superseded {
+            if self.busy_with(&peer) || !self.swarm.close_connection(id) {
+                continue;
+            }
+            tracing::info!(%peer, "closing the relayed connection: a direct one exists");
+            if let Some(c) = self.connections.get_mut(&peer).and_then(|cs| cs.iter_mut().find(|c| c.id == id)) {
+                c.closing = true;
+            }
+        }
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::SendTask { peer, addresses, request } => {
@@ -346,7 +381,7 @@ impl EventLoop {
                 }
             }
             Command::RespondTask { id, response } => {
-                if let Some(channel) = self.pending_task_replies.remove(&id) {
+                if let Some((_, channel)) = self.pending_task_replies.remove(&id) {
                     let bytes = match &response.outcome {
                         crate::protocol::TaskOutcome::Ok(r) => r.len(),
                         crate::protocol::TaskOutcome::Err(_) => 0,
@@ -363,10 +398,10 @@ impl EventLoop {
                     .behaviour_mut()
                     .probe
                     .send_request(&via, ProbeRequest { v: WIRE_VERSION, target: target.to_string() });
-                self.outbound_probes.insert(id, target);
+                self.outbound_probes.insert(id, (via, target));
             }
             Command::RespondProbe { id, target, reachable } => {
-                if let Some(channel) = self.pending_probe_replies.remove(&id) {
+                if let Some((_, channel)) = self.pending_probe_replies.remove(&id) {
                     let _ = self.swarm.behaviour_mut().probe.send_response(
                         channel,
                         ProbeResponse { v: WIRE_VERSION, target: target.to_string(), reachable },
@@ -466,7 +501,11 @@ impl EventLoop {
                 }
                 self.probe_dials.remove(&connection_id);
                 let before = self.relayed_only(&peer_id);
-                self.connections.entry(peer_id).or_default().push(Connection { id: connection_id, relayed });
+                self.connections.entry(peer_id).or_default().push(Connection {
+                    id: connection_id,
+                    relayed,
+                    closing: false,
+                });
                 self.report_kind_change(peer_id, before);
                 // Connected, whichever dial (or the peer) made it: waiting tasks go now.
                 self.task_dial_ended(peer_id, None);
@@ -798,7 +837,7 @@ impl EventLoop {
                         return;
                     }
                     let id = self.next_id();
-                    self.pending_task_replies.insert(id, channel);
+                    self.pending_task_replies.insert(id, (peer, channel));
                     self.emit(NetworkEvent::TaskRequested { id, peer, request });
                 }
                 Message::Response { request_id, response } => {
@@ -853,18 +892,18 @@ impl EventLoop {
                         return;
                     }
                     let id = self.next_id();
-                    self.pending_probe_replies.insert(id, channel);
+                    self.pending_probe_replies.insert(id, (peer, channel));
                     self.emit(NetworkEvent::ProbeRequested { id, peer, request });
                 }
                 Message::Response { request_id, response } => {
-                    if let Some(target) = self.outbound_probes.remove(&request_id) {
+                    if let Some((_, target)) = self.outbound_probes.remove(&request_id) {
                         let reachable = response.reachable && response.target == target.to_string();
                         self.emit(NetworkEvent::ProbeAnswered { target, reachable });
                     }
                 }
             },
             Event::OutboundFailure { request_id, .. } => {
-                if let Some(target) = self.outbound_probes.remove(&request_id) {
+                if let Some((_, target)) = self.outbound_probes.remove(&request_id) {
                     self.emit(NetworkEvent::ProbeAnswered { target, reachable: false });
                 }
             }
