@@ -97,6 +97,9 @@ pub struct EventLoop {
     task_dials: HashMap<PeerId, TaskDial>,
     /// Dials `Client::dial` asked for (membership probes); only their failures are reported.
     probe_dials: HashMap<ConnectionId, PeerId>,
+    /// Addresses were given in the configuration: the node is reachable there, so it does not
+    /// hold a relay reservation while AutoNAT is still undecided.
+    external_configured: bool,
     /// Relays we know (Identify says they serve the hop protocol) and how we reach them.
     relays: HashMap<PeerId, Multiaddr>,
     /// Circuit listeners (reservations) per relay.
@@ -147,6 +150,7 @@ impl EventLoop {
             loopback_ok: config.node.listen_address.is_loopback(),
             task_dials: HashMap::new(),
             probe_dials: HashMap::new(),
+            external_configured: !config.node.external_addresses.is_empty(),
             relays: HashMap::new(),
             reservations: HashMap::new(),
             walks: 0,
@@ -249,10 +253,24 @@ impl EventLoop {
         }
     }
 
-    /// Behind NAT, listen through known relays (a reservation each, at most two) so peers
-    /// can reach us at `/p2p/<relay>/p2p-circuit`; DCUtR then tries to upgrade to direct.
+    /// Whether to listen through relays. Behind NAT, yes. While AutoNAT is still undecided
+    /// (its first verdict takes tens of seconds) a worker that was told no public address of
+    /// its own may well be an edge worker behind NAT: holding a reservation meanwhile makes it
+    /// reachable at once, and it is given back if AutoNAT finds the node public. A node on
+    /// loopback shares its host with the whole cluster and needs no relay.
+    fn wants_relay_reservation(&self) -> bool {
+        self.relay_client_enabled
+            && match self.nat {
+                NatStatus::Private => true,
+                NatStatus::Unknown => self.role == Role::Worker && !self.external_configured && !self.loopback_ok,
+                NatStatus::Public => false,
+            }
+    }
+
+    /// Listen through known relays (a reservation each, at most two) so peers can reach us at
+    /// `/p2p/<relay>/p2p-circuit`; DCUtR then tries to upgrade to direct.
     fn reserve_relay_slots(&mut self) {
-        if !self.relay_client_enabled || self.nat != NatStatus::Private || self.reservations.len() >= MAX_RELAYS {
+        if !self.wants_relay_reservation() || self.reservations.len() >= MAX_RELAYS {
             return;
         }
         let candidates: Vec<(PeerId, Multiaddr)> = self
@@ -610,6 +628,13 @@ impl EventLoop {
                 tracing::info!(status = status.as_str(), "NAT status changed");
                 self.nat = status;
                 self.metrics.set_nat(status.as_str());
+                if !self.wants_relay_reservation() {
+                    for (relay, listener) in std::mem::take(&mut self.reservations) {
+                        tracing::info!(%relay, "giving back the relay reservation: reachable directly");
+                        self.swarm.remove_listener(listener);
+                    }
+                    self.metrics.relay_reservations.set(0);
+                }
                 if self.role == Role::Worker {
                     // A worker behind NAT cannot answer DHT queries from outside; be a client.
                     let mode = if status == NatStatus::Private { kad::Mode::Client } else { kad::Mode::Server };
