@@ -556,8 +556,8 @@ scenario_reachability() {
   declare -A t_private=() t_resv=() t_adv=()
   # One deadline for all: the workers started together.
   local deadline=$((NODE_T0[wa] + REACH_BOUND * 1000))
-  check "gateway (public) sees itself as public" wait_deadline "$deadline" nat_is gw public
-  # Reachable through the relay: every worker first, so that no wait delays another's figure.
+  # Reachable through the relay: every worker first, so that no wait (AutoNAT's boot delay
+  # above all) delays another's figure.
   for x in a b s; do
     n=w$x
     t0=${NODE_T0[$n]}
@@ -575,6 +575,7 @@ scenario_reachability() {
       bad "$n: the gateway never learned a circuit address of $n"
     fi
   done
+  check "gateway (public) sees itself as public" wait_deadline "$deadline" nat_is gw public
   for x in a b s; do
     n=w$x
     t0=${NODE_T0[$n]}
