@@ -296,6 +296,15 @@ impl EventLoop {
         !is_unroutable(addr) && (self.loopback_ok || !is_loopback(addr))
     }
 
+    /// Whether `addr` belongs in Kademlia and discovery dials: routable and not a relay
+    /// circuit. A peer reachable only through a relay serves no DHT queries (it is a
+    /// Kademlia client behind NAT), and dialing it for discovery or a query would spend one
+    /// of the relay's circuits on every pair of such peers, renewed each time the relay's
+    /// circuit limit cuts it. Tasks and probes dial it through the relay when needed.
+    fn direct_routable(&self, addr: &Multiaddr) -> bool {
+        self.routable(addr) && !is_relayed(addr)
+    }
+
     /// How to dial `peer`: at the addresses it advertised, and only those, when it did.
     ///
     /// The swarm dials all of a peer's addresses at once and the first handshake decides:
@@ -615,7 +624,7 @@ impl EventLoop {
                 for (peer, addr) in found {
                     tracing::debug!(%peer, %addr, "mDNS discovered");
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    self.maybe_dial(peer, addr);
+                    self.maybe_dial(peer, vec![addr]);
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
@@ -678,14 +687,16 @@ impl EventLoop {
         }
     }
 
-    fn maybe_dial(&mut self, peer: PeerId, addr: Multiaddr) {
+    /// Discovery: dial a peer we just learned of at its direct addresses (never through a
+    /// relay, see `direct_routable`).
+    fn maybe_dial(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
         let connected = self.swarm.connected_peers().count();
-        if peer != *self.swarm.local_peer_id()
+        if !addresses.is_empty()
+            && peer != *self.swarm.local_peer_id()
             && !self.swarm.is_connected(&peer)
             && (connected as f64) < f64::from(self.max_connections) * DIAL_SHARE
         {
-            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).extend_addresses_through_behaviour().build();
-            let _ = self.swarm.dial(opts);
+            let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(addresses).build());
         }
     }
 
@@ -724,7 +735,7 @@ impl EventLoop {
         }
         if info.protocols.contains(&self.names.kad) {
             for addr in &info.listen_addrs {
-                if self.routable(addr) {
+                if self.direct_routable(addr) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
                 }
             }
@@ -740,9 +751,8 @@ impl EventLoop {
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::RoutingUpdated { peer, addresses, .. } => {
-                if let Some(addr) = addresses.iter().find(|a| self.routable(a)).cloned() {
-                    self.maybe_dial(peer, addr);
-                }
+                let direct = addresses.iter().filter(|a| self.direct_routable(a)).cloned().collect();
+                self.maybe_dial(peer, direct);
             }
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
                 kad::QueryResult::PutRecord(r) => {
@@ -813,7 +823,7 @@ impl EventLoop {
                     Ok(GossipMessage::CapabilityAdvertisement(ad)) => {
                         for a in &ad.addresses {
                             if let Ok(addr) = a.parse::<Multiaddr>()
-                                && self.routable(&addr)
+                                && self.direct_routable(&addr)
                             {
                                 self.swarm.behaviour_mut().kad.add_address(&source, addr);
                             }
@@ -959,6 +969,11 @@ pub fn is_unroutable(addr: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
+}
+
+/// Addresses through a relay (`.../p2p-circuit/...`).
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
 /// Loopback addresses: reachable only from this host.
