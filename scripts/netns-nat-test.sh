@@ -824,8 +824,9 @@ if [[ "$ONLY" != topology ]]; then
 fi
 
 if [[ -n "${NODE_PID[relay]:-}" ]]; then
-  measure "circuit requests the relay denied (limits)" \
-    "$(metric relay 'libp2p_relay_events_total{event="CircuitReqDenied"}' || echo "?")"
+  # Denied for a limit or for want of the destination's reservation; no series means none.
+  denied=$(metric relay 'libp2p_relay_events_total{event="CircuitReqDenied"}') || denied="?"
+  measure "circuit requests the relay denied" "${denied:-0}"
 fi
 echo "== measured"
 printf '%s\n' "${MEASURED[@]}"
