@@ -3,10 +3,12 @@
 # machine can run, then prints what ran, what was skipped and why.
 #
 #   ./test.sh            all local stages
-#   ./test.sh STAGE...   only these stages (lint build unit process api stress shell manifests containers)
-#   ./test.sh netns      NAT traversal on namespace-built NATs (root; not yet in the default run:
-#                        the symmetric-NAT scenario still fails after the relay cuts a circuit)
+#   ./test.sh STAGE...   only these stages (lint build unit process api stress shell manifests
+#                        containers netns)
 #   ./test.sh k8s        smoke-test a deployed Kubernetes cluster (see README)
+#
+# netns builds real NATs from network namespaces: it needs root and `ip netns`, and is skipped
+# (with the reason) without them.
 #
 # Tools a stage needs are installed by the stage's own script, idempotently.
 set -uo pipefail
@@ -17,7 +19,7 @@ if [[ "${1:-}" == "k8s" ]]; then
   exec scripts/test-k8s.sh "$@"
 fi
 
-ALL_STAGES=(lint build unit process api stress shell manifests containers)
+ALL_STAGES=(lint build unit process api stress shell manifests containers netns)
 if [[ $# -gt 0 ]]; then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
 
 export CARGO_TERM_COLOR=never
@@ -101,7 +103,9 @@ stage_containers() {
 
 stage_netns() {
   need_binary || return $?
-  # NAT traversal on NATs built from network namespaces (root; skipped otherwise).
+  # NAT traversal on NATs built from network namespaces (root and `ip netns`; skipped
+  # otherwise): relay reservation, tasks through the relay, hole punching behind cone NATs,
+  # a symmetric NAT that stays relayed across the relay's circuit limit. About 1.5 minutes.
   scripts/netns-nat-test.sh
 }
 
@@ -114,7 +118,7 @@ need_binary() {
 
 for stage in "${STAGES[@]}"; do
   if ! declare -F "stage_$stage" >/dev/null; then
-    echo "unknown stage: $stage (stages: ${ALL_STAGES[*]} netns | k8s)" >&2
+    echo "unknown stage: $stage (stages: ${ALL_STAGES[*]} | k8s)" >&2
     exit 2
   fi
   run_stage "$stage" "stage_$stage"

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, gossipsub, identify, kad, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +39,9 @@ const MAX_RELAYS: usize = 2;
 const FLUSH_BEFORE_CLOSE: Duration = Duration::from_millis(200);
 /// Dial newly discovered peers while below this share of `max_connections`.
 const DIAL_SHARE: f64 = 0.8;
+/// Tasks that may wait for the connection to one peer; the gateway's own bound (the
+/// worker's capacity) normally keeps far below it.
+const MAX_TASKS_AWAITING_DIAL: usize = 1024;
 
 /// Where the answer to a DHT get goes.
 type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
@@ -46,6 +49,14 @@ type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
 struct Connection {
     id: ConnectionId,
     relayed: bool,
+    /// We asked the swarm to close it (a relayed one a direct connection replaced).
+    closing: bool,
+}
+
+/// Tasks for a peer we are not connected to, held until the dial started for them ends.
+struct TaskDial {
+    connection: ConnectionId,
+    tasks: Vec<TaskRequest>,
 }
 
 pub struct EventLoop {
@@ -72,10 +83,12 @@ pub struct EventLoop {
     /// Peers that passed the Identify check (same cluster); only they reach the application.
     members: HashSet<PeerId>,
     next_inbound: u64,
-    pending_task_replies: HashMap<InboundId, ResponseChannel<TaskResponse>>,
-    pending_probe_replies: HashMap<InboundId, ResponseChannel<ProbeResponse>>,
+    /// Replies we owe, with the peer that asked.
+    pending_task_replies: HashMap<InboundId, (PeerId, ResponseChannel<TaskResponse>)>,
+    pending_probe_replies: HashMap<InboundId, (PeerId, ResponseChannel<ProbeResponse>)>,
     outbound_tasks: HashMap<OutboundRequestId, (PeerId, String, u32)>,
-    outbound_probes: HashMap<OutboundRequestId, PeerId>,
+    /// Probe requests in flight: the helper asked, and the member it was asked about.
+    outbound_probes: HashMap<OutboundRequestId, (PeerId, PeerId)>,
     pending_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, String>>>,
     pending_gets: HashMap<kad::QueryId, GetReply>,
     nat: NatStatus,
@@ -83,8 +96,16 @@ pub struct EventLoop {
     /// Loopback addresses are only good within a cluster that lives on loopback; elsewhere
     /// dialing one reaches whoever listens on this host (ourselves, usually).
     loopback_ok: bool,
-    /// Peers a task dial is under way to (one at a time, not one per queued task).
-    task_dials: HashSet<PeerId>,
+    /// Peers a task dial is under way to (one at a time, not one per queued task), and the
+    /// tasks waiting for it. Requests are handed to request-response only once connected:
+    /// it fails every request it holds for a peer on *any* failed dial to that peer (a
+    /// hole-punch attempt, a DHT query's dial), not just on the dial made for them.
+    task_dials: HashMap<PeerId, TaskDial>,
+    /// Dials `Client::dial` asked for (membership probes); only their failures are reported.
+    probe_dials: HashMap<ConnectionId, PeerId>,
+    /// Addresses were given in the configuration: the node is reachable there, so it does not
+    /// hold a relay reservation while AutoNAT is still undecided.
+    external_configured: bool,
     /// Relays we know (Identify says they serve the hop protocol) and how we reach them.
     relays: HashMap<PeerId, Multiaddr>,
     /// Circuit listeners (reservations) per relay.
@@ -136,7 +157,9 @@ impl EventLoop {
             nat: NatStatus::Unknown,
             relay_client_enabled: config.network.enable_relay,
             loopback_ok: config.node.listen_address.is_loopback(),
-            task_dials: HashSet::new(),
+            task_dials: HashMap::new(),
+            probe_dials: HashMap::new(),
+            external_configured: !config.node.external_addresses.is_empty(),
             relays: HashMap::new(),
             reservations: HashMap::new(),
             walks: 0,
@@ -236,6 +259,7 @@ impl EventLoop {
             }
         }
         self.reserve_relay_slots();
+        self.close_superseded_circuits();
         if now >= self.next_walk && self.swarm.connected_peers().next().is_some() {
             self.walks += 1;
             let interval = if self.walks < FAST_WALKS { WALK_FAST } else { WALK_SLOW };
@@ -246,10 +270,24 @@ impl EventLoop {
         }
     }
 
-    /// Behind NAT, listen through known relays (a reservation each, at most two) so peers
-    /// can reach us at `/p2p/<relay>/p2p-circuit`; DCUtR then tries to upgrade to direct.
+    /// Whether to listen through relays. Behind NAT, yes. While AutoNAT is still undecided
+    /// (its first verdict takes tens of seconds) a worker that was told no public address of
+    /// its own may well be an edge worker behind NAT: holding a reservation meanwhile makes it
+    /// reachable at once, and it is given back if AutoNAT finds the node public. A node on
+    /// loopback shares its host with the whole cluster and needs no relay.
+    fn wants_relay_reservation(&self) -> bool {
+        self.relay_client_enabled
+            && match self.nat {
+                NatStatus::Private => true,
+                NatStatus::Unknown => self.role == Role::Worker && !self.external_configured && !self.loopback_ok,
+                NatStatus::Public => false,
+            }
+    }
+
+    /// Listen through known relays (a reservation each, at most two) so peers can reach us at
+    /// `/p2p/<relay>/p2p-circuit`; DCUtR then tries to upgrade to direct.
     fn reserve_relay_slots(&mut self) {
-        if !self.relay_client_enabled || self.nat != NatStatus::Private || self.reservations.len() >= MAX_RELAYS {
+        if !self.wants_relay_reservation() || self.reservations.len() >= MAX_RELAYS {
             return;
         }
         let candidates: Vec<(PeerId, Multiaddr)> = self
@@ -275,25 +313,119 @@ impl EventLoop {
         !is_unroutable(addr) && (self.loopback_ok || !is_loopback(addr))
     }
 
+    /// Whether `addr` belongs in Kademlia and discovery dials: routable and not a relay
+    /// circuit. A peer reachable only through a relay serves no DHT queries (it is a
+    /// Kademlia client behind NAT), and dialing it for discovery or a query would spend one
+    /// of the relay's circuits on every pair of such peers, renewed each time the relay's
+    /// circuit limit cuts it. Tasks and probes dial it through the relay when needed.
+    fn direct_routable(&self, addr: &Multiaddr) -> bool {
+        self.routable(addr) && !is_relayed(addr)
+    }
+
+    /// How to dial `peer`: at the addresses it advertised, and only those, when it did.
+    ///
+    /// The swarm dials all of a peer's addresses at once and the first handshake decides:
+    /// if someone else answers first (ourselves on a loopback or LAN address a behaviour
+    /// cached from the peer's Identify, a host on a LAN numbered like the peer's), the whole
+    /// dial fails with `WrongPeerId`, even when the relay circuit would have connected.
+    /// Behind NAT a peer advertises exactly its circuits, so they are what gets dialed.
+    fn dial_opts(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> DialOpts {
+        let usable: Vec<Multiaddr> = addresses.into_iter().filter(|a| self.routable(a)).collect();
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::Disconnected);
+        if usable.is_empty() {
+            // Nothing advertised (yet): whatever the behaviours know.
+            opts.build()
+        } else {
+            opts.addresses(usable).build()
+        }
+    }
+
+    /// Hands a task to request-response; `peer` must be connected, so no dial of theirs.
+    fn send_task_request(&mut self, peer: PeerId, request: TaskRequest) {
+        let (task_id, attempt) = (request.task_id.clone(), request.attempt);
+        let id = self.swarm.behaviour_mut().tasks.send_request(&peer, request);
+        self.outbound_tasks.insert(id, (peer, task_id, attempt));
+    }
+
+    fn task_failed(&mut self, peer: PeerId, request: TaskRequest, err: DispatchError) {
+        let TaskRequest { task_id, attempt, .. } = request;
+        self.emit(NetworkEvent::TaskAnswered { peer, task_id, attempt, result: Err(err) });
+    }
+
+    /// The dial for `peer`'s waiting tasks ended: send them, or fail them with `why`.
+    fn task_dial_ended(&mut self, peer: PeerId, why: Option<String>) {
+        let Some(dial) = self.task_dials.remove(&peer) else { return };
+        for request in dial.tasks {
+            match (&why, self.swarm.is_connected(&peer)) {
+                (_, true) => self.send_task_request(peer, request),
+                (Some(why), false) => self.task_failed(peer, request, DispatchError::Unreachable(why.clone())),
+                (None, false) => {
+                    let err = DispatchError::Unreachable("dial failed".into());
+                    self.task_failed(peer, request, err)
+                }
+            }
+        }
+    }
+
+    /// Whether anything of ours is in flight with `peer`: tasks or probes, either way.
+    fn busy_with(&self, peer: &PeerId) -> bool {
+        self.outbound_tasks.values().any(|(p, ..)| p == peer)
+            || self.pending_task_replies.values().any(|(p, _)| p == peer)
+            || self.outbound_probes.values().any(|(via, _)| via == peer)
+            || self.pending_probe_replies.values().any(|(p, _)| p == peer)
+    }
+
+    /// Closes relayed connections to peers we also reach directly (after a hole punch), once
+    /// nothing is in flight with the peer. Request-response spreads new requests over all of
+    /// a peer's connections, so an open circuit would keep carrying some of them, slower and
+    /// under the relay's time and byte limits.
+    fn close_superseded_circuits(&mut self) {
+        let superseded: Vec<(PeerId, ConnectionId)> = self
+            .connections
+            .iter()
+            .filter(|(_, conns)| conns.iter().any(|c| !c.relayed))
+            .flat_map(|(peer, conns)| conns.iter().filter(|c| c.relayed && !c.closing).map(|c| (*peer, c.id)))
+            .collect();
+        for (peer, id) in superseded {
+            if self.busy_with(&peer) || !self.swarm.close_connection(id) {
+                continue;
+            }
+            tracing::info!(%peer, "closing the relayed connection: a direct one exists");
+            if let Some(c) = self.connections.get_mut(&peer).and_then(|cs| cs.iter_mut().find(|c| c.id == id)) {
+                c.closing = true;
+            }
+        }
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::SendTask { peer, request } => {
+            Command::SendTask { peer, addresses, request } => {
                 self.metrics.message("out", "task", request.payload.len());
-                let task_id = request.task_id.clone();
-                let attempt = request.attempt;
-                if !self.swarm.is_connected(&peer) && self.task_dials.insert(peer) {
-                    // One dial with every address the behaviours know, the relay circuit
-                    // included, rather than waiting on a narrower discovery dial.
-                    let opts = DialOpts::peer_id(peer)
-                        .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
-                        .build();
-                    let _ = self.swarm.dial(opts);
+                if self.swarm.is_connected(&peer) {
+                    self.send_task_request(peer, request);
+                } else if let Some(dial) = self.task_dials.get_mut(&peer) {
+                    if dial.tasks.len() < MAX_TASKS_AWAITING_DIAL {
+                        dial.tasks.push(request);
+                    } else {
+                        let err = DispatchError::Unreachable("too many tasks waiting for a connection".into());
+                        self.task_failed(peer, request, err);
+                    }
+                } else {
+                    let opts = self.dial_opts(peer, addresses);
+                    let connection = opts.connection_id();
+                    match self.swarm.dial(opts) {
+                        Ok(()) => {
+                            self.task_dials.insert(peer, TaskDial { connection, tasks: vec![request] });
+                        }
+                        Err(e) => {
+                            let err = DispatchError::Unreachable(dial_failure(&e));
+                            self.task_failed(peer, request, err);
+                        }
+                    }
                 }
-                let id = self.swarm.behaviour_mut().tasks.send_request(&peer, request);
-                self.outbound_tasks.insert(id, (peer, task_id, attempt));
             }
             Command::RespondTask { id, response } => {
-                if let Some(channel) = self.pending_task_replies.remove(&id) {
+                if let Some((_, channel)) = self.pending_task_replies.remove(&id) {
                     let bytes = match &response.outcome {
                         crate::protocol::TaskOutcome::Ok(r) => r.len(),
                         crate::protocol::TaskOutcome::Err(_) => 0,
@@ -310,10 +442,10 @@ impl EventLoop {
                     .behaviour_mut()
                     .probe
                     .send_request(&via, ProbeRequest { v: WIRE_VERSION, target: target.to_string() });
-                self.outbound_probes.insert(id, target);
+                self.outbound_probes.insert(id, (via, target));
             }
             Command::RespondProbe { id, target, reachable } => {
-                if let Some(channel) = self.pending_probe_replies.remove(&id) {
+                if let Some((_, channel)) = self.pending_probe_replies.remove(&id) {
                     let _ = self.swarm.behaviour_mut().probe.send_response(
                         channel,
                         ProbeResponse { v: WIRE_VERSION, target: target.to_string(), reachable },
@@ -337,11 +469,16 @@ impl EventLoop {
             }
             Command::Dial { peer, addresses } => {
                 if !self.swarm.is_connected(&peer) {
-                    let opts =
-                        DialOpts::peer_id(peer).addresses(addresses).extend_addresses_through_behaviour().build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        tracing::debug!(%peer, error = %e, "dial not started");
-                        self.emit(NetworkEvent::DialFailed { peer });
+                    let opts = self.dial_opts(peer, addresses);
+                    let connection = opts.connection_id();
+                    match self.swarm.dial(opts) {
+                        Ok(()) => {
+                            self.probe_dials.insert(connection, peer);
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "dial not started");
+                            self.emit(NetworkEvent::DialFailed { peer });
+                        }
                     }
                 }
             }
@@ -418,10 +555,16 @@ impl EventLoop {
                     }
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
-                self.task_dials.remove(&peer_id);
+                self.probe_dials.remove(&connection_id);
                 let before = self.relayed_only(&peer_id);
-                self.connections.entry(peer_id).or_default().push(Connection { id: connection_id, relayed });
+                self.connections.entry(peer_id).or_default().push(Connection {
+                    id: connection_id,
+                    relayed,
+                    closing: false,
+                });
                 self.report_kind_change(peer_id, before);
+                // Connected, whichever dial (or the peer) made it: waiting tasks go now.
+                self.task_dial_ended(peer_id, None);
                 tracing::debug!(peer = %peer_id, %address, relayed, "connection established");
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
@@ -444,36 +587,27 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                peer_id: Some(peer),
-                error: libp2p::swarm::DialError::WrongPeerId { obtained, address },
-            } => {
-                // Someone else answers there (often ourselves, on a shared private address).
-                tracing::debug!(%peer, %obtained, %address, "address belongs to another peer; forgetting it");
-                self.task_dials.remove(&peer);
-                self.bootstrap.dial_failed(connection_id, Instant::now(), rand::random());
-                self.swarm.behaviour_mut().kad.remove_address(&peer, &address);
-                if !self.swarm.is_connected(&peer) {
-                    self.emit(NetworkEvent::DialFailed { peer });
-                }
-            }
             SwarmEvent::IncomingConnectionError { error: libp2p::swarm::ListenError::Denied { cause }, .. } => {
                 self.count_denied(&cause);
             }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
-                if let libp2p::swarm::DialError::Denied { cause } = &error {
+                if let DialError::Denied { cause } = &error {
                     self.count_denied(cause);
                 }
-                if let Some(p) = &peer_id {
-                    self.task_dials.remove(p);
-                }
                 self.bootstrap.dial_failed(connection_id, Instant::now(), rand::random());
-                if let Some(peer) = peer_id {
-                    tracing::debug!(%peer, error = %error, "dial failed");
-                    if !self.swarm.is_connected(&peer) {
-                        self.emit(NetworkEvent::DialFailed { peer });
-                    }
+                let Some(peer) = peer_id else { return };
+                if let DialError::WrongPeerId { obtained, address } = &error {
+                    // Someone else answers there (often ourselves, on a shared private address).
+                    tracing::debug!(%peer, %obtained, %address, "address belongs to another peer; forgetting it");
+                    self.swarm.behaviour_mut().kad.remove_address(&peer, address);
+                } else {
+                    tracing::debug!(%peer, %error, "dial failed");
+                }
+                if self.task_dials.get(&peer).is_some_and(|d| d.connection == connection_id) {
+                    self.task_dial_ended(peer, Some(dial_failure(&error)));
+                }
+                if self.probe_dials.remove(&connection_id).is_some() && !self.swarm.is_connected(&peer) {
+                    self.emit(NetworkEvent::DialFailed { peer });
                 }
             }
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
@@ -525,7 +659,7 @@ impl EventLoop {
                 for (peer, addr) in found {
                     tracing::debug!(%peer, %addr, "mDNS discovered");
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    self.maybe_dial(peer, addr);
+                    self.maybe_dial(peer, vec![addr]);
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
@@ -538,6 +672,13 @@ impl EventLoop {
                 tracing::info!(status = status.as_str(), "NAT status changed");
                 self.nat = status;
                 self.metrics.set_nat(status.as_str());
+                if !self.wants_relay_reservation() {
+                    for (relay, listener) in std::mem::take(&mut self.reservations) {
+                        tracing::info!(%relay, "giving back the relay reservation: reachable directly");
+                        self.swarm.remove_listener(listener);
+                    }
+                    self.metrics.relay_reservations.set(0);
+                }
                 if self.role == Role::Worker {
                     // A worker behind NAT cannot answer DHT queries from outside; be a client.
                     let mode = if status == NatStatus::Private { kad::Mode::Client } else { kad::Mode::Server };
@@ -581,14 +722,16 @@ impl EventLoop {
         }
     }
 
-    fn maybe_dial(&mut self, peer: PeerId, addr: Multiaddr) {
+    /// Discovery: dial a peer we just learned of at its direct addresses (never through a
+    /// relay, see `direct_routable`).
+    fn maybe_dial(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
         let connected = self.swarm.connected_peers().count();
-        if peer != *self.swarm.local_peer_id()
+        if !addresses.is_empty()
+            && peer != *self.swarm.local_peer_id()
             && !self.swarm.is_connected(&peer)
             && (connected as f64) < f64::from(self.max_connections) * DIAL_SHARE
         {
-            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).extend_addresses_through_behaviour().build();
-            let _ = self.swarm.dial(opts);
+            let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(addresses).build());
         }
     }
 
@@ -627,7 +770,7 @@ impl EventLoop {
         }
         if info.protocols.contains(&self.names.kad) {
             for addr in &info.listen_addrs {
-                if self.routable(addr) {
+                if self.direct_routable(addr) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
                 }
             }
@@ -643,9 +786,8 @@ impl EventLoop {
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::RoutingUpdated { peer, addresses, .. } => {
-                if let Some(addr) = addresses.iter().find(|a| self.routable(a)).cloned() {
-                    self.maybe_dial(peer, addr);
-                }
+                let direct = addresses.iter().filter(|a| self.direct_routable(a)).cloned().collect();
+                self.maybe_dial(peer, direct);
             }
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
                 kad::QueryResult::PutRecord(r) => {
@@ -733,7 +875,7 @@ impl EventLoop {
                     Ok((source, GossipMessage::CapabilityAdvertisement(ad))) => {
                         for a in &ad.addresses {
                             if let Ok(addr) = a.parse::<Multiaddr>()
-                                && self.routable(&addr)
+                                && self.direct_routable(&addr)
                             {
                                 self.swarm.behaviour_mut().kad.add_address(&source, addr);
                             }
@@ -804,7 +946,7 @@ impl EventLoop {
                         return self.refuse_task(channel, request, TaskError::Busy);
                     }
                     let id = self.next_id();
-                    self.pending_task_replies.insert(id, channel);
+                    self.pending_task_replies.insert(id, (peer, channel));
                     self.emit(NetworkEvent::TaskRequested { id, peer, request });
                 }
                 Message::Response { request_id, response } => {
@@ -857,18 +999,18 @@ impl EventLoop {
                         return;
                     }
                     let id = self.next_id();
-                    self.pending_probe_replies.insert(id, channel);
+                    self.pending_probe_replies.insert(id, (peer, channel));
                     self.emit(NetworkEvent::ProbeRequested { id, peer, request });
                 }
                 Message::Response { request_id, response } => {
-                    if let Some(target) = self.outbound_probes.remove(&request_id) {
+                    if let Some((_, target)) = self.outbound_probes.remove(&request_id) {
                         let reachable = response.reachable && response.target == target.to_string();
                         self.emit(NetworkEvent::ProbeAnswered { target, reachable });
                     }
                 }
             },
             Event::OutboundFailure { request_id, .. } => {
-                if let Some(target) = self.outbound_probes.remove(&request_id) {
+                if let Some((_, target)) = self.outbound_probes.remove(&request_id) {
                     self.emit(NetworkEvent::ProbeAnswered { target, reachable: false });
                 }
             }
@@ -917,6 +1059,16 @@ impl EventLoop {
     }
 }
 
+/// Why a dial failed, in a line a task's error can carry.
+fn dial_failure(error: &DialError) -> String {
+    match error {
+        DialError::WrongPeerId { obtained, address } => format!("dial failed: {address} answered as {obtained}"),
+        DialError::Transport(errors) => format!("dial failed: none of {} address(es) answered", errors.len()),
+        DialError::NoAddresses => "dial failed: no known address".into(),
+        other => format!("dial failed: {other}"),
+    }
+}
+
 /// Addresses that are useless to anyone else: unspecified binds.
 pub fn is_unroutable(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {
@@ -926,6 +1078,11 @@ pub fn is_unroutable(addr: &Multiaddr) -> bool {
     })
 }
 
+/// Addresses through a relay (`.../p2p-circuit/...`).
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
 /// Loopback addresses: reachable only from this host.
 pub fn is_loopback(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {
@@ -933,4 +1090,19 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_loopback(),
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_failures_read_as_one_line_that_starts_with_dial_failed() {
+        let peer = PeerId::random();
+        let address: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().expect("a valid multiaddr");
+        let wrong = DialError::WrongPeerId { obtained: peer, address: address.clone() };
+        assert_eq!(dial_failure(&wrong), format!("dial failed: {address} answered as {peer}"));
+        assert_eq!(dial_failure(&DialError::NoAddresses), "dial failed: no known address");
+        assert_eq!(dial_failure(&DialError::Transport(Vec::new())), "dial failed: none of 0 address(es) answered");
+    }
 }

@@ -91,6 +91,7 @@ pub enum NetworkEvent {
         peer: PeerId,
         failure: bool,
     },
+    /// A dial asked for with `Client::dial` failed (other dials to the peer are not reported).
     DialFailed {
         peer: PeerId,
     },
@@ -152,7 +153,7 @@ pub struct NetworkStatus {
 
 #[derive(Debug)]
 pub(crate) enum Command {
-    SendTask { peer: PeerId, request: TaskRequest },
+    SendTask { peer: PeerId, addresses: Vec<Multiaddr>, request: TaskRequest },
     RespondTask { id: InboundId, response: TaskResponse },
     SendProbe { via: PeerId, target: PeerId },
     RespondProbe { id: InboundId, target: PeerId, reachable: bool },
@@ -186,8 +187,10 @@ impl Client {
     }
 
     /// Sends one attempt of a task; the answer arrives as `NetworkEvent::TaskAnswered`.
-    pub async fn send_task(&self, peer: PeerId, request: TaskRequest) -> Result<(), Closed> {
-        self.send(Command::SendTask { peer, request }).await
+    /// `addresses` are where the worker says it can be reached (its advertisement); when it
+    /// is not connected, only those are dialed (any known address when there are none).
+    pub async fn send_task(&self, peer: PeerId, addresses: Vec<Multiaddr>, request: TaskRequest) -> Result<(), Closed> {
+        self.send(Command::SendTask { peer, addresses, request }).await
     }
 
     pub async fn respond_task(&self, id: InboundId, response: TaskResponse) -> Result<(), Closed> {

@@ -196,7 +196,12 @@ fn make_behaviour(
         identify::Config::new(net.protocol_version.clone(), key.public())
             .with_agent_version(format!("p2p-node/{} role={}", env!("CARGO_PKG_VERSION"), config.node.role))
             .with_push_listen_addr_updates(true)
-            .with_interval(Duration::from_secs(60)),
+            .with_interval(Duration::from_secs(60))
+            // No address book: it would keep every address a peer listens on, loopback and
+            // LAN ones included, and offer them to every dial of that peer, where one that
+            // reaches ourselves fails the whole dial. Kademlia (filtered on the way in) and
+            // the advertisements say where peers are.
+            .with_cache_size(0),
     );
 
     let ping = ping::Behaviour::new(

@@ -221,7 +221,8 @@ impl Core {
         for effect in self.gateway.take_effects() {
             match effect {
                 Effect::Dispatch { peer, request } => {
-                    let _ = self.network.send_task(peer, request).await;
+                    let addresses = self.advertised_addresses(&peer);
+                    let _ = self.network.send_task(peer, addresses, request).await;
                 }
                 Effect::RunLocal { request } => match &self.executor {
                     Some(ex) => ex.submit(Origin::Local, request),
@@ -235,6 +236,15 @@ impl Core {
     fn may_execute(&self, peer: &PeerId) -> bool {
         let allowed = &self.config.security.allowed_workers;
         allowed.is_empty() || allowed.contains(peer)
+    }
+
+    /// Where `peer` last said it can be reached (behind NAT: its relay circuits only).
+    fn advertised_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.membership
+            .get(peer)
+            .and_then(|m| m.info.as_ref())
+            .map(|i| i.addresses.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default()
     }
 
     /// Alive workers as placement sees them (this node included when it is one).
@@ -385,12 +395,7 @@ impl Core {
             match action {
                 Action::Probe { target, via } => {
                     tracing::debug!(%target, helpers = via.len(), "probing unresponsive member");
-                    let addresses = self
-                        .membership
-                        .get(&target)
-                        .and_then(|m| m.info.as_ref())
-                        .map(|i| i.addresses.iter().filter_map(|a| a.parse().ok()).collect())
-                        .unwrap_or_default();
+                    let addresses = self.advertised_addresses(&target);
                     let _ = self.network.dial(target, addresses).await;
                     for helper in via {
                         let _ = self.network.send_probe(helper, target).await;
