@@ -1,37 +1,55 @@
 //! The request-response codec of the task and probe protocols: CBOR with size limits, and
-//! every request that fails to decode counted.
+//! every request that cannot be read counted.
 //!
 //! libp2p's request-response drops an inbound stream whose request cannot be read without
 //! telling the behaviour (it only logs at debug level), so the count has to be taken here.
+//! Two kinds are told apart, because they mean different things to an operator: a request
+//! that arrived and is malformed or oversized (a bug or an attack), and a stream that ended
+//! before any request arrived or failed while reading (a peer that gave up, under load).
 
 use std::io;
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response::{self, cbor};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::metrics::Metrics;
 
-/// CBOR codec that counts undecodable (malformed, truncated or oversized) requests in
-/// `p2p_messages_dropped_total{reason}`.
+/// CBOR codec that counts requests it cannot read in `p2p_messages_dropped_total{reason}`:
+/// `<name>_malformed` (undecodable or oversized) and `<name>_aborted` (nothing arrived, or
+/// the stream failed).
 pub struct Counted<Req, Resp> {
     inner: cbor::codec::Codec<Req, Resp>,
+    max_request: u64,
     metrics: Metrics,
     malformed: &'static str,
+    aborted: &'static str,
 }
 
 impl<Req, Resp> Clone for Counted<Req, Resp> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), metrics: self.metrics.clone(), malformed: self.malformed }
+        Self {
+            inner: self.inner.clone(),
+            max_request: self.max_request,
+            metrics: self.metrics.clone(),
+            malformed: self.malformed,
+            aborted: self.aborted,
+        }
     }
 }
 
 impl<Req, Resp> Counted<Req, Resp> {
-    pub fn new(max_request: u64, max_response: u64, metrics: Metrics, malformed: &'static str) -> Self {
+    /// `name` is `task_request` or `probe_request`: the prefix of the two reasons.
+    pub fn new(max_request: u64, max_response: u64, metrics: Metrics, name: &'static str) -> Self {
         let inner =
             cbor::codec::Codec::default().set_request_size_maximum(max_request).set_response_size_maximum(max_response);
-        Self { inner, metrics, malformed }
+        let (malformed, aborted) = match name {
+            "task_request" => ("task_request_malformed", "task_request_aborted"),
+            "probe_request" => ("probe_request_malformed", "probe_request_aborted"),
+            _ => ("request_malformed", "request_aborted"),
+        };
+        Self { inner, max_request, metrics, malformed, aborted }
     }
 }
 
@@ -48,12 +66,27 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        let read = self.inner.read_request(protocol, io).await;
-        if let Err(e) = &read {
+        let mut bytes = Vec::new();
+        if let Err(e) = io.take(self.max_request + 1).read_to_end(&mut bytes).await {
+            tracing::debug!(%protocol, error = %e, "request stream failed");
+            self.metrics.dropped(self.aborted);
+            return Err(e);
+        }
+        if bytes.is_empty() {
+            self.metrics.dropped(self.aborted);
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ended before a request"));
+        }
+        if bytes.len() as u64 > self.max_request {
+            tracing::debug!(%protocol, max = self.max_request, "oversized request dropped");
+            self.metrics.dropped(self.malformed);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("request over {} bytes", self.max_request)));
+        }
+        let decoded = self.inner.read_request(protocol, &mut futures::io::Cursor::new(bytes)).await;
+        if let Err(e) = &decoded {
             tracing::debug!(%protocol, error = %e, "undecodable request dropped");
             self.metrics.dropped(self.malformed);
         }
-        read
+        decoded
     }
 
     async fn read_response<T>(&mut self, protocol: &StreamProtocol, io: &mut T) -> io::Result<Resp>
@@ -75,5 +108,42 @@ where
         T: AsyncWrite + Unpin + Send,
     {
         self.inner.write_response(protocol, io, resp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use futures::io::Cursor;
+    use libp2p::request_response::Codec;
+
+    use super::*;
+    use crate::protocol::{ProbeRequest, ProbeResponse, WIRE_VERSION};
+
+    fn dropped(metrics: &Metrics, reason: &str) -> u64 {
+        metrics.messages_dropped.get_or_create(&crate::metrics::ReasonLabels { reason: reason.into() }).get()
+    }
+
+    #[test]
+    fn malformed_oversized_and_aborted_requests_are_told_apart() {
+        let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default());
+        let mut codec = Counted::<ProbeRequest, ProbeResponse>::new(64, 64, metrics.clone(), "probe_request");
+        let p = StreamProtocol::new("/test/1.0.0");
+        let mut read = |bytes: Vec<u8>| block_on(codec.read_request(&p, &mut Cursor::new(bytes)));
+
+        let mut good = Cursor::new(Vec::new());
+        let request = ProbeRequest { v: WIRE_VERSION, target: "peer".into() };
+        block_on(Counted::<ProbeRequest, ProbeResponse>::new(64, 64, metrics.clone(), "probe_request").write_request(
+            &p,
+            &mut good,
+            request.clone(),
+        ))
+        .unwrap();
+        assert_eq!(read(good.into_inner()).unwrap(), request);
+        assert!(read(b"\xff\x00 not cbor".to_vec()).is_err());
+        assert!(read(vec![0x61; 65]).is_err(), "over the 64-byte limit");
+        assert!(read(Vec::new()).is_err(), "nothing arrived");
+        assert_eq!(dropped(&metrics, "probe_request_malformed"), 2);
+        assert_eq!(dropped(&metrics, "probe_request_aborted"), 1);
     }
 }

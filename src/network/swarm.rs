@@ -274,7 +274,7 @@ fn make_behaviour(
         if net.enable_relay { (Some(relay_client), Some(dcutr::Behaviour::new(peer_id))) } else { (None, None) };
 
     let tasks = request_response::Behaviour::with_codec(
-        Counted::new(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics.clone(), "task_request_malformed"),
+        Counted::new(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics.clone(), "task_request"),
         [(names.tasks.clone(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             // The gateway enforces each task's own deadline; this only reaps lost streams.
@@ -282,7 +282,7 @@ fn make_behaviour(
             .with_max_concurrent_streams(l.max_task_streams),
     );
     let probe = request_response::Behaviour::with_codec(
-        Counted::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics.clone(), "probe_request_malformed"),
+        Counted::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics.clone(), "probe_request"),
         [(names.probe.clone(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_millis(config.membership.probe_timeout_ms))
