@@ -505,6 +505,9 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::GossipScores { reply } => {
+                let _ = reply.send(self.gossip_scores());
+            }
         }
     }
 
@@ -523,9 +526,7 @@ impl EventLoop {
     }
 
     fn status(&mut self) -> NetworkStatus {
-        let gossip_scores = self.gossip_scores();
         NetworkStatus {
-            gossip_scores,
             listen_addresses: self.swarm.listeners().cloned().collect(),
             external_addresses: self.swarm.external_addresses().cloned().collect(),
             nat: self.nat,

@@ -147,8 +147,6 @@ pub struct NetworkStatus {
     pub connected_peers: usize,
     pub routing_table_size: usize,
     pub relay_reservations: usize,
-    /// GossipSub score of each connected peer (absent when the mesh is off).
-    pub gossip_scores: std::collections::HashMap<PeerId, f64>,
 }
 
 #[derive(Debug)]
@@ -162,6 +160,7 @@ pub(crate) enum Command {
     PutRecord { key: Vec<u8>, value: Vec<u8>, replication: usize, reply: oneshot::Sender<Result<usize, String>> },
     GetRecord { key: Vec<u8>, reply: oneshot::Sender<Result<Option<Vec<u8>>, String>> },
     Status { reply: oneshot::Sender<NetworkStatus> },
+    GossipScores { reply: oneshot::Sender<std::collections::HashMap<PeerId, f64>> },
     Disconnect { peer: PeerId },
 }
 
@@ -233,6 +232,13 @@ impl Client {
     pub async fn status(&self) -> Result<NetworkStatus, Closed> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Status { reply }).await?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// GossipSub score of each connected peer (empty when the mesh is off).
+    pub async fn gossip_scores(&self) -> Result<std::collections::HashMap<PeerId, f64>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::GossipScores { reply }).await?;
         rx.await.map_err(|_| Closed)
     }
 }

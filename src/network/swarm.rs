@@ -104,9 +104,8 @@ pub fn build(
     // multistream-select, so a node without it never reaches a security handshake, let alone
     // an application protocol. QUIC cannot be wrapped; config validation keeps it off.
     macro_rules! private_tcp {
-        ($psk:expr, $security:path) => {{
-            let psk = $psk;
-            let tcp_config = tcp::Config::default().nodelay(true);
+        ($psk:expr, $tcp_config:expr, $security:path) => {{
+            let (psk, tcp_config) = ($psk, $tcp_config);
             SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()
                 .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
@@ -128,8 +127,8 @@ pub fn build(
     }
     // Both security protocols are offered on an open cluster; the configured one is preferred.
     let mut swarm: Swarm<Behaviour> = match (psk, config.network.security) {
-        (Some(psk), Security::Noise) => finish!(private_tcp!(psk, noise::Config)),
-        (Some(psk), Security::Tls) => finish!(private_tcp!(psk, tls::Config)),
+        (Some(psk), Security::Noise) => finish!(private_tcp!(psk, tcp_config, noise::Config)),
+        (Some(psk), Security::Tls) => finish!(private_tcp!(psk, tcp_config, tls::Config)),
         (None, Security::Noise) => finish!(
             SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()

@@ -596,7 +596,7 @@ impl Core {
                 let _ = reply.send(result);
             }
             Request::Peers { reply } => {
-                let scores = self.network.status().await.map(|s| s.gossip_scores).unwrap_or_default();
+                let scores = self.network.gossip_scores().await.unwrap_or_default();
                 let _ = reply.send(self.peers(&scores));
             }
             Request::Status { reply } => {
