@@ -781,6 +781,18 @@ impl EventLoop {
             let address = info.listen_addrs.iter().find(|a| self.routable(a)).cloned().unwrap_or(address);
             let role = info.agent_version.split_whitespace().find_map(|w| w.strip_prefix("role=")).map(str::to_string);
             self.emit(NetworkEvent::PeerConnected { peer: peer_id, address, relayed, role });
+            // Its GossipSub subscription may have arrived before Identify made it a member, when
+            // `Subscribed` was not passed on: pass it on now, so it is sent our advertisement.
+            let topic = self.capabilities_topic.hash();
+            let subscribed = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .as_ref()
+                .is_some_and(|gs| gs.all_peers().any(|(p, topics)| *p == peer_id && topics.contains(&&topic)));
+            if subscribed {
+                self.emit(NetworkEvent::Subscribed { peer: peer_id });
+            }
         }
     }
 
