@@ -34,6 +34,11 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+# Absolute from here on: the nodes get these paths in their environment.
+own_binary=0
+[[ "$binary" == target/release/p2p-node ]] && own_binary=1
+[[ "$dir" == /* ]] || dir=$PWD/$dir
+[[ "$binary" == /* ]] || binary=$PWD/$binary
 
 stop_cluster() {
   local pids=()
@@ -75,7 +80,7 @@ if [[ $stop -eq 1 ]]; then
 fi
 
 if [[ ! -x "$binary" || -n "$(find src Cargo.toml -newer "$binary" 2>/dev/null | head -n 1)" ]]; then
-  if [[ "$binary" == target/release/p2p-node ]]; then
+  if [[ $own_binary -eq 1 ]]; then
     echo "building the release binary (first time: a few minutes)..."
     P2P_BUILD_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" cargo build --release --locked --bin p2p-node
   elif [[ ! -x "$binary" ]]; then
@@ -99,11 +104,11 @@ start() {
   shift 3
   local cmd=(env P2P_NODE__LISTEN_ADDRESS=127.0.0.1
     P2P_NODE__LISTEN_PORT="$(p2p_port "$i")"
-    P2P_NODE__IDENTITY_FILE="$PWD/$dir/$name.key"
+    P2P_NODE__IDENTITY_FILE="$dir/$name.key"
     P2P_NETWORK__ENABLE_MDNS=false
     P2P_API__LISTEN="127.0.0.1:$(api_port "$i")"
     P2P_METRICS__LISTEN="127.0.0.1:$(metrics_port "$i")"
-    "$@" "$PWD/$binary" --config "$PWD/$config" run)
+    "$@" "$binary" --config "$PWD/$config" run)
   printf '%q ' "${cmd[@]}" >"$dir/$name.cmd"
   launch "$name"
   printf '  %-10s api http://127.0.0.1:%s  metrics http://127.0.0.1:%s/metrics  log %s\n' \
