@@ -141,6 +141,9 @@ pub struct Gateway {
     finished: VecDeque<(Instant, String)>,
     effects: Vec<Effect>,
     rng: StdRng,
+    /// Workers' ids as text, for records: base58 encoding a PeerId per dispatch showed up in
+    /// profiles. Forgotten when a worker is lost.
+    names: HashMap<PeerId, String>,
 }
 
 impl Gateway {
@@ -162,6 +165,7 @@ impl Gateway {
             finished: VecDeque::new(),
             effects: Vec::new(),
             rng: StdRng::from_entropy(),
+            names: HashMap::new(),
         }
     }
 
@@ -373,7 +377,7 @@ impl Gateway {
         e.record.attempts += 1;
         let attempt = e.record.attempts;
         e.record.state = TaskState::Running;
-        let worker = peer.to_string();
+        let worker = self.names.entry(peer).or_insert_with(|| peer.to_string()).clone();
         e.record.worker = Some(worker.clone());
         e.record.attempt_history.push(AttemptRecord { attempt, worker, outcome: "running".into(), error: None });
         let deadline = self.timers.insert(Timer::AttemptDeadline { id: id.to_string(), attempt }, e.timeout);
@@ -604,6 +608,7 @@ impl Gateway {
             }
         }
         self.saturated.remove(&peer);
+        self.names.remove(&peer);
         self.pump(workers);
     }
 
@@ -641,8 +646,14 @@ impl Gateway {
             _ => self.metrics.tasks_cancelled.get_or_create(&labels).inc(),
         };
         self.metrics.task_duration.get_or_create(&labels).observe(e.started.elapsed().as_secs_f64());
-        tracing::info!(task_id = %id, state = state.as_str(), attempts = e.record.attempts,
-            error = e.record.error.as_deref().unwrap_or(""), "task finished");
+        // One line per completed task would be thousands a second under load: completions are
+        // debug (metrics count them), the rest stay visible.
+        if state == TaskState::Completed {
+            tracing::debug!(task_id = %id, attempts = e.record.attempts, "task finished");
+        } else {
+            tracing::info!(task_id = %id, state = state.as_str(), attempts = e.record.attempts,
+                error = e.record.error.as_deref().unwrap_or(""), "task finished");
+        }
         if let Some(waiters) = self.waiters.remove(id) {
             for w in waiters {
                 let _ = w.send(e.record.clone());

@@ -42,6 +42,8 @@ pub struct Executor {
 
 struct Inner {
     local: PeerId,
+    /// `local` as text, for every answer (encoded once, not per task).
+    local_name: String,
     capabilities: HashSet<String>,
     /// Execution slots.
     slots: Arc<Semaphore>,
@@ -70,6 +72,7 @@ impl Executor {
         Self {
             inner: Arc::new(Inner {
                 local: network.local_peer_id(),
+                local_name: network.local_peer_id().to_string(),
                 capabilities: config.node.capabilities.iter().cloned().collect(),
                 slots: Arc::new(Semaphore::new(capacity)),
                 admission: Arc::new(Semaphore::new(capacity + backlog)),
@@ -163,7 +166,7 @@ impl Executor {
             v: WIRE_VERSION,
             task_id: request.task_id.clone(),
             attempt: request.attempt,
-            worker: self.inner.local.to_string(),
+            worker: self.inner.local_name.clone(),
             outcome,
         };
         // Either send fails only when the node is shutting down; the gateway's deadline
