@@ -22,7 +22,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \
- && { cargo build --release --locked \
+ && { cargo build --profile dist --locked \
       || echo "note: dependency pre-build skipped; the full build compiles everything"; } \
  && rm -rf src
 
@@ -30,8 +30,8 @@ COPY . .
 # Sources copied from the context may be older than the stub build: touch them so cargo
 # rebuilds the crate instead of keeping the stub binary.
 RUN find src -name '*.rs' -exec touch {} + \
- && cargo build --release --locked \
- && install -D -m 0755 target/release/p2p-node /out/p2p-node
+ && cargo build --profile dist --locked --bin p2p-node \
+ && install -D -m 0755 target/dist/p2p-node /out/p2p-node
 
 FROM ${RUNTIME_IMAGE}
 # /app: root-owned binary and config; the directory is group-writable with the sticky bit

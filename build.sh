@@ -4,7 +4,8 @@
 #
 #   ./build.sh [--online] [--tag IMAGE] [--no-load] [--no-smoke]
 #
-# Default (offline) path: `cargo build --release --locked` on the host, then an image
+# Default (offline) path: `cargo build --profile dist --locked` on the host (the release
+# profile plus whole-program LTO: smaller binary, less resident code), then an image
 # FROM scratch assembled from the binary, its shared libraries (ldd), /bin/bash and a few
 # coreutils (Dockerfile.offline). Needs no registry at all; Linux hosts only (ldd).
 # --online: the multi-stage Dockerfile (rust builder + debian:bookworm-slim); cargo runs
@@ -13,7 +14,7 @@
 # Environment:
 #   IMAGE=name:tag          image tag (default p2p-network:latest; --tag wins)
 #   SKIP_CARGO=1            never run cargo; use the binary as it is
-#   BINARY=path             prebuilt binary to package (default target/release/p2p-node;
+#   BINARY=path             prebuilt binary to package (default target/dist/p2p-node;
 #                           setting it implies SKIP_CARGO=1)
 #   TOOLS="cat env id ls sleep"  extra host programs copied into the offline image's /bin
 #   KIND_CLUSTER_NAME=name  kind cluster to load into (default: the current kubectl
@@ -69,7 +70,7 @@ skipped() {
     say "skipped: $*"
 }
 
-default_binary=target/release/p2p-node
+default_binary=target/dist/p2p-node
 binary="${BINARY:-$default_binary}"
 
 # --- 1. the binary (offline path only) --------------------------------------------------
@@ -90,11 +91,12 @@ build_binary() {
         skipped "cargo build ($binary is newer than every source)"
     else
         command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or use --online"
-        say "cargo build --release --locked"
-        P2P_BUILD_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" cargo build --release --locked
+        say "cargo build --profile dist --locked --bin p2p-node"
+        P2P_BUILD_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+            cargo build --profile dist --locked --bin p2p-node
         did "built $binary"
     fi
-    [[ -f "$binary" && -x "$binary" ]] || die "no executable binary at $binary (run cargo build --release, or unset SKIP_CARGO)"
+    [[ -f "$binary" && -x "$binary" ]] || die "no executable binary at $binary (run cargo build --profile dist --bin p2p-node, or unset SKIP_CARGO)"
 }
 
 # --- 2. the image -------------------------------------------------------------------------

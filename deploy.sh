@@ -106,7 +106,8 @@ done
 
 # Keys are made by the node's own `p2p-node identity <file>` (its key format): with a local
 # binary, or else by running the image built by ./build.sh.
-node_bin="${P2P_NODE_BIN:-target/release/p2p-node}"
+node_bin="${P2P_NODE_BIN:-target/dist/p2p-node}"   # ./build.sh's binary
+[[ -n "${P2P_NODE_BIN:-}" || -x "$node_bin" ]] || node_bin=target/release/p2p-node
 if ((${#missing[@]} > 0)) || [[ "$need_psk" == true ]]; then
     if [[ -x "$node_bin" ]]; then
         key_maker=binary

@@ -9,7 +9,7 @@
 # been idle for 10 s reads each process's VmRSS. Everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=5 binary=target/release/p2p-node json=
+runs=5 binary=target/dist/p2p-node json=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -18,7 +18,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[[ -x "$binary" ]] || { echo "no binary at $binary (cargo build --release)" >&2; exit 1; }
+[[ -x "$binary" ]] || { echo "no binary at $binary (cargo build --profile dist --bin p2p-node; or --binary target/release/p2p-node)" >&2; exit 1; }
 
 dir=$(mktemp -d /tmp/p2p-footprint.XXXXXX)
 pids=()
