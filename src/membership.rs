@@ -11,14 +11,17 @@
 //! with is first probed *indirectly* through a few other members, since the
 //! fault may lie on our own path only; only if nobody reaches it does it become
 //! `Suspect`, and only a suspicion left unrefuted for `suspect_timeout` makes
-//! it `Dead`. Incarnation numbers order claims about a member: only the member
+//! it `Dead`. As in SWIM, each protocol period pings ONE member directly, in a
+//! per-node shuffled round robin, rather than every member: the cost per node
+//! stays constant as the cluster grows, and with N nodes each probing one
+//! member per period, every member is still probed about once per period. Incarnation numbers order claims about a member: only the member
 //! itself raises its incarnation, which it does to refute a suspicion about
 //! itself (Lifeguard-style), so stale second-hand gossip never overrides
 //! fresher news.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug, Display};
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -111,8 +114,9 @@ impl Default for MembershipConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<P> {
-    /// Ask `via` (up to indirect_probes alive peers, never the target, never ourselves) whether they can reach `target`;
-    /// the caller also redials the target directly. `via` may be empty (then only the direct redial happens).
+    /// Ping `target` directly (reported with `on_ping` or `on_ping_failed`, as for
+    /// `next_ping`) and ask `via` (up to indirect_probes alive peers, never the target, never ourselves) whether they can reach `target`;
+    /// `via` may be empty (then only the direct ping happens).
     Probe { target: P, via: Vec<P> },
     /// Gossip this rumor to the cluster (suspicion/death of another node, or our own refutation: Alive with our raised incarnation, or Left).
     Announce(Rumor<P>),
@@ -169,6 +173,8 @@ struct Entry<P> {
     /// Only first-hand evidence may answer someone else's indirect probe,
     /// otherwise hearsay could keep vouching for a node nobody reaches.
     direct: Option<Instant>,
+    /// When we last repeated our suspicion or death of this member to it.
+    reannounced: Option<Instant>,
 }
 
 impl<P: Copy> Entry<P> {
@@ -183,7 +189,7 @@ impl<P: Copy> Entry<P> {
             connected: false,
             rtt: None,
         };
-        Self { member, probe: None, direct: None }
+        Self { member, probe: None, direct: None, reannounced: None }
     }
 
     fn heard(&mut self, now: Instant) {
@@ -235,6 +241,9 @@ pub struct Membership<P> {
     config: MembershipConfig,
     /// Ordered so that listings and the order of emitted actions are deterministic.
     members: BTreeMap<P, Entry<P>>,
+    /// Members left to ping in this round, next one last; reshuffled for each round.
+    round: Vec<P>,
+    rounds: u64,
 }
 
 impl<P> Membership<P>
@@ -242,7 +251,7 @@ where
     P: Copy + Eq + Hash + Ord + Debug + Display,
 {
     pub fn new(local: P, incarnation: u64, config: MembershipConfig) -> Self {
-        Self { local, incarnation, leaving: false, config, members: BTreeMap::new() }
+        Self { local, incarnation, leaving: false, config, members: BTreeMap::new(), round: Vec::new(), rounds: 0 }
     }
 
     pub fn local(&self) -> P {
@@ -276,6 +285,18 @@ where
             entry.apply(now, state, incarnation, &mut actions);
             if entry.member.state == Alive {
                 entry.probe = None;
+            }
+            // Still running at the incarnation we suspect or bury: it has not heard the news,
+            // which may have dropped out of the bounded rumor list in a burst. Repeat it (at
+            // most once per suspect timeout) so that it refutes.
+            let m = &entry.member;
+            if matches!(m.state, Suspect | Dead)
+                && incarnation == m.incarnation
+                && state == Alive
+                && entry.reannounced.is_none_or(|t| elapsed(now, t) >= self.config.suspect_timeout)
+            {
+                entry.reannounced = Some(now);
+                actions.push(announce(from, m.state, m.incarnation));
             }
         }
         actions
@@ -339,12 +360,18 @@ where
         self.start_probe(now, peer).into_iter().collect()
     }
 
+    /// A direct ping went unanswered. During a probe it is the probe's own direct
+    /// answer (one of `expected`); otherwise it starts a probe.
     pub fn on_ping_failed(&mut self, now: Instant, peer: P) -> Vec<Action<P>> {
+        if self.members.get(&peer).is_some_and(|e| e.probe.is_some()) {
+            return self.on_probe_result(now, peer, false);
+        }
         self.start_probe(now, peer).into_iter().collect()
     }
 
+    /// A task request failed: a reason to probe, but not an answer to a running probe.
     pub fn on_request_failed(&mut self, now: Instant, peer: P) -> Vec<Action<P>> {
-        self.on_ping_failed(now, peer)
+        self.start_probe(now, peer).into_iter().collect()
     }
 
     fn start_probe(&mut self, now: Instant, target: P) -> Option<Action<P>> {
@@ -453,6 +480,43 @@ where
         actions
     }
 
+    /// The member to ping directly in this protocol period, once per period (the caller
+    /// keeps the clock). The caller reports the outcome with `on_ping` (answered) or
+    /// `on_ping_failed` (no answer within the probe timeout), which starts a probe.
+    ///
+    /// SWIM's randomized round robin: every alive or suspect member once per round, in an
+    /// order shuffled per node and per round (by a hash of both, so that nodes do not all
+    /// ping the same member at once, yet the state machine stays deterministic). A member
+    /// that joins mid-round waits for the next round; one already being probed is skipped.
+    pub fn next_ping(&mut self) -> Option<P> {
+        for _ in 0..2 {
+            while let Some(peer) = self.round.pop() {
+                if self
+                    .members
+                    .get(&peer)
+                    .is_some_and(|e| matches!(e.member.state, Alive | Suspect) && e.probe.is_none())
+                {
+                    return Some(peer);
+                }
+            }
+            self.rounds += 1;
+            let (local, rounds) = (self.local, self.rounds);
+            let mut order: Vec<(u64, P)> = self
+                .members
+                .values()
+                .filter(|e| matches!(e.member.state, Alive | Suspect))
+                .map(|e| {
+                    let mut h = std::hash::DefaultHasher::new();
+                    (local, rounds, e.member.id).hash(&mut h);
+                    (h.finish(), e.member.id)
+                })
+                .collect();
+            order.sort_unstable();
+            self.round = order.into_iter().map(|(_, p)| p).collect();
+        }
+        None
+    }
+
     pub fn leave(&mut self, _now: Instant) -> Vec<Action<P>> {
         self.leaving = true;
         vec![announce(self.local, Left, self.incarnation)]
@@ -490,15 +554,16 @@ where
     /// death re-learnt from a late rumor after we dropped the member would be
     /// echoed back, and the tombstone would bounce between nodes forever.
     pub fn active_rumors(&self) -> Vec<Rumor<P>> {
-        let mut news: Vec<&Member<P>> = self
+        // Newest news first; a repeated rumor counts as news again.
+        let mut news: Vec<(&Member<P>, Instant)> = self
             .members
             .values()
             .filter(|e| e.direct.is_some() && matches!(e.member.state, Suspect | Dead))
-            .map(|e| &e.member)
+            .map(|e| (&e.member, e.reannounced.map_or(e.member.state_since, |t| t.max(e.member.state_since))))
             .collect();
-        news.sort_by_key(|m| (std::cmp::Reverse(m.state_since), m.id));
+        news.sort_by_key(|(m, since)| (std::cmp::Reverse(*since), m.id));
         news.truncate(MAX_ACTIVE_RUMORS);
-        news.into_iter().map(|m| rumor(m.id, m.state, m.incarnation)).collect()
+        news.into_iter().map(|(m, _)| rumor(m.id, m.state, m.incarnation)).collect()
     }
 }
 
@@ -642,7 +707,9 @@ mod tests {
         // same-incarnation heartbeat nor a connection clears it.
         assert_eq!(m.on_rumor(t0, rumor(1, Suspect, 5)), [changed(1, Some(Alive), Suspect)]);
         assert!(m.on_rumor(t0, rumor(1, Alive, 5)).is_empty());
-        assert!(m.on_heartbeat(t0 + secs(1), 1, 5, Alive).is_empty());
+        // The member has not heard it: we repeat it (once per suspect timeout) so it refutes.
+        assert_eq!(m.on_heartbeat(t0 + secs(1), 1, 5, Alive), [announce(1, Suspect, 5)]);
+        assert!(m.on_heartbeat(t0 + ms(1500), 1, 5, Alive).is_empty());
         assert!(m.on_connected(t0 + secs(1), 1).is_empty());
         assert_eq!(state(&m, 1), Some(Suspect));
         assert!(m.on_rumor(t0 + secs(2), rumor(1, Suspect, 6)).is_empty());
@@ -698,7 +765,8 @@ mod tests {
     fn revival_with_higher_incarnation() {
         let (mut m, t0) = setup();
         m.on_rumor(t0, rumor(1, Dead, 3));
-        assert!(m.on_heartbeat(t0, 1, 3, Alive).is_empty());
+        assert_eq!(m.on_heartbeat(t0, 1, 3, Alive), [announce(1, Dead, 3)]);
+        assert!(m.on_heartbeat(t0 + ms(10), 1, 2, Alive).is_empty(), "stale");
         assert!(m.on_ping(t0, 1, ms(5)).is_empty());
         assert_eq!(state(&m, 1), Some(Dead));
         let t1 = t0 + secs(1);
@@ -832,6 +900,101 @@ mod tests {
             let actual: BTreeMap<u32, MemberState> = m.members().map(|x| (x.id, x.state)).collect();
             assert_eq!(shadow, actual);
         }
+    }
+
+    #[test]
+    fn next_ping_visits_every_member_once_per_round() {
+        let (mut m, t0) = setup();
+        assert_eq!(m.next_ping(), None, "nobody to ping");
+        (1..=6).for_each(|p| drop(m.on_connected(t0, p)));
+        m.on_heartbeat(t0, 7, 0, Left);
+        m.on_rumor(t0, rumor(8, Dead, 0));
+        m.on_rumor(t0, rumor(6, Suspect, 0)); // suspects are pinged too: a ping can clear them
+        let round = |m: &mut Membership<u32>| {
+            let mut r: Vec<u32> = (0..6).filter_map(|_| m.next_ping()).collect();
+            let order = r.clone();
+            r.sort_unstable();
+            (order, r)
+        };
+        let (first, sorted) = round(&mut m);
+        assert_eq!(sorted, [1, 2, 3, 4, 5, 6], "neither left, dead nor ourselves");
+        let (second, sorted) = round(&mut m);
+        assert_eq!(sorted, [1, 2, 3, 4, 5, 6]);
+        assert_ne!(first, second, "each round is shuffled anew");
+        // Another node orders the same members differently, so they do not all ping one at once.
+        let mut other = Membership::new(99, 1, MembershipConfig::default());
+        (1..=6).for_each(|p| drop(other.on_connected(t0, p)));
+        other.on_rumor(t0, rumor(6, Suspect, 0));
+        let (theirs, _) = round(&mut other);
+        assert_ne!(first, theirs);
+    }
+
+    #[test]
+    fn next_ping_skips_members_gone_or_probed_since_the_round_began() {
+        let (mut m, t0) = setup();
+        (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
+        let first = m.next_ping().unwrap();
+        let rest: Vec<u32> = (1..=3).filter(|p| *p != first).collect();
+        m.on_heartbeat(t0, rest[0], 0, Left);
+        assert_eq!(m.on_disconnected(t0, rest[1]), probe(rest[1], &[first]));
+        assert_eq!(m.next_ping(), Some(first), "a new round: only the first is left to ping");
+        m.on_probe_result(t0, rest[1], true);
+        let again: Vec<u32> = (0..4).filter_map(|_| m.next_ping()).collect();
+        assert!(again.contains(&first) && again.contains(&rest[1]) && !again.contains(&rest[0]), "{again:?}");
+    }
+
+    #[test]
+    fn failed_ping_probes_and_counts_as_the_direct_answer() {
+        let (mut m, t0) = setup();
+        (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
+        // The period's ping fails: probe, pinging it once more and asking two helpers.
+        assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2, 3]));
+        assert!(m.on_probe_result(t0, 1, false).is_empty());
+        assert!(m.on_probe_result(t0, 1, false).is_empty());
+        // The second direct ping is the last of the three answers.
+        assert_eq!(m.on_ping_failed(t0, 1), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
+        // A task failing is a reason to probe, not an answer to a running probe.
+        assert_eq!(m.on_ping_failed(t0, 2), probe(2, &[3]));
+        assert!(m.on_request_failed(t0, 2).is_empty());
+        assert!(m.on_probe_result(t0, 2, false).is_empty());
+        assert_eq!(state(&m, 2), Some(Alive), "one of two answers still missing");
+        // A successful direct ping ends the probe.
+        assert!(m.on_ping(t0 + ms(5), 2, ms(5)).is_empty());
+        assert!(m.tick(t0 + secs(2)).is_empty());
+        assert_eq!(state(&m, 2), Some(Alive));
+    }
+
+    #[test]
+    fn crash_seen_by_all_is_dead_after_one_suspect_timeout() {
+        // The scale harness's kill: the connection closes, the direct ping and every helper's
+        // own ping fail at once, so the member is suspect at once and dead one timeout later.
+        let (mut m, t0) = setup();
+        (1..=4).for_each(|p| drop(m.on_connected(t0, p)));
+        assert_eq!(m.on_disconnected(t0, 1), probe(1, &[2, 3, 4]));
+        for _ in 0..3 {
+            assert!(m.on_probe_result(t0 + ms(2), 1, false).is_empty());
+        }
+        let t = t0 + ms(3);
+        assert_eq!(m.on_ping_failed(t, 1), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
+        assert!(m.tick(t + secs(3) - ms(1)).is_empty());
+        assert_eq!(m.tick(t + secs(3)), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
+    }
+
+    #[test]
+    fn dead_member_still_heard_is_told_again_and_its_rumor_goes_first() {
+        let (mut m, t0) = setup();
+        for p in 1..=20u32 {
+            m.on_connected(t0, p);
+            m.on_rumor(t0 + secs(p.into()), rumor(p, Dead, 0));
+        }
+        assert!(!m.active_rumors().contains(&rumor(1, Dead, 0)), "crowded out by newer news");
+        let t = t0 + secs(30);
+        assert_eq!(m.on_heartbeat(t, 1, 0, Alive), [announce(1, Dead, 0)]);
+        assert_eq!(m.active_rumors()[0], rumor(1, Dead, 0));
+        assert!(m.on_heartbeat(t + secs(3) - ms(1), 1, 0, Alive).is_empty(), "once per suspect timeout");
+        assert_eq!(m.on_heartbeat(t + secs(3), 1, 0, Alive), [announce(1, Dead, 0)]);
+        // Its refutation (a higher incarnation) brings it back.
+        assert_eq!(m.on_heartbeat(t + secs(4), 1, 1, Alive), [changed(1, Some(Dead), Alive)]);
     }
 
     #[test]

@@ -87,8 +87,9 @@ pub struct EventLoop {
     pending_task_replies: HashMap<InboundId, (PeerId, ResponseChannel<TaskResponse>)>,
     pending_probe_replies: HashMap<InboundId, (PeerId, ResponseChannel<ProbeResponse>)>,
     outbound_tasks: HashMap<OutboundRequestId, (PeerId, String, u32)>,
-    /// Probe requests in flight: the helper asked, and the member it was asked about.
-    outbound_probes: HashMap<OutboundRequestId, (PeerId, PeerId)>,
+    /// Probe requests in flight: the helper asked (the member itself for a direct ping), the
+    /// member it was asked about, and when.
+    outbound_probes: HashMap<OutboundRequestId, (PeerId, PeerId, Instant)>,
     pending_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, String>>>,
     pending_gets: HashMap<kad::QueryId, GetReply>,
     nat: NatStatus,
@@ -371,7 +372,7 @@ impl EventLoop {
     fn busy_with(&self, peer: &PeerId) -> bool {
         self.outbound_tasks.values().any(|(p, ..)| p == peer)
             || self.pending_task_replies.values().any(|(p, _)| p == peer)
-            || self.outbound_probes.values().any(|(via, _)| via == peer)
+            || self.outbound_probes.values().any(|(via, ..)| via == peer)
             || self.pending_probe_replies.values().any(|(p, _)| p == peer)
     }
 
@@ -442,7 +443,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .probe
                     .send_request(&via, ProbeRequest { v: WIRE_VERSION, target: target.to_string() });
-                self.outbound_probes.insert(id, (via, target));
+                self.outbound_probes.insert(id, (via, target, Instant::now()));
             }
             Command::RespondProbe { id, target, reachable } => {
                 if let Some((_, channel)) = self.pending_probe_replies.remove(&id) {
@@ -1007,7 +1008,11 @@ impl EventLoop {
         match event {
             Event::Message { peer, message, .. } => match message {
                 Message::Request { request, channel, .. } => {
-                    if !self.members.contains(&peer) || request.v != WIRE_VERSION {
+                    // A direct ping (a probe about ourselves) is answered before Identify has
+                    // run: it tells nothing but that we are up, and the prober may have just
+                    // dialed us for it.
+                    let about_us = request.target == self.swarm.local_peer_id().to_string();
+                    if !(self.members.contains(&peer) || about_us) || request.v != WIRE_VERSION {
                         self.metrics.dropped("probe_unexpected");
                         return;
                     }
@@ -1016,15 +1021,21 @@ impl EventLoop {
                     self.emit(NetworkEvent::ProbeRequested { id, peer, request });
                 }
                 Message::Response { request_id, response } => {
-                    if let Some((_, target)) = self.outbound_probes.remove(&request_id) {
+                    if let Some((via, target, sent)) = self.outbound_probes.remove(&request_id) {
                         let reachable = response.reachable && response.target == target.to_string();
-                        self.emit(NetworkEvent::ProbeAnswered { target, reachable });
+                        let rtt = sent.elapsed();
+                        self.emit(NetworkEvent::ProbeAnswered { via, target, reachable, rtt });
                     }
                 }
             },
-            Event::OutboundFailure { request_id, .. } => {
-                if let Some((_, target)) = self.outbound_probes.remove(&request_id) {
-                    self.emit(NetworkEvent::ProbeAnswered { target, reachable: false });
+            Event::OutboundFailure { request_id, error, .. } => {
+                if let Some((via, target, sent)) = self.outbound_probes.remove(&request_id) {
+                    // A member that does not speak the probe protocol (another implementation,
+                    // an older version) still showed it is up by negotiating: for a direct
+                    // ping, that is the answer. A helper that cannot be asked is no answer.
+                    let up = via == target && matches!(error, request_response::OutboundFailure::UnsupportedProtocols);
+                    let rtt = sent.elapsed();
+                    self.emit(NetworkEvent::ProbeAnswered { via, target, reachable: up, rtt });
                 }
             }
             Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}

@@ -131,9 +131,13 @@ pub enum NetworkEvent {
         peer: PeerId,
         request: ProbeRequest,
     },
+    /// The answer to a `Command::SendProbe`: `via == target` for a direct ping.
     ProbeAnswered {
+        via: PeerId,
         target: PeerId,
         reachable: bool,
+        /// From the request to the answer (or the failure).
+        rtt: Duration,
     },
     Nat(NatStatus),
 }

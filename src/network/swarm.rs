@@ -203,11 +203,11 @@ fn make_behaviour(
             .with_cache_size(0),
     );
 
-    let ping = ping::Behaviour::new(
-        ping::Config::new().with_interval(Duration::from_millis(config.membership.ping_interval_ms)).with_timeout(
-            Duration::from_millis(config.membership.probe_timeout_ms.max(config.membership.ping_interval_ms) * 2),
-        ),
-    );
+    // Failure detection no longer rests on ping: membership pings one member per protocol
+    // period (SWIM) over the probe protocol. libp2p's ping, at its default 15 s on every
+    // connection, is left for RTT figures and to keep idle paths (NAT mappings) warm; at one
+    // second it cost N-1 round trips per node per second, which saturates 2 cores at 100 nodes.
+    let ping = ping::Behaviour::new(ping::Config::new());
 
     let mut kad_config = kad::Config::new(names.kad.clone());
     kad_config

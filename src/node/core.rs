@@ -16,7 +16,7 @@ use super::views::{
 use crate::config::Config;
 use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
 use crate::metrics::{Metrics, PeerLabels, StateLabels};
-use crate::network::{Client, NatStatus, NetworkEvent, Topic};
+use crate::network::{Client, InboundId, NatStatus, NetworkEvent, Topic};
 use crate::protocol::{CapabilityAdvertisement, GossipMessage, HeartBeat, MAX_RUMORS, WIRE_VERSION, WireRumor};
 use crate::scheduler::{Effect, Gateway, WorkerView};
 use crate::worker::{Executor, LocalAnswer, Origin};
@@ -30,6 +30,8 @@ const AD_REFRESH_HEARTBEATS: u64 = 5;
 /// A new subscriber is sent our advertisement, but at most once per this gap: when many nodes
 /// join at once, one advertisement serves them all instead of one each.
 const SUBSCRIBE_AD_GAP: Duration = Duration::from_secs(1);
+/// Probe requests this node answers for others at once (SWIM's ping-req); beyond it, "unreachable".
+const MAX_FORWARDED_PROBES: usize = 256;
 
 /// Liveness and readiness, shared with the HTTP API.
 #[derive(Debug, Default)]
@@ -84,9 +86,19 @@ pub struct Core {
     ad_due: Option<Instant>,
     last_ad_load: Option<u32>,
     last_ad_at: Instant,
+    /// GossipSub subscriptions of peers seen so far, and how many had been seen when we last
+    /// advertised (0: that advertisement reached nobody).
+    subscriptions: u64,
+    ad_audience: u64,
     heartbeats: u64,
     routing_table_size: usize,
     peer_labels_seen: Vec<PeerLabels>,
+    /// Others' probe requests about a member, answered when our own direct ping of it ends.
+    forwarded_probes: HashMap<PeerId, Vec<InboundId>>,
+    /// Members pinged for our own failure detection (not only on someone else's behalf): only
+    /// their failed pings start a probe here, or one overloaded node's timeouts would fan out
+    /// into probes by every helper it asked, and by theirs.
+    own_pings: std::collections::HashSet<PeerId>,
 }
 
 pub struct CoreParts {
@@ -135,9 +147,13 @@ impl Core {
             ad_due: Some(Instant::now()),
             last_ad_load: None,
             last_ad_at: Instant::now(),
+            subscriptions: 0,
+            ad_audience: 0,
             heartbeats: 0,
             routing_table_size: 0,
             peer_labels_seen: Vec::new(),
+            forwarded_probes: HashMap::new(),
+            own_pings: Default::default(),
             config: p.config,
         }
     }
@@ -148,6 +164,9 @@ impl Core {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval());
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // SWIM's protocol period: one member pinged directly per period.
+        let mut ping = tokio::time::interval(Duration::from_millis(self.config.membership.ping_interval_ms));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -161,6 +180,12 @@ impl Core {
                     self.gateway.on_timer(timer, &workers);
                 }
                 _ = tick.tick() => self.on_tick().await,
+                _ = ping.tick() => {
+                    if let Some(target) = self.membership.next_ping() {
+                        self.own_pings.insert(target);
+                        self.ping(target).await;
+                    }
+                }
                 _ = heartbeat.tick() => {
                     self.publish_heartbeat().await;
                     self.heartbeats += 1;
@@ -221,7 +246,7 @@ impl Core {
         for effect in self.gateway.take_effects() {
             match effect {
                 Effect::Dispatch { peer, request } => {
-                    let addresses = self.advertised_addresses(&peer);
+                    let addresses = self.dial_addresses(&peer);
                     let _ = self.network.send_task(peer, addresses, request).await;
                 }
                 Effect::RunLocal { request } => match &self.executor {
@@ -238,8 +263,13 @@ impl Core {
         allowed.is_empty() || allowed.contains(peer)
     }
 
-    /// Where `peer` last said it can be reached (behind NAT: its relay circuits only).
-    fn advertised_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+    /// Where to dial `peer`: nowhere while connected (no dial is needed, and parsing its
+    /// addresses for every task showed up in profiles), else where it last said it can be
+    /// reached (behind NAT: its relay circuits only).
+    fn dial_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        if self.connections.contains_key(peer) {
+            return Vec::new();
+        }
         self.membership
             .get(peer)
             .and_then(|m| m.info.as_ref())
@@ -298,11 +328,18 @@ impl Core {
                 self.connections.remove(&peer);
                 self.membership.on_disconnected(now, peer)
             }
-            NetworkEvent::DialFailed { peer } => self.membership.on_probe_result(now, peer, false),
+            // A probe's outcome is its direct ping's (which fails too when the dial does), not the dial's.
+            NetworkEvent::DialFailed { .. } => Vec::new(),
             NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
             NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
             NetworkEvent::Subscribed { .. } => {
-                self.ad_due.get_or_insert((now + Duration::from_millis(50)).max(self.last_ad_at + SUBSCRIBE_AD_GAP));
+                self.subscriptions += 1;
+                // The gap between advertisements counts only from one somebody could hear: a
+                // node's first advertisement goes out before any peer subscribed, and waiting
+                // a gap after it kept a joining worker unschedulable for its first second.
+                let soon = now + Duration::from_millis(50);
+                let earliest = if self.ad_audience == 0 { soon } else { soon.max(self.last_ad_at + SUBSCRIBE_AD_GAP) };
+                self.ad_due = Some(self.ad_due.map_or(earliest, |due| due.min(earliest)));
                 Vec::new()
             }
             NetworkEvent::HeartBeat { from, message } => {
@@ -366,17 +403,58 @@ impl Core {
                 if failed { self.membership.on_request_failed(now, peer) } else { Vec::new() }
             }
             NetworkEvent::ProbeRequested { id, request, .. } => {
-                let window = Duration::from_millis(
-                    self.config.membership.ping_interval_ms * 2 + self.config.membership.probe_timeout_ms,
-                );
-                let (target, reachable) = match request.target.parse::<PeerId>() {
-                    Ok(t) => (t, t == self.local || self.membership.heard_within(&t, now, window)),
-                    Err(_) => (self.local, false),
-                };
-                let _ = self.network.respond_probe(id, target, reachable).await;
+                // SWIM's ping-req: vouch for a member only while connected to it and recently
+                // heard first-hand, else ping it and answer with the outcome. Evidence alone,
+                // without the connection, made helpers vouch for a crashed node until their
+                // evidence aged, so a crash took 5 s to be declared; a shorter window than this
+                // one turns a loaded node's late heartbeats into suspicions.
+                let m = &self.config.membership;
+                let fresh = Duration::from_millis(m.ping_interval_ms * 2 + m.probe_timeout_ms);
+                match request.target.parse::<PeerId>() {
+                    Ok(t) if t == self.local => {
+                        let alive = self.membership.local_state() == MemberState::Alive;
+                        let _ = self.network.respond_probe(id, t, alive).await;
+                    }
+                    Ok(t)
+                        if self.membership.get(&t).is_some_and(|m| m.connected)
+                            && self.membership.heard_within(&t, now, fresh) =>
+                    {
+                        let _ = self.network.respond_probe(id, t, true).await;
+                    }
+                    Ok(t)
+                        if self.membership.get(&t).is_some_and(|m| m.state != MemberState::Left)
+                            && self.forwarded_probes.values().map(Vec::len).sum::<usize>() < MAX_FORWARDED_PROBES =>
+                    {
+                        let waiting = self.forwarded_probes.entry(t).or_default();
+                        waiting.push(id);
+                        if waiting.len() == 1 {
+                            self.ping(t).await;
+                        }
+                    }
+                    Ok(t) => {
+                        let _ = self.network.respond_probe(id, t, false).await;
+                    }
+                    Err(_) => {
+                        let _ = self.network.respond_probe(id, self.local, false).await;
+                    }
+                }
                 Vec::new()
             }
-            NetworkEvent::ProbeAnswered { target, reachable } => {
+            NetworkEvent::ProbeAnswered { via, target, reachable, rtt } if via == target => {
+                // Our direct ping: answer whoever asked us about the target, then judge it.
+                for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
+                    let _ = self.network.respond_probe(id, target, reachable).await;
+                }
+                let ours = self.own_pings.remove(&target);
+                if reachable {
+                    self.membership.on_ping(now, target, rtt)
+                } else if ours {
+                    self.membership.on_ping_failed(now, target)
+                } else {
+                    Vec::new()
+                }
+            }
+            NetworkEvent::ProbeAnswered { target, reachable, .. } => {
                 self.membership.on_probe_result(now, target, reachable)
             }
             NetworkEvent::Nat(status) => {
@@ -395,8 +473,8 @@ impl Core {
             match action {
                 Action::Probe { target, via } => {
                     tracing::debug!(%target, helpers = via.len(), "probing unresponsive member");
-                    let addresses = self.advertised_addresses(&target);
-                    let _ = self.network.dial(target, addresses).await;
+                    self.own_pings.insert(target);
+                    self.ping(target).await;
                     for helper in via {
                         let _ = self.network.send_probe(helper, target).await;
                     }
@@ -428,6 +506,22 @@ impl Core {
         }
     }
 
+    /// A direct ping: a probe request to the member about itself, answered as
+    /// `ProbeAnswered { via: target, .. }`. Not connected, it is dialed at the addresses it
+    /// advertised (behind NAT, its relay circuits) as well as any the network knows.
+    async fn ping(&mut self, target: PeerId) {
+        let addresses = self.dial_addresses(&target);
+        if !addresses.is_empty() {
+            let _ = self.network.dial(target, addresses).await;
+        }
+        if self.network.send_probe(target, target).await.is_err() {
+            // The network is gone: nobody will ever answer those waiting for this ping.
+            for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
+                let _ = self.network.respond_probe(id, target, false).await;
+            }
+        }
+    }
+
     async fn publish_heartbeat(&mut self) {
         let rumors: Vec<WireRumor> = self
             .membership
@@ -455,6 +549,7 @@ impl Core {
         let load = self.load();
         self.last_ad_load = Some(load);
         self.last_ad_at = Instant::now();
+        self.ad_audience = self.subscriptions;
         let mut addresses: Vec<String> = self.config.node.external_addresses.iter().map(|a| a.to_string()).collect();
         let loopback_ok = self.config.node.listen_address.is_loopback();
         // Behind NAT only the relay circuit reaches us; a private LAN address would lead a
