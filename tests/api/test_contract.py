@@ -380,7 +380,11 @@ def test_wait_true_returns_cancelled_record(gw):
 
 def test_413_oversized_body(gw):
     body = json.dumps({"type": "echo", "payload": "a" * MAX_BODY_BYTES})
-    assert_error(gw.post_raw("/v1/tasks", body), 413, "payload_too_large")
+    r = gw.post_raw("/v1/tasks", body)
+    assert_error(r, 413, "payload_too_large")
+    # The unread rest of the body leaves the connection unusable: the server must say it closes
+    # it, or a keep-alive client's next request meets a closed connection.
+    assert r.headers.get("connection", "").lower() == "close", dict(r.headers)
 
 
 def test_413_oversized_chunked_body(gw):
