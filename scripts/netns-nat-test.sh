@@ -30,8 +30,9 @@
 #              NETNS_DIRECT_BOUND s of the relayed connection; TCP and QUIC trials alternate
 #              (router-a drops the other transport); at least NETNS_CONE_MIN must succeed
 #   symmetric  worker-s (symmetric NAT) gives worker-b tasks for up to NETNS_SYM_BOUND s:
-#              relayed, no direct connection, DCUtR reports failure, every task ends, the
-#              relay's circuit limit cuts the connection and it comes back
+#              relayed, no direct connection, DCUtR reports failure (on whichever side accepted
+#              the relayed connection), every task ends, the relay's circuit limit cuts the
+#              connection and it comes back
 #   rtt        round trips of small tasks: hole-punched, relayed (symmetric), gateway via relay,
 #              gateway to a worker that dialed out
 #
@@ -727,7 +728,7 @@ scenario_symmetric() {
       continue
     fi
     ID[ws]=$(peer_id ws)
-    local t_first end i=0 done_n=0 hung=0 failed_n=0 res outcome=""
+    local t_first end i=0 done_n=0 hung=0 failed_n=0 res outcome="" punched_by=""
     t_first=$(now_ms)
     end=$((t_first + SYM_BOUND * 1000))
     while (($(now_ms) < end)); do
@@ -738,7 +739,14 @@ scenario_symmetric() {
         hung*) hung=$((hung + 1)) ;;
         *) failed_n=$((failed_n + 1)); echo "  task $i: $res" ;;
       esac
+      # DCUtR is run by the side that accepted the relayed connection: worker-b when worker-s
+      # dialed it for a task, worker-s when worker-b dialed first (a membership ping).
       outcome=$(log_field wb ".message == \"hole punch finished\" and .peer == \"${ID[ws]}\"" outcome)
+      punched_by=wb
+      if [[ -z "$outcome" ]]; then
+        outcome=$(log_field ws ".message == \"hole punch finished\" and .peer == \"${ID[wb]}\"" outcome)
+        punched_by=ws
+      fi
       [[ -n "$outcome" ]] && break
       sleep 1
     done
@@ -748,8 +756,10 @@ scenario_symmetric() {
     direct=$(log_ms ws "$(conn_to "${ID[wb]}" false)")
     kind_s=$(conn_kind ws "${ID[wb]}")
     kind_b=$(conn_kind wb "${ID[ws]}")
+    local verdict="no verdict in ${SYM_BOUND} s"
+    [[ -n "$outcome" ]] && verdict="$outcome (on $punched_by)"
     echo "  trial $trial: $i tasks in $((($(now_ms) - t_first) / 1000)) s: $done_n completed, $failed_n failed, $hung hung;" \
-      "relayed connections to wb: $circuits; hole punch: ${outcome:-no verdict in ${SYM_BOUND} s};" \
+      "relayed connections to wb: $circuits; hole punch: $verdict;" \
       "peers: ws sees wb $kind_s, wb sees ws $kind_b"
     check "symmetric $trial: worker-s reached worker-b through the relay" [ -n "$relayed" ]
     check "symmetric $trial: no direct connection" [ -z "$direct" ]
