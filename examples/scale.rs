@@ -190,6 +190,8 @@ struct Formation {
 struct Steady {
     connected_peers: Dist,
     routing_table_size: Dist,
+    /// Lifeguard local health score per node after formation (0 healthy, up to 8).
+    local_health: Dist,
     open_fds: Option<usize>,
     fd_limit: Option<String>,
     threads: Option<usize>,
@@ -492,14 +494,15 @@ async fn view(node: &Running, expected: &HashSet<String>) -> Option<(usize, usiz
     Some(counts)
 }
 
-async fn steady_facts(nodes: &[Running]) -> (Dist, Dist) {
+async fn steady_facts(nodes: &[Running]) -> (Dist, Dist, Dist) {
     let statuses = futures::future::join_all(
         nodes.iter().map(|n| async move { tokio::time::timeout(ASK_TIMEOUT, n.handle.status()).await.ok()?.ok() }),
     )
     .await;
     let conn: Vec<f64> = statuses.iter().flatten().map(|s| s.connected_peers as f64).collect();
     let rt: Vec<f64> = statuses.iter().flatten().map(|s| s.routing_table_size as f64).collect();
-    (Dist::of(&conn), Dist::of(&rt))
+    let health: Vec<f64> = statuses.iter().flatten().map(|s| f64::from(s.local_health)).collect();
+    (Dist::of(&conn), Dist::of(&rt), Dist::of(&health))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -789,6 +792,7 @@ fn render(r: &Report) -> String {
     if let Some(s) = &r.steady {
         row("   connected peers per node", s.connected_peers.plain());
         row("   Kademlia routing table per node", s.routing_table_size.plain());
+        row("   local health per node (0 healthy, 8 worst)", s.local_health.plain());
         row(
             "   process",
             format!(
@@ -1103,7 +1107,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     // Steady-state facts (after formation, or at the cap of that phase).
     let rss_after = proc_status_kib("VmRSS:");
     let n_nodes = nodes.len() as f64;
-    let (connected, routing) = steady_facts(&nodes).await;
+    let (connected, routing, health) = steady_facts(&nodes).await;
     let t_quiet = Instant::now();
     let cpu_quiet0 = cpu_secs();
     // At most a quarter of what is left, so a short --max-secs still reaches the other phases.
@@ -1114,6 +1118,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     let steady = Steady {
         connected_peers: connected,
         routing_table_size: routing,
+        local_health: health,
         open_fds: open_fds(),
         fd_limit: fd_limit(),
         threads: threads(),

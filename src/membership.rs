@@ -18,6 +18,16 @@
 //! itself raises its incarnation, which it does to refute a suspicion about
 //! itself (Lifeguard-style), so stale second-hand gossip never overrides
 //! fresher news.
+//!
+//! Lifeguard's local health (Dadgar et al., 2018): a node that is itself slow (a
+//! starved CPU, a stalled event loop) sees its pings time out and would accuse
+//! healthy members, and under load those false suspicions spread faster than the
+//! refutations. So the node keeps a local health score, 0 when healthy: raised when
+//! its own event loop runs late, when it had to refute a suspicion of itself, or
+//! when a member its ping missed was reached by somebody else; lowered by each of
+//! its pings answered in time. Its ping deadline, probe window, suspicion timeout
+//! and protocol period all stretch by `1 + score`: a slow node accuses others more
+//! slowly and pings less, and the healthy rest of the cluster keeps deciding.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug, Display};
@@ -30,6 +40,15 @@ use MemberState::{Alive, Dead, Left, Suspect};
 
 /// Piggybacked rumors ride on every heartbeat, so they must stay small.
 const MAX_ACTIVE_RUMORS: usize = 16;
+/// The local health score's ceiling (Lifeguard's S): timeouts stretch at most 9x. The
+/// network's own deadline for a ping must allow for that (see [`max_ping_wait`]).
+pub const MAX_LOCAL_HEALTH: u32 = 8;
+
+/// The longest this node may wait for a ping's answer, at the worst local health: the
+/// transport's request timeout for probes, so that the deadline is membership's.
+pub fn max_ping_wait(probe_timeout: Duration) -> Duration {
+    probe_timeout * (MAX_LOCAL_HEALTH + 1)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +141,10 @@ pub enum Action<P> {
     Announce(Rumor<P>),
     /// A member changed state (for logs, metrics and the scheduler, which fails attempts on Dead/Left peers).
     StateChanged { peer: P, from: Option<MemberState>, to: MemberState },
+    /// Our direct ping of `target` (see `ping_sent`) found no answer within the (health
+    /// scaled) probe timeout. Whoever asked us about the target is owed a negative answer;
+    /// if the ping was for our own failure detection, report it with `on_ping_failed`.
+    PingTimedOut { target: P },
 }
 
 fn rumor<P>(peer: P, state: MemberState, incarnation: u64) -> Rumor<P> {
@@ -164,6 +187,9 @@ struct Probe {
     /// negative there is nothing left to wait for.
     expected: usize,
     negatives: usize,
+    /// Started because our own direct ping went unanswered: if a helper then reaches the
+    /// member, the lateness was more likely ours (a local health signal).
+    after_missed_ping: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +201,8 @@ struct Entry<P> {
     direct: Option<Instant>,
     /// When we last repeated our suspicion or death of this member to it.
     reannounced: Option<Instant>,
+    /// Our direct ping in flight, since when (its deadline is kept here, not by the transport).
+    ping: Option<Instant>,
 }
 
 impl<P: Copy> Entry<P> {
@@ -189,7 +217,7 @@ impl<P: Copy> Entry<P> {
             connected: false,
             rtt: None,
         };
-        Self { member, probe: None, direct: None, reannounced: None }
+        Self { member, probe: None, direct: None, reannounced: None, ping: None }
     }
 
     fn heard(&mut self, now: Instant) {
@@ -244,6 +272,10 @@ pub struct Membership<P> {
     /// Members left to ping in this round, next one last; reshuffled for each round.
     round: Vec<P>,
     rounds: u64,
+    /// Lifeguard's local health score, 0 (healthy) ..= MAX_LOCAL_HEALTH; see the module docs.
+    health: u32,
+    /// When lateness last raised `health` (at most once per probe timeout).
+    late_at: Option<Instant>,
 }
 
 impl<P> Membership<P>
@@ -251,7 +283,50 @@ where
     P: Copy + Eq + Hash + Ord + Debug + Display,
 {
     pub fn new(local: P, incarnation: u64, config: MembershipConfig) -> Self {
-        Self { local, incarnation, leaving: false, config, members: BTreeMap::new(), round: Vec::new(), rounds: 0 }
+        Self {
+            local,
+            incarnation,
+            leaving: false,
+            config,
+            members: BTreeMap::new(),
+            round: Vec::new(),
+            rounds: 0,
+            health: 0,
+            late_at: None,
+        }
+    }
+
+    /// Lifeguard's local health score: 0 when healthy, up to [`MAX_LOCAL_HEALTH`].
+    pub fn local_health(&self) -> u32 {
+        self.health
+    }
+
+    /// A timeout as this node applies it: stretched by `1 + local health`.
+    pub fn scaled(&self, timeout: Duration) -> Duration {
+        timeout * (self.health + 1)
+    }
+
+    fn worse(&mut self) {
+        self.health = (self.health + 1).min(MAX_LOCAL_HEALTH);
+    }
+
+    /// The node's own timers fired `delay` after they were due. Half a probe timeout late,
+    /// its answers are that late too: raise the local health score (once per probe timeout).
+    pub fn on_late(&mut self, now: Instant, delay: Duration) {
+        let timeout = self.config.probe_timeout;
+        if delay >= timeout / 2 && self.late_at.is_none_or(|t| elapsed(now, t) >= timeout) {
+            self.late_at = Some(now);
+            self.worse();
+        }
+    }
+
+    /// We are pinging `peer` directly (for our own detection or for someone who asked):
+    /// answered with `on_ping`, else `tick` reports `PingTimedOut` after the scaled probe
+    /// timeout.
+    pub fn ping_sent(&mut self, now: Instant, peer: P) {
+        if let Some(entry) = self.members.get_mut(&peer) {
+            entry.ping.get_or_insert(now);
+        }
     }
 
     pub fn local(&self) -> P {
@@ -326,6 +401,10 @@ where
 
     pub fn on_ping(&mut self, now: Instant, peer: P, rtt: Duration) -> Vec<Action<P>> {
         let mut actions = Vec::new();
+        let in_time = self.members.get_mut(&peer).and_then(|e| e.ping.take()).is_some();
+        if in_time {
+            self.health = self.health.saturating_sub(1);
+        }
         if let Some(entry) = self.live_evidence(now, peer, &mut actions) {
             entry.member.rtt = Some(rtt);
             // A round trip proves the member is up right now, unlike a
@@ -363,10 +442,18 @@ where
     /// A direct ping went unanswered. During a probe it is the probe's own direct
     /// answer (one of `expected`); otherwise it starts a probe.
     pub fn on_ping_failed(&mut self, now: Instant, peer: P) -> Vec<Action<P>> {
-        if self.members.get(&peer).is_some_and(|e| e.probe.is_some()) {
+        let Some(entry) = self.members.get_mut(&peer) else {
+            return Vec::new();
+        };
+        entry.ping = None;
+        if entry.probe.is_some() {
             return self.on_probe_result(now, peer, false);
         }
-        self.start_probe(now, peer).into_iter().collect()
+        let probe = self.start_probe(now, peer);
+        if let Some(p) = self.members.get_mut(&peer).and_then(|e| e.probe.as_mut()) {
+            p.after_missed_ping = true;
+        }
+        probe.into_iter().collect()
     }
 
     /// A task request failed: a reason to probe, but not an answer to a running probe.
@@ -385,7 +472,8 @@ where
         helpers.truncate(self.config.indirect_probes);
         let via: Vec<P> = helpers.into_iter().map(|m| m.id).collect();
         let expected = via.len() + 1;
-        self.members.get_mut(&target)?.probe = Some(Probe { started: now, expected, negatives: 0 });
+        self.members.get_mut(&target)?.probe =
+            Some(Probe { started: now, expected, negatives: 0, after_missed_ping: false });
         Some(Action::Probe { target, via })
     }
 
@@ -424,6 +512,10 @@ where
             (false, _) => i.saturating_add(1),
         };
         self.incarnation = raised;
+        if matches!(state, Suspect | Dead) {
+            // Somebody missed our answers: likely we were late, not they.
+            self.worse();
+        }
         vec![announce(self.local, self.local_state(), raised)]
     }
 
@@ -436,10 +528,13 @@ where
             // Also accepted after the probe timed out: a member someone can
             // reach is not suspect. Refreshing last_heard (but not the
             // first-hand `direct`) keeps tick from probing it again at once.
-            entry.probe = None;
+            let missed_by_us = entry.probe.take().is_some_and(|p| p.after_missed_ping);
             entry.member.last_heard = entry.member.last_heard.max(now);
             if entry.member.state == Suspect {
                 entry.transition(now, Alive, &mut actions);
+            }
+            if missed_by_us {
+                self.worse();
             }
         } else if let Some(probe) = entry.probe.as_mut() {
             probe.negatives = probe.negatives.saturating_add(1);
@@ -452,10 +547,15 @@ where
 
     pub fn tick(&mut self, now: Instant) -> Vec<Action<P>> {
         let cfg = self.config;
+        let (probe_timeout, suspect_timeout) = (self.scaled(cfg.probe_timeout), self.scaled(cfg.suspect_timeout));
         let (mut actions, mut expired, mut silent) = (Vec::new(), Vec::new(), Vec::new());
         for (&peer, entry) in &mut self.members {
+            if entry.ping.is_some_and(|t| elapsed(now, t) >= probe_timeout) {
+                entry.ping = None;
+                actions.push(Action::PingTimedOut { target: peer });
+            }
             let probe_started = entry.probe.as_ref().map(|p| p.started);
-            if probe_started.is_some_and(|t| elapsed(now, t) >= cfg.probe_timeout) {
+            if probe_started.is_some_and(|t| elapsed(now, t) >= probe_timeout) {
                 entry.probe_failed(now, &mut actions);
             }
             let m = &entry.member;
@@ -463,7 +563,7 @@ where
             let silent_for = elapsed(now, m.last_heard);
             let quiet = !m.connected && entry.probe.is_none() && silent_for >= cfg.silence_timeout;
             match m.state {
-                Suspect if age >= cfg.suspect_timeout => {
+                Suspect if age >= suspect_timeout => {
                     let incarnation = m.incarnation;
                     entry.transition(now, Dead, &mut actions);
                     actions.push(announce(peer, Dead, incarnation));
@@ -870,7 +970,7 @@ mod tests {
         for _ in 0..20_000 {
             now += ms(next(700));
             let (peer, inc, st) = (next(6) as u32, next(4), states[next(4) as usize]);
-            let actions = match next(10) {
+            let actions = match next(13) {
                 0 => m.on_heartbeat(now, peer, inc, st),
                 1 => m.on_advertisement(now, peer, inc, info(&["compute"])),
                 2 => m.on_connected(now, peer),
@@ -879,8 +979,18 @@ mod tests {
                 5 => m.on_request_failed(now, peer),
                 6 => m.on_rumor(now, rumor(peer, st, inc)),
                 7 => m.on_probe_result(now, peer, next(2) == 0),
+                8 => m.on_ping_failed(now, peer),
+                9 => {
+                    m.ping_sent(now, peer);
+                    Vec::new()
+                }
+                10 => {
+                    m.on_late(now, ms(next(1500)));
+                    Vec::new()
+                }
                 _ => m.tick(now),
             };
+            assert!(m.local_health() <= MAX_LOCAL_HEALTH);
             for action in actions {
                 match action {
                     Action::StateChanged { peer, from, to } => {
@@ -893,6 +1003,8 @@ mod tests {
                     }
                     Action::Announce(r) if r.peer == ME => assert_eq!(r.state, Alive),
                     Action::Announce(r) => assert!(matches!(r.state, Suspect | Dead)),
+                    // Possibly of a member this very tick forgot: the ping was still ours.
+                    Action::PingTimedOut { target } => assert_ne!(target, ME),
                 }
             }
             // Removal is silent, and only ever of the dead and departed.
@@ -900,6 +1012,75 @@ mod tests {
             let actual: BTreeMap<u32, MemberState> = m.members().map(|x| (x.id, x.state)).collect();
             assert_eq!(shadow, actual);
         }
+    }
+
+    #[test]
+    fn ping_deadline_is_kept_here_and_stretches_with_local_health() {
+        let (mut m, t0) = setup();
+        m.on_connected(t0, 1);
+        m.ping_sent(t0, 1);
+        assert!(m.tick(t0 + ms(999)).is_empty());
+        assert_eq!(m.tick(t0 + secs(1)), [Action::PingTimedOut { target: 1 }]);
+        assert!(m.tick(t0 + secs(2)).is_empty(), "reported once");
+        // Late by half a probe timeout: health 1, so the next deadline is 2 s.
+        m.on_late(t0, ms(499));
+        assert_eq!(m.local_health(), 0, "a little late is not unhealthy");
+        m.on_late(t0, ms(500));
+        assert_eq!(m.local_health(), 1);
+        m.on_late(t0 + ms(999), secs(3));
+        assert_eq!(m.local_health(), 1, "at most once per probe timeout");
+        let t1 = t0 + secs(3);
+        m.ping_sent(t1, 1);
+        assert!(m.tick(t1 + ms(1999)).is_empty());
+        assert_eq!(m.tick(t1 + secs(2)), [Action::PingTimedOut { target: 1 }]);
+        // An answer in time restores health; a late one (after the deadline) does not.
+        m.ping_sent(t1 + secs(3), 1);
+        m.on_ping(t1 + secs(4), 1, secs(1));
+        assert_eq!(m.local_health(), 0);
+        m.on_late(t1 + secs(10), secs(1));
+        assert!(m.on_ping(t1 + secs(11), 1, ms(1)).is_empty());
+        assert_eq!(m.local_health(), 1, "no ping of ours was waiting");
+        for i in 0..20 {
+            m.on_late(t1 + secs(20 + i), secs(1));
+        }
+        assert_eq!(m.local_health(), MAX_LOCAL_HEALTH);
+    }
+
+    #[test]
+    fn poor_local_health_stretches_probe_window_and_suspicion() {
+        let (mut m, t0) = setup();
+        m.on_connected(t0, 1);
+        m.on_connected(t0, 2);
+        m.on_late(t0, secs(1));
+        m.on_late(t0 + secs(1), secs(1));
+        assert_eq!(m.local_health(), 2);
+        assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2]));
+        assert!(m.tick(t0 + ms(2999)).is_empty(), "the probe window is 3x");
+        let t = t0 + secs(3);
+        assert_eq!(m.tick(t), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
+        assert!(m.tick(t + ms(8999)).is_empty(), "the suspicion lasts 3x");
+        assert_eq!(m.tick(t + secs(9)), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
+    }
+
+    #[test]
+    fn local_health_signals_from_the_protocol() {
+        let (mut m, t0) = setup();
+        (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
+        // A helper reached the member our own ping missed: the slowness was likely ours.
+        assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2, 3]));
+        assert!(m.on_probe_result(t0 + ms(300), 1, true).is_empty());
+        assert_eq!(m.local_health(), 1);
+        // A probe for another reason (a closed connection) that a helper answers says nothing
+        // about us.
+        assert_eq!(m.on_disconnected(t0, 2), probe(2, &[1, 3]));
+        m.on_probe_result(t0 + ms(300), 2, true);
+        assert_eq!(m.local_health(), 1);
+        // Having to refute a suspicion of ourselves; a stale one changes nothing.
+        assert_eq!(m.on_rumor(t0, rumor(ME, Suspect, 1)), [announce(ME, Alive, 2)]);
+        assert_eq!(m.local_health(), 2);
+        assert!(m.on_rumor(t0, rumor(ME, Suspect, 1)).is_empty());
+        assert_eq!(m.local_health(), 2);
+        assert_eq!(max_ping_wait(secs(1)), secs(9));
     }
 
     #[test]

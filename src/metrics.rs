@@ -101,6 +101,7 @@ pub struct Metrics {
     pub uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub nat_status: Family<StatusLabels, Gauge>,
     pub members: Family<StateLabels, Gauge>,
+    pub local_health: Gauge,
     pub relay_reservations: Gauge,
     pub holepunch: Family<OutcomeLabels, Counter>,
     pub limit_hits: Family<LimitLabels, Counter>,
@@ -136,6 +137,7 @@ impl Metrics {
             uptime: Gauge::default(),
             nat_status: Family::default(),
             members: Family::default(),
+            local_health: Gauge::default(),
             relay_reservations: Gauge::default(),
             holepunch: Family::default(),
             limit_hits: Family::default(),
@@ -177,6 +179,11 @@ impl Metrics {
         r.register("node_uptime_seconds", "Seconds since the node started", m.uptime.clone());
         r.register("nat_status", "1 for the current AutoNAT status", m.nat_status.clone());
         r.register("membership_members", "Known cluster members by SWIM state", m.members.clone());
+        r.register(
+            "membership_local_health",
+            "Lifeguard local health score: 0 healthy, up to 8; this node's failure-detection timeouts stretch by 1 + score",
+            m.local_health.clone(),
+        );
         r.register("relay_reservations", "Active relay reservations held by this node", m.relay_reservations.clone());
         r.register("holepunch", "DCUtR hole-punch outcomes", m.holepunch.clone());
         r.register(

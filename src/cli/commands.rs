@@ -157,7 +157,7 @@ pub fn render_status(v: &Value) -> String {
     let m = &v["members"];
     let t = &v["tasks"];
     format!(
-        "peer id:        {}\nrole:           {}\nversion:        {} (protocol {})\nlisten:         {}\nexternal:       {}\nNAT status:     {}\npeers:          {} connected; members alive {} suspect {} dead {} left {}\nDHT routing:    {} entries\nuptime:         {} s\nready:          {}\ntasks:          {} queued, {} running (gateway), {} executing (worker)",
+        "peer id:        {}\nrole:           {}\nversion:        {} (protocol {})\nlisten:         {}\nexternal:       {}\nNAT status:     {}\npeers:          {} connected; members alive {} suspect {} dead {} left {}; local health {}\nDHT routing:    {} entries\nuptime:         {} s\nready:          {}\ntasks:          {} queued, {} running (gateway), {} executing (worker)",
         s(&v["peer_id"]),
         s(&v["role"]),
         s(&v["version"]),
@@ -170,6 +170,7 @@ pub fn render_status(v: &Value) -> String {
         m["suspect"],
         m["dead"],
         m["left"],
+        v["local_health"],
         v["routing_table_size"],
         v["uptime_secs"],
         v["ready"],

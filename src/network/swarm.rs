@@ -284,7 +284,11 @@ fn make_behaviour(
         Counted::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics.clone(), "probe_request"),
         [(names.probe.clone(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
-            .with_request_timeout(Duration::from_millis(config.membership.probe_timeout_ms))
+            // Membership keeps each ping's deadline (stretched while this node is slow); the
+            // transport only gives up at the longest it could be.
+            .with_request_timeout(crate::membership::max_ping_wait(Duration::from_millis(
+                config.membership.probe_timeout_ms,
+            )))
             .with_max_concurrent_streams(l.max_probe_streams),
     );
 

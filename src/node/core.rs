@@ -99,6 +99,8 @@ pub struct Core {
     /// their failed pings start a probe here, or one overloaded node's timeouts would fan out
     /// into probes by every helper it asked, and by theirs.
     own_pings: std::collections::HashSet<PeerId>,
+    /// SWIM protocol periods so far: a node in poor local health pings every (1 + score)th.
+    ping_periods: u64,
 }
 
 pub struct CoreParts {
@@ -154,6 +156,7 @@ impl Core {
             peer_labels_seen: Vec::new(),
             forwarded_probes: HashMap::new(),
             own_pings: Default::default(),
+            ping_periods: 0,
             config: p.config,
         }
     }
@@ -179,9 +182,17 @@ impl Core {
                     let workers = self.workers();
                     self.gateway.on_timer(timer, &workers);
                 }
-                _ = tick.tick() => self.on_tick().await,
+                due = tick.tick() => {
+                    // How late our own timer fired is the most direct sign of a starved node.
+                    self.membership.on_late(Instant::now(), due.elapsed());
+                    self.on_tick().await;
+                }
                 _ = ping.tick() => {
-                    if let Some(target) = self.membership.next_ping() {
+                    self.ping_periods += 1;
+                    let stretch = u64::from(self.membership.local_health()) + 1;
+                    if self.ping_periods.is_multiple_of(stretch)
+                        && let Some(target) = self.membership.next_ping()
+                    {
                         self.own_pings.insert(target);
                         self.ping(target).await;
                     }
@@ -469,8 +480,17 @@ impl Core {
 
     async fn on_actions(&mut self, actions: Vec<Action<PeerId>>) {
         let mut announce = false;
-        for action in actions {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
             match action {
+                Action::PingTimedOut { target } => {
+                    for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
+                        let _ = self.network.respond_probe(id, target, false).await;
+                    }
+                    if self.own_pings.remove(&target) {
+                        queue.extend(self.membership.on_ping_failed(Instant::now(), target));
+                    }
+                }
                 Action::Probe { target, via } => {
                     tracing::debug!(%target, helpers = via.len(), "probing unresponsive member");
                     self.own_pings.insert(target);
@@ -510,6 +530,7 @@ impl Core {
     /// `ProbeAnswered { via: target, .. }`. Not connected, it is dialed at the addresses it
     /// advertised (behind NAT, its relay circuits) as well as any the network knows.
     async fn ping(&mut self, target: PeerId) {
+        self.membership.ping_sent(Instant::now(), target);
         let addresses = self.dial_addresses(&target);
         if !addresses.is_empty() {
             let _ = self.network.dial(target, addresses).await;
@@ -616,6 +637,11 @@ impl Core {
     }
 
     fn update_metrics(&mut self) {
+        let health = i64::from(self.membership.local_health());
+        let before = self.metrics.local_health.set(health);
+        if (before == 0) != (health == 0) {
+            tracing::info!(score = health, "local health changed: failure-detection timeouts stretch by 1 + score");
+        }
         for (state, n) in self.member_counts_by_state() {
             self.metrics.members.get_or_create(&StateLabels { state }).set(n as i64);
         }
@@ -762,6 +788,7 @@ impl Core {
             connected_peers: net.as_ref().map_or(self.connections.len(), |n| n.connected_peers),
             members: MemberCounts { alive: counts[0].1, suspect: counts[1].1, dead: counts[2].1, left: counts[3].1 },
             routing_table_size: net.as_ref().map_or(self.routing_table_size, |n| n.routing_table_size),
+            local_health: self.membership.local_health(),
             uptime_secs: self.started.elapsed().as_secs(),
             ready: self.health.ready.load(Ordering::Relaxed),
             tasks: TaskCounts {

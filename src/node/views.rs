@@ -55,6 +55,9 @@ pub struct StatusView {
     pub connected_peers: usize,
     pub members: MemberCounts,
     pub routing_table_size: usize,
+    /// Lifeguard local health score of the failure detector: 0 healthy, up to 8 (this node's
+    /// ping deadlines, probe windows and suspicion timeouts stretch by 1 + score).
+    pub local_health: u32,
     pub uptime_secs: u64,
     pub ready: bool,
     pub tasks: TaskCounts,

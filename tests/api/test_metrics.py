@@ -30,6 +30,7 @@ ALWAYS = [
     "p2p_node_uptime_seconds",
     "p2p_nat_status",
     "p2p_membership_members",
+    "p2p_membership_local_health",
     "p2p_relay_reservations",
     "p2p_build_info",
     # libp2p-metrics, on the same registry
@@ -123,6 +124,7 @@ def test_families_present_with_sane_values(url):
     assert m.value("p2p_message_bytes_total", direction="in", protocol="gossip") > 0
     for gauge in ("p2p_task_queue_depth", "p2p_tasks_running", "p2p_tasks_executing", "p2p_relay_reservations"):
         assert m.value(gauge) >= 0, gauge
+    assert 0 <= m.value("p2p_membership_local_health") <= 8
     for s in m.samples:
         if s.name.endswith("_total"):
             assert s.value >= 0, s
