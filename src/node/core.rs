@@ -453,9 +453,7 @@ impl Core {
             }
             NetworkEvent::ProbeAnswered { via, target, reachable, rtt } if via == target => {
                 // Our direct ping: answer whoever asked us about the target, then judge it.
-                for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
-                    let _ = self.network.respond_probe(id, target, reachable).await;
-                }
+                self.answer_forwarded(target, reachable).await;
                 let ours = self.own_pings.remove(&target);
                 if reachable {
                     self.membership.on_ping(now, target, rtt)
@@ -484,9 +482,7 @@ impl Core {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::PingTimedOut { target } => {
-                    for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
-                        let _ = self.network.respond_probe(id, target, false).await;
-                    }
+                    self.answer_forwarded(target, false).await;
                     if self.own_pings.remove(&target) {
                         queue.extend(self.membership.on_ping_failed(Instant::now(), target));
                     }
@@ -537,9 +533,14 @@ impl Core {
         }
         if self.network.send_probe(target, target).await.is_err() {
             // The network is gone: nobody will ever answer those waiting for this ping.
-            for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
-                let _ = self.network.respond_probe(id, target, false).await;
-            }
+            self.answer_forwarded(target, false).await;
+        }
+    }
+
+    /// Answers everyone who asked us about `target` with the outcome of our direct ping of it.
+    async fn answer_forwarded(&mut self, target: PeerId, reachable: bool) {
+        for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
+            let _ = self.network.respond_probe(id, target, reachable).await;
         }
     }
 
