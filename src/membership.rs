@@ -436,7 +436,7 @@ where
         if let Some(entry) = self.members.get_mut(&peer) {
             entry.member.connected = false;
         }
-        self.start_probe(now, peer).into_iter().collect()
+        self.start_probe(now, peer, false).into_iter().collect()
     }
 
     /// A direct ping went unanswered. During a probe it is the probe's own direct
@@ -449,19 +449,16 @@ where
         if entry.probe.is_some() {
             return self.on_probe_result(now, peer, false);
         }
-        let probe = self.start_probe(now, peer);
-        if let Some(p) = self.members.get_mut(&peer).and_then(|e| e.probe.as_mut()) {
-            p.after_missed_ping = true;
-        }
-        probe.into_iter().collect()
+        self.start_probe(now, peer, true).into_iter().collect()
     }
 
     /// A task request failed: a reason to probe, but not an answer to a running probe.
     pub fn on_request_failed(&mut self, now: Instant, peer: P) -> Vec<Action<P>> {
-        self.start_probe(now, peer).into_iter().collect()
+        self.start_probe(now, peer, false).into_iter().collect()
     }
 
-    fn start_probe(&mut self, now: Instant, target: P) -> Option<Action<P>> {
+    /// `after_missed_ping`: started because our own direct ping went unanswered.
+    fn start_probe(&mut self, now: Instant, target: P, after_missed_ping: bool) -> Option<Action<P>> {
         let entry = self.members.get(&target)?;
         if entry.probe.is_some() || matches!(entry.member.state, Dead | Left) {
             return None;
@@ -472,8 +469,7 @@ where
         helpers.truncate(self.config.indirect_probes);
         let via: Vec<P> = helpers.into_iter().map(|m| m.id).collect();
         let expected = via.len() + 1;
-        self.members.get_mut(&target)?.probe =
-            Some(Probe { started: now, expected, negatives: 0, after_missed_ping: false });
+        self.members.get_mut(&target)?.probe = Some(Probe { started: now, expected, negatives: 0, after_missed_ping });
         Some(Action::Probe { target, via })
     }
 
@@ -576,7 +572,7 @@ where
         for peer in expired {
             self.members.remove(&peer);
         }
-        actions.extend(silent.into_iter().filter_map(|p| self.start_probe(now, p)));
+        actions.extend(silent.into_iter().filter_map(|p| self.start_probe(now, p, false)));
         actions
     }
 
