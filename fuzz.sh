@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Fuzz every decoder of untrusted input (task and probe codecs, gossip messages, the config
-# parser) for a bounded time each, then minimise the corpus. Not part of ./test.sh, which
-# replays the committed corpus through the same entry points on the stable toolchain.
+# Fuzz every decoder of untrusted input (task and probe codecs, task lane frames, gossip
+# messages, the config parser) for a bounded time each, then minimise the corpus. Not part of
+# ./test.sh, which replays the committed corpus through the same entry points on the stable
+# toolchain.
 #
 #   ./fuzz.sh                 60 s per target, every target
 #   ./fuzz.sh 300             300 s per target
-#   ./fuzz.sh 30 gossip       30 s, one target (task_request task_response probe gossip config)
+#   ./fuzz.sh 30 gossip       30 s, one target (task_request task_response task_lane probe gossip config)
 #
 # Needs the nightly toolchain and cargo-fuzz; both are installed here if missing (rustup and
 # crates.io). A crash leaves its input in fuzz/artifacts/<target>/ and fails the run; fix it,
@@ -16,7 +17,7 @@ cd "$(dirname "$0")"
 SECONDS_PER_TARGET=${1:-60}
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(task_request task_response probe gossip config)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(task_request task_response task_lane probe gossip config)
 if ! [[ "$SECONDS_PER_TARGET" =~ ^[0-9]+$ ]] || ((SECONDS_PER_TARGET == 0)); then
   echo "usage: ./fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2
   exit 2

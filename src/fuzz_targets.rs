@@ -62,6 +62,32 @@ pub fn task_response(data: &[u8]) {
     }
 }
 
+/// A task lane's bytes as a worker reads them (frames of task requests), and the same bytes
+/// as a gateway reads them (frames of answers): frames stay within their limit, an
+/// undecodable one is skipped, a decoded message re-encodes to itself.
+pub fn task_lane(data: &[u8]) {
+    use tokio_util::codec::Decoder;
+
+    use crate::network::lanes::{decode, encode, frame_codec};
+
+    fn frames<T>(data: &[u8], max: u64)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let mut codec = frame_codec(max);
+        let mut buf = tokio_util::bytes::BytesMut::from(data);
+        // Frames until the input ends mid-frame or a length over the limit ends the lane.
+        while let Ok(Some(frame)) = codec.decode(&mut buf) {
+            assert!(frame.len() as u64 <= max);
+            let Ok(message) = decode::<T>(&frame) else { continue };
+            let again = encode(&message).expect("a decoded message encodes");
+            assert_eq!(decode::<T>(&again).expect("a re-encoded message decodes"), message);
+        }
+    }
+    frames::<TaskRequest>(data, MAX_TASK_REQUEST_BYTES);
+    frames::<TaskResponse>(data, MAX_TASK_RESPONSE_BYTES);
+}
+
 /// A SWIM probe request and response (both directions share one size limit).
 pub fn probe(data: &[u8]) {
     let mut codec = Counted::<ProbeRequest, ProbeResponse>::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics(), "fuzz");
@@ -113,6 +139,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("task_request", task_request),
     ("task_response", task_response),
+    ("task_lane", task_lane),
     ("probe", probe),
     ("gossip", gossip),
     ("config", config),
@@ -169,6 +196,32 @@ mod tests {
             block_on(codec.write_response(&protocol(), &mut out, response)).unwrap();
             write("task_response", name, &out.into_inner());
         }
+        // A lane's bytes: length-prefixed frames, here two requests and an answer.
+        let mut lane = Vec::new();
+        for frame in [
+            crate::network::lanes::encode(&TaskRequest {
+                v: WIRE_VERSION,
+                task_id: "t1".into(),
+                attempt: 1,
+                task_type: "echo".into(),
+                payload: "hi".into(),
+                required_capabilities: Vec::new(),
+                deadline_ms: 1000,
+            })
+            .unwrap(),
+            crate::network::lanes::encode(&TaskResponse {
+                v: WIRE_VERSION,
+                task_id: "t1".into(),
+                attempt: 1,
+                worker: "w".into(),
+                outcome: TaskOutcome::Ok("hi".into()),
+            })
+            .unwrap(),
+        ] {
+            lane.extend_from_slice(&u32::try_from(frame.len()).unwrap().to_be_bytes());
+            lane.extend_from_slice(&frame);
+        }
+        write("task_lane", "frames", &lane);
         let mut probes =
             Counted::<ProbeRequest, ProbeResponse>::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics(), "seed");
         let mut out = Cursor::new(Vec::new());

@@ -37,7 +37,10 @@ pub struct Behaviour {
     pub relay_client: Toggle<relay::client::Behaviour>,
     /// Upgrades relayed connections to direct ones by hole punching.
     pub dcutr: Toggle<dcutr::Behaviour>,
-    /// Task dispatch: `TaskRequest` to a worker, `TaskResponse` back.
+    /// Task lanes: one long-lived stream per submitter and worker carrying many tasks.
+    pub streams: libp2p_stream::Behaviour,
+    /// Task dispatch one stream per task: `TaskRequest` to a worker, `TaskResponse` back.
+    /// Every node serves it; a submitter uses it for peers that speak no task lanes.
     pub tasks: request_response::Behaviour<Counted<TaskRequest, TaskResponse>>,
     /// SWIM indirect probes: "can you reach this peer?"
     pub probe: request_response::Behaviour<Counted<ProbeRequest, ProbeResponse>>,

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::Bootstrapper;
+use super::lanes::{self, LaneEvent, OutboundLane};
 use super::swarm::ProtocolNames;
 use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus, Topic};
 use crate::config::{Config, Role};
@@ -42,6 +43,14 @@ const DIAL_SHARE: f64 = 0.8;
 /// Tasks that may wait for the connection to one peer; the gateway's own bound (the
 /// worker's capacity) normally keeps far below it.
 const MAX_TASKS_AWAITING_DIAL: usize = 1024;
+
+/// Where the answer to a task request we hold goes back.
+enum Replier {
+    /// Request-response: the request's own stream.
+    Stream(ResponseChannel<TaskResponse>),
+    /// A task lane the requester opened.
+    Lane(lanes::Reply),
+}
 
 /// Where the answer to a DHT get goes.
 type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
@@ -84,7 +93,7 @@ pub struct EventLoop {
     members: HashSet<PeerId>,
     next_inbound: u64,
     /// Replies we owe, with the peer that asked.
-    pending_task_replies: HashMap<InboundId, (PeerId, ResponseChannel<TaskResponse>)>,
+    pending_task_replies: HashMap<InboundId, (PeerId, Replier)>,
     pending_probe_replies: HashMap<InboundId, (PeerId, ResponseChannel<ProbeResponse>)>,
     outbound_tasks: HashMap<OutboundRequestId, (PeerId, String, u32)>,
     /// Probe requests in flight: the helper asked (the member itself for a direct ping), the
@@ -114,6 +123,17 @@ pub struct EventLoop {
     walks: u32,
     next_walk: Instant,
     joined_once: bool,
+    /// Opens task lanes and registers the protocol we serve them on.
+    streams: libp2p_stream::Control,
+    /// The lane to each worker we sent tasks to, while it lasts.
+    lanes: HashMap<PeerId, OutboundLane>,
+    /// Workers that speak no task lanes (an older version): tasks go by request-response.
+    legacy_task_peers: HashSet<PeerId>,
+    /// Lanes' requests and verdicts, and the sender lanes get a copy of.
+    lane_events: mpsc::Receiver<LaneEvent>,
+    lane_events_tx: mpsc::Sender<LaneEvent>,
+    /// Unanswered requests one inbound lane may hold (`limits.max_task_streams`).
+    lane_credit: usize,
 }
 
 impl EventLoop {
@@ -128,6 +148,8 @@ impl EventLoop {
     ) -> Self {
         let [heartbeat_topic, capabilities_topic] = super::swarm::gossip_topics(&names);
         metrics.set_nat(NatStatus::Unknown.as_str());
+        let streams = swarm.behaviour().streams.new_control();
+        let (lane_events_tx, lane_events) = mpsc::channel(super::COMMAND_CHANNEL);
         Self {
             swarm,
             commands,
@@ -167,6 +189,12 @@ impl EventLoop {
             next_walk: Instant::now() + WALK_FAST,
             joined_once: false,
             next_housekeeping: Instant::now(),
+            streams,
+            lanes: HashMap::new(),
+            legacy_task_peers: HashSet::new(),
+            lane_events,
+            lane_events_tx,
+            lane_credit: config.limits.max_task_streams,
         }
     }
 
@@ -180,6 +208,14 @@ impl EventLoop {
                 }
             }
         }
+        match self.streams.accept(self.names.task_lane.clone()) {
+            Ok(incoming) => {
+                let lanes =
+                    lanes::accept(incoming, self.lane_events_tx.clone(), self.metrics.clone(), self.lane_credit);
+                tokio::spawn(lanes);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serve task lanes"),
+        }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -192,6 +228,7 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
+                Some(event) = self.lane_events.recv(), if self.outbox.len() < OUTBOX_LIMIT => self.on_lane_event(event),
                 permit = events.reserve(), if !self.outbox.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(ev) = self.outbox.pop_front() {
@@ -341,11 +378,53 @@ impl EventLoop {
         }
     }
 
-    /// Hands a task to request-response; `peer` must be connected, so no dial of theirs.
+    /// Sends a task on the lane to `peer` (opened on first use), or by request-response to a
+    /// peer that speaks no lanes; `peer` must be connected, so no dial of theirs.
     fn send_task_request(&mut self, peer: PeerId, request: TaskRequest) {
+        if self.legacy_task_peers.contains(&peer) {
+            return self.send_task_by_request_response(peer, request);
+        }
+        let request = match self.lanes.get(&peer) {
+            Some(lane) => match lane.send(request) {
+                Ok(()) => return,
+                // The lane ended (its connection closed, say): the task goes on a new one.
+                Err(request) => request,
+            },
+            None => request,
+        };
+        let lane = OutboundLane::open(
+            peer,
+            self.streams.clone(),
+            self.names.task_lane.clone(),
+            self.events.clone(),
+            self.lane_events_tx.clone(),
+            self.metrics.clone(),
+        );
+        if let Err(request) = lane.send(request) {
+            self.task_failed(peer, request, DispatchError::ConnectionLost("task lane ended at once".into()));
+        }
+        self.lanes.insert(peer, lane);
+    }
+
+    fn send_task_by_request_response(&mut self, peer: PeerId, request: TaskRequest) {
         let (task_id, attempt) = (request.task_id.clone(), request.attempt);
         let id = self.swarm.behaviour_mut().tasks.send_request(&peer, request);
         self.outbound_tasks.insert(id, (peer, task_id, attempt));
+    }
+
+    fn on_lane_event(&mut self, event: LaneEvent) {
+        match event {
+            LaneEvent::Unsupported { peer, requests } => {
+                self.lanes.remove(&peer);
+                if self.swarm.is_connected(&peer) {
+                    self.legacy_task_peers.insert(peer);
+                }
+                for request in requests {
+                    self.send_task_by_request_response(peer, request);
+                }
+            }
+            LaneEvent::Request { peer, request, reply } => self.on_task_request(peer, request, Replier::Lane(reply)),
+        }
     }
 
     fn task_failed(&mut self, peer: PeerId, request: TaskRequest, err: DispatchError) {
@@ -371,15 +450,17 @@ impl EventLoop {
     /// Whether anything of ours is in flight with `peer`: tasks or probes, either way.
     fn busy_with(&self, peer: &PeerId) -> bool {
         self.outbound_tasks.values().any(|(p, ..)| p == peer)
+            || self.lanes.get(peer).is_some_and(OutboundLane::busy)
             || self.pending_task_replies.values().any(|(p, _)| p == peer)
             || self.outbound_probes.values().any(|(via, ..)| via == peer)
             || self.pending_probe_replies.values().any(|(p, _)| p == peer)
     }
 
     /// Closes relayed connections to peers we also reach directly (after a hole punch), once
-    /// nothing is in flight with the peer. Request-response spreads new requests over all of
-    /// a peer's connections, so an open circuit would keep carrying some of them, slower and
-    /// under the relay's time and byte limits.
+    /// nothing is in flight with the peer. A task lane opens on one of a peer's connections
+    /// picked at random (request-response spreads requests over all of them), so an open
+    /// circuit would keep carrying tasks, slower and under the relay's time and byte limits.
+    /// Closing it ends a lane on it, and the next task opens one on the direct connection.
     fn close_superseded_circuits(&mut self) {
         let superseded: Vec<(PeerId, ConnectionId)> = self
             .connections
@@ -426,15 +507,13 @@ impl EventLoop {
                 }
             }
             Command::RespondTask { id, response } => {
-                if let Some((_, channel)) = self.pending_task_replies.remove(&id) {
+                if let Some((_, replier)) = self.pending_task_replies.remove(&id) {
                     let bytes = match &response.outcome {
                         crate::protocol::TaskOutcome::Ok(r) => r.len(),
                         crate::protocol::TaskOutcome::Err(_) => 0,
                     };
                     self.metrics.message("out", "task_response", bytes);
-                    if self.swarm.behaviour_mut().tasks.send_response(channel, response).is_err() {
-                        tracing::debug!("task response not sent: the requester's stream is gone");
-                    }
+                    self.reply_task(replier, response);
                 }
             }
             Command::SendProbe { via, target } => {
@@ -582,6 +661,9 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.bootstrap.disconnected(peer_id, Instant::now());
+                    // Its lane ends with the connection; a newer version may answer next time.
+                    self.lanes.remove(&peer_id);
+                    self.legacy_task_peers.remove(&peer_id);
                     if self.members.remove(&peer_id) {
                         let failure = !matches!(cause, None | Some(libp2p::swarm::ConnectionError::KeepAliveTimeout));
                         tracing::debug!(peer = %peer_id, ?cause, "peer disconnected");
@@ -706,6 +788,8 @@ impl EventLoop {
                 self.metrics.holepunch.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc();
             }
             BehaviourEvent::Tasks(e) => self.on_task_event(e),
+            // libp2p-stream reports nothing: lanes hear from their streams.
+            BehaviourEvent::Streams(()) => {}
             BehaviourEvent::Probe(e) => self.on_probe_event(e),
             BehaviourEvent::Limits(never) | BehaviourEvent::Memory(never) => match never {},
         }
@@ -938,30 +1022,7 @@ impl EventLoop {
         match event {
             Event::Message { peer, message, .. } => match message {
                 Message::Request { request, channel, .. } => {
-                    self.metrics.message("in", "task", request.payload.len());
-                    if !self.members.contains(&peer) {
-                        // Identify has not confirmed this peer is of our cluster yet.
-                        self.metrics.dropped("task_from_unidentified_peer");
-                        return;
-                    }
-                    if request.v != WIRE_VERSION {
-                        self.metrics.dropped("task_version");
-                        let v = request.v;
-                        return self.refuse_task(channel, request, TaskError::Version(v));
-                    }
-                    if self.allowed_submitters.as_ref().is_some_and(|a| !a.contains(&peer)) {
-                        tracing::debug!(%peer, "task from a peer not in security.allowed_submitters refused");
-                        self.metrics.dropped("task_submitter_not_allowed");
-                        return self.refuse_task(channel, request, TaskError::NotAllowed);
-                    }
-                    if self.task_rate.as_ref().is_some_and(|r| r.check_key(&peer).is_err()) {
-                        // Busy costs the sender's task no attempt; it backs off and retries.
-                        self.metrics.limit_hit("task_requests_per_peer");
-                        return self.refuse_task(channel, request, TaskError::Busy);
-                    }
-                    let id = self.next_id();
-                    self.pending_task_replies.insert(id, (peer, channel));
-                    self.emit(NetworkEvent::TaskRequested { id, peer, request });
+                    self.on_task_request(peer, request, Replier::Stream(channel))
                 }
                 Message::Response { request_id, response } => {
                     if let Some((peer, task_id, attempt)) = self.outbound_tasks.remove(&request_id) {
@@ -1043,7 +1104,37 @@ impl EventLoop {
     }
 
     /// Answers an inbound task request with an error without involving the worker.
-    fn refuse_task(&mut self, channel: ResponseChannel<TaskResponse>, request: TaskRequest, error: TaskError) {
+    /// A task request, from a lane or a request-response stream: checked, then handed to the
+    /// application or refused.
+    fn on_task_request(&mut self, peer: PeerId, request: TaskRequest, replier: Replier) {
+        self.metrics.message("in", "task", request.payload.len());
+        if !self.members.contains(&peer) {
+            // Identify has not confirmed this peer is of our cluster yet (a task can arrive on
+            // a new connection before Identify's answer): busy, so the sender retries soon.
+            self.metrics.dropped("task_from_unidentified_peer");
+            return self.refuse_task(replier, request, TaskError::Busy);
+        }
+        if request.v != WIRE_VERSION {
+            self.metrics.dropped("task_version");
+            let v = request.v;
+            return self.refuse_task(replier, request, TaskError::Version(v));
+        }
+        if self.allowed_submitters.as_ref().is_some_and(|a| !a.contains(&peer)) {
+            tracing::debug!(%peer, "task from a peer not in security.allowed_submitters refused");
+            self.metrics.dropped("task_submitter_not_allowed");
+            return self.refuse_task(replier, request, TaskError::NotAllowed);
+        }
+        if self.task_rate.as_ref().is_some_and(|r| r.check_key(&peer).is_err()) {
+            // Busy costs the sender's task no attempt; it backs off and retries.
+            self.metrics.limit_hit("task_requests_per_peer");
+            return self.refuse_task(replier, request, TaskError::Busy);
+        }
+        let id = self.next_id();
+        self.pending_task_replies.insert(id, (peer, replier));
+        self.emit(NetworkEvent::TaskRequested { id, peer, request });
+    }
+
+    fn refuse_task(&mut self, replier: Replier, request: TaskRequest, error: TaskError) {
         let response = TaskResponse {
             v: WIRE_VERSION,
             task_id: request.task_id,
@@ -1051,7 +1142,17 @@ impl EventLoop {
             worker: self.swarm.local_peer_id().to_string(),
             outcome: crate::protocol::TaskOutcome::Err(error),
         };
-        let _ = self.swarm.behaviour_mut().tasks.send_response(channel, response);
+        self.reply_task(replier, response);
+    }
+
+    fn reply_task(&mut self, replier: Replier, response: TaskResponse) {
+        let sent = match replier {
+            Replier::Stream(channel) => self.swarm.behaviour_mut().tasks.send_response(channel, response).is_ok(),
+            Replier::Lane(reply) => reply.send(response),
+        };
+        if !sent {
+            tracing::debug!("task response not sent: the requester's stream is gone");
+        }
     }
 
     /// Counts a connection that a limit refused, by the limit that bit.

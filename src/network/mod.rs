@@ -8,6 +8,7 @@ mod behaviour;
 pub mod codec;
 mod discovery;
 mod event_loop;
+pub mod lanes;
 mod swarm;
 
 use std::time::Duration;

@@ -47,6 +47,7 @@ pub enum BuildError {
 pub struct ProtocolNames {
     pub kad: StreamProtocol,
     pub tasks: StreamProtocol,
+    pub task_lane: StreamProtocol,
     pub probe: StreamProtocol,
     pub gossip_prefix: String,
     pub topic_prefix: String,
@@ -61,6 +62,7 @@ impl ProtocolNames {
         Self {
             kad: p("kad/1.0.0"),
             tasks: p("task/1.0.0"),
+            task_lane: p("task-lane/1.0.0"),
             probe: p("probe/1.0.0"),
             gossip_prefix: format!("/{protocol_version}/meshsub"),
             topic_prefix: format!("{protocol_version}/"),
@@ -304,6 +306,7 @@ fn make_behaviour(
         relay_server: Toggle::from(relay_server),
         relay_client: Toggle::from(relay_client),
         dcutr: Toggle::from(dcutr),
+        streams: libp2p_stream::Behaviour::new(),
         tasks,
         probe,
     })
