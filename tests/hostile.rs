@@ -1,7 +1,8 @@
 //! Hostile peers against an in-process cluster. Each attacker is a real libp2p swarm on
 //! 127.0.0.1 that speaks the cluster's protocols and identifies as one of its nodes, then
 //! misbehaves: forged, unsigned, badly signed, malformed, misaddressed and oversized gossip;
-//! garbage task requests; garbage and lying task answers. The node must keep all of it away
+//! garbage task requests, by request-response and on task lanes; garbage and lying task
+//! answers. The node must keep all of it away
 //! from the application, count it, graylist the gossip senders, and keep serving honest
 //! peers.
 //!
@@ -96,6 +97,8 @@ struct Hostile {
     raw_task: request_response::Behaviour<Raw>,
     /// Well-formed task answers that lie about what they answer (`Liar` mode).
     tasks: request_response::cbor::Behaviour<TaskRequest, TaskResponse>,
+    /// Raw bytes on a task lane (the attacker's side of one long-lived task stream).
+    lane: libp2p_stream::Behaviour,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -114,6 +117,9 @@ enum Cmd {
     Publish(&'static str, Vec<u8>),
     Inject(Vec<u8>),
     SendTask(Vec<u8>),
+    /// Opens a task lane, writes these bytes, and replies with everything read back until
+    /// the node closes the lane (or 10 s pass).
+    Lane(Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>),
 }
 
 struct HostileHandle {
@@ -180,6 +186,7 @@ fn hostile_swarm(mode: Mode) -> Swarm<Hostile> {
                 ),
                 raw_task: request_response::Behaviour::with_codec(Raw, [(protocol("task/1.0.0"), task_support)], rr()),
                 tasks: request_response::cbor::Behaviour::new(liar_protocols, rr()),
+                lane: libp2p_stream::Behaviour::new(),
             }
         })
         .unwrap()
@@ -200,6 +207,7 @@ fn hostile(mode: Mode, node_addr: &str) -> HostileHandle {
     };
     let (cmds, mut rx) = mpsc::unbounded_channel();
     let (subscribed_tx, subscribed) = watch::channel(false);
+    let lanes = swarm.behaviour().lane.new_control();
     let task = tokio::spawn(async move {
         let mut seen_topics = 0;
         let mut lies = 0u32;
@@ -216,6 +224,26 @@ fn hostile(mode: Mode, node_addr: &str) -> HostileHandle {
                     }
                     Some(Cmd::SendTask(bytes)) => {
                         swarm.behaviour_mut().raw_task.send_request(&node, bytes);
+                    }
+                    Some(Cmd::Lane(bytes, reply)) => {
+                        let mut control = lanes.clone();
+                        tokio::spawn(async move {
+                            // A connection of ours may be closing (the node dialed us too): retry.
+                            let mut opened = Err(None);
+                            for _ in 0..5 {
+                                match control.open_stream(node, protocol("task-lane/1.0.0")).await {
+                                    Ok(stream) => { opened = Ok(stream); break; }
+                                    Err(e) => opened = Err(Some(e)),
+                                }
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            let mut stream = opened.unwrap_or_else(|e| panic!("no lane opens: {e:?}"));
+                            stream.write_all(&bytes).await.expect("lane takes the bytes");
+                            stream.flush().await.expect("lane flushes");
+                            let mut back = Vec::new();
+                            let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut back)).await;
+                            let _ = reply.send(back);
+                        });
                     }
                     None => return,
                 },
@@ -502,6 +530,40 @@ async fn garbage_and_lying_task_traffic_is_counted_and_never_completes_a_task() 
         boot.metric("p2p_messages_dropped_total{reason=\"task_request_malformed\"}").await >= 2.0
     })
     .await;
+
+    // The same on a task lane: an undecodable frame is dropped and the lane goes on (the
+    // request after it is answered); a frame announced over the 1 MiB limit ends the lane.
+    let malformed = boot.metric("p2p_messages_dropped_total{reason=\"task_request_malformed\"}").await;
+    let request = TaskRequest {
+        v: WIRE_VERSION,
+        task_id: "on-a-lane".into(),
+        attempt: 1,
+        task_type: "echo".into(),
+        payload: "hi".into(),
+        required_capabilities: Vec::new(),
+        deadline_ms: 1000,
+    };
+    let mut bytes = Vec::new();
+    for frame in
+        [b"\x00\x01 definitely not cbor".to_vec(), p2p_network::network::lanes::encode(&request).unwrap().to_vec()]
+    {
+        bytes.extend_from_slice(&u32::try_from(frame.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(&frame);
+    }
+    bytes.extend_from_slice(&(2u32 << 20).to_be_bytes());
+    let (reply, back) = tokio::sync::oneshot::channel();
+    garbage.send(Cmd::Lane(bytes, reply));
+    let back = back.await.unwrap();
+    let answer = back.get(4..).map(p2p_network::network::lanes::decode::<TaskResponse>);
+    let answer = answer.expect("one answer frame").expect("the answer decodes");
+    assert_eq!((answer.task_id.as_str(), answer.attempt), ("on-a-lane", 1), "{answer:?}");
+    assert_eq!(
+        u32::from_be_bytes(back[..4].try_into().unwrap()) as usize,
+        back.len() - 4,
+        "one frame, then the node closed the lane"
+    );
+    let now = boot.metric("p2p_messages_dropped_total{reason=\"task_request_malformed\"}").await;
+    assert_eq!(now - malformed, 2.0, "the undecodable frame and the oversized one are counted");
 
     // Its answers are no task responses: every attempt fails, the task ends failed, counted.
     let rec = run_echo(&boot, "to the garbage worker", 2).await;
