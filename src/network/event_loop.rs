@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::Bootstrapper;
-use super::lanes::{self, LaneEvent, OutboundLane};
+use super::lanes::{self, LaneEvent, NotQueued, OutboundLane};
 use super::swarm::ProtocolNames;
 use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus, Topic};
 use crate::config::{Config, Role};
@@ -385,12 +385,19 @@ impl EventLoop {
             return self.send_task_by_request_response(peer, request);
         }
         let request = match self.lanes.get(&peer) {
+            None => request,
             Some(lane) => match lane.send(request) {
                 Ok(()) => return,
+                Err(NotQueued::Full(request)) => {
+                    let err = DispatchError::Unreachable(format!(
+                        "{} tasks already queued for this worker",
+                        lanes::MAX_IN_FLIGHT
+                    ));
+                    return self.task_failed(peer, request, err);
+                }
                 // The lane ended (its connection closed, say): the task goes on a new one.
-                Err(request) => request,
+                Err(NotQueued::Ended(request)) => request,
             },
-            None => request,
         };
         let lane = OutboundLane::open(
             peer,
@@ -400,7 +407,7 @@ impl EventLoop {
             self.lane_events_tx.clone(),
             self.metrics.clone(),
         );
-        if let Err(request) = lane.send(request) {
+        if let Err(NotQueued::Ended(request) | NotQueued::Full(request)) = lane.send(request) {
             self.task_failed(peer, request, DispatchError::ConnectionLost("task lane ended at once".into()));
         }
         self.lanes.insert(peer, lane);

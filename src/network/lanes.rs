@@ -61,15 +61,25 @@ pub enum LaneEvent {
 /// credit until the answer is written (or the reply is dropped unanswered).
 #[derive(Debug)]
 pub struct Reply {
-    tx: mpsc::UnboundedSender<(TaskResponse, OwnedSemaphorePermit)>,
+    /// Bounded by the lane's credit: every queued answer holds one of its permits, so the
+    /// queue is never full while a reply exists.
+    tx: mpsc::Sender<(TaskResponse, OwnedSemaphorePermit)>,
     permit: OwnedSemaphorePermit,
 }
 
 impl Reply {
     /// Queues the answer on its lane; false when the lane has ended.
     pub fn send(self, response: TaskResponse) -> bool {
-        self.tx.send((response, self.permit)).is_ok()
+        self.tx.try_send((response, self.permit)).is_ok()
     }
+}
+
+/// Why [`OutboundLane::send`] gave a request back.
+pub enum NotQueued {
+    /// The lane has ended: open a new one.
+    Ended(TaskRequest),
+    /// [`MAX_IN_FLIGHT`] tasks already wait to be written to the worker.
+    Full(TaskRequest),
 }
 
 /// Length-prefixed frames (4-byte big-endian length) of at most `max` bytes.
@@ -94,7 +104,7 @@ fn broken(metrics: &Metrics, error: &io::Error, malformed: &str, aborted: &str) 
 
 /// The event loop's handle on the lane to one worker.
 pub struct OutboundLane {
-    tx: mpsc::UnboundedSender<TaskRequest>,
+    tx: mpsc::Sender<TaskRequest>,
     in_flight: Arc<Mutex<HashSet<(String, u32)>>>,
 }
 
@@ -109,16 +119,19 @@ impl OutboundLane {
         back: mpsc::Sender<LaneEvent>,
         metrics: Metrics,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
         let lane = Outbound { peer, events, metrics, in_flight: in_flight.clone() };
         tokio::spawn(lane.run(control, protocol, rx, back));
         Self { tx, in_flight }
     }
 
-    /// Queues `request`; gives it back when the lane has ended.
-    pub fn send(&self, request: TaskRequest) -> Result<(), TaskRequest> {
-        self.tx.send(request).map_err(|e| e.0)
+    /// Queues `request`; gives it back when the lane has ended or its queue is full.
+    pub fn send(&self, request: TaskRequest) -> Result<(), NotQueued> {
+        self.tx.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Closed(request) => NotQueued::Ended(request),
+            mpsc::error::TrySendError::Full(request) => NotQueued::Full(request),
+        })
     }
 
     /// Whether tasks sent on this lane are still unanswered.
@@ -140,7 +153,7 @@ impl Outbound {
         self,
         mut control: Control,
         protocol: StreamProtocol,
-        mut rx: mpsc::UnboundedReceiver<TaskRequest>,
+        mut rx: mpsc::Receiver<TaskRequest>,
         back: mpsc::Sender<LaneEvent>,
     ) {
         let peer = self.peer;
@@ -170,7 +183,7 @@ impl Outbound {
     }
 
     /// Runs the lane on its stream until either direction fails or the worker closes it.
-    async fn drive<S>(&self, stream: S, mut rx: mpsc::UnboundedReceiver<TaskRequest>)
+    async fn drive<S>(&self, stream: S, mut rx: mpsc::Receiver<TaskRequest>)
     where
         S: futures::AsyncRead + futures::AsyncWrite,
     {
@@ -202,7 +215,7 @@ impl Outbound {
     /// loop lets go of the lane it half-closes and waits for the answers still due.
     async fn write<W>(
         &self,
-        rx: &mut mpsc::UnboundedReceiver<TaskRequest>,
+        rx: &mut mpsc::Receiver<TaskRequest>,
         sink: &mut FramedWrite<W, LengthDelimitedCodec>,
     ) -> String
     where
@@ -322,7 +335,7 @@ where
     S: futures::AsyncRead + futures::AsyncWrite,
 {
     let (read, write) = stream.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(TaskResponse, OwnedSemaphorePermit)>();
+    let (tx, mut rx) = mpsc::channel::<(TaskResponse, OwnedSemaphorePermit)>(credit.max(1));
     let credit = Arc::new(Semaphore::new(credit));
     let reader = async {
         let tx = tx;
@@ -493,9 +506,9 @@ mod tests {
         let lane =
             Outbound { peer: PeerId::random(), events: events_tx, metrics: metrics.clone(), in_flight: Arc::default() };
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
         for id in ["a", "b", "c"] {
-            tx.send(request(id)).unwrap();
+            tx.try_send(request(id)).unwrap();
         }
         let driver = tokio::spawn(async move { lane.drive(ours.compat(), rx).await });
 
