@@ -44,6 +44,16 @@ pub struct TaskResponse {
     pub outcome: TaskOutcome,
 }
 
+impl TaskResponse {
+    /// Bytes of the result it carries (0 for an error), as the message metrics count them.
+    pub fn result_len(&self) -> usize {
+        match &self.outcome {
+            TaskOutcome::Ok(result) => result.len(),
+            TaskOutcome::Err(_) => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskOutcome {
     Ok(String),

@@ -515,11 +515,7 @@ impl EventLoop {
             }
             Command::RespondTask { id, response } => {
                 if let Some((_, replier)) = self.pending_task_replies.remove(&id) {
-                    let bytes = match &response.outcome {
-                        crate::protocol::TaskOutcome::Ok(r) => r.len(),
-                        crate::protocol::TaskOutcome::Err(_) => 0,
-                    };
-                    self.metrics.message("out", "task_response", bytes);
+                    self.metrics.message("out", "task_response", response.result_len());
                     self.reply_task(replier, response);
                 }
             }
@@ -1033,11 +1029,7 @@ impl EventLoop {
                 }
                 Message::Response { request_id, response } => {
                     if let Some((peer, task_id, attempt)) = self.outbound_tasks.remove(&request_id) {
-                        let bytes = match &response.outcome {
-                            crate::protocol::TaskOutcome::Ok(r) => r.len(),
-                            crate::protocol::TaskOutcome::Err(_) => 0,
-                        };
-                        self.metrics.message("in", "task_response", bytes);
+                        self.metrics.message("in", "task_response", response.result_len());
                         self.emit(NetworkEvent::TaskAnswered { peer, task_id, attempt, result: Ok(response) });
                     }
                 }
@@ -1110,7 +1102,6 @@ impl EventLoop {
         }
     }
 
-    /// Answers an inbound task request with an error without involving the worker.
     /// A task request, from a lane or a request-response stream: checked, then handed to the
     /// application or refused.
     fn on_task_request(&mut self, peer: PeerId, request: TaskRequest, replier: Replier) {
@@ -1141,6 +1132,7 @@ impl EventLoop {
         self.emit(NetworkEvent::TaskRequested { id, peer, request });
     }
 
+    /// Answers an inbound task request with an error without involving the worker.
     fn refuse_task(&mut self, replier: Replier, request: TaskRequest, error: TaskError) {
         let response = TaskResponse {
             v: WIRE_VERSION,

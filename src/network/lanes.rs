@@ -37,7 +37,7 @@ use tokio_util::compat::{FuturesAsyncReadCompatExt as _, FuturesAsyncWriteCompat
 
 use super::{DispatchError, NetworkEvent};
 use crate::metrics::Metrics;
-use crate::protocol::{MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, TaskOutcome, TaskRequest, TaskResponse};
+use crate::protocol::{MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, TaskRequest, TaskResponse};
 
 /// Tasks a submitter keeps unanswered on one lane before it fails new ones at once. The
 /// gateway's own bound (a worker's advertised capacity) keeps far below it.
@@ -228,23 +228,29 @@ impl Outbound {
                 return std::future::pending().await;
             }
             for request in batch.drain(..) {
-                let key = (request.task_id.clone(), request.attempt);
-                let full = self.in_flight.lock().expect("lane lock").len() >= MAX_IN_FLIGHT;
-                if full {
-                    let err =
-                        DispatchError::Unreachable(format!("{MAX_IN_FLIGHT} tasks already in flight to this worker"));
-                    self.answer_lost(key.0, key.1, err).await;
-                    continue;
-                }
                 let frame = match encode(&request) {
                     Ok(frame) => frame,
                     Err(e) => {
-                        self.answer_lost(key.0, key.1, DispatchError::Unreachable(format!("cannot encode task: {e}")))
-                            .await;
+                        let err = DispatchError::Unreachable(format!("cannot encode task: {e}"));
+                        self.answer_lost(request.task_id, request.attempt, err).await;
                         continue;
                     }
                 };
-                self.in_flight.lock().expect("lane lock").insert(key);
+                let refused = {
+                    let mut in_flight = self.in_flight.lock().expect("lane lock");
+                    if in_flight.len() < MAX_IN_FLIGHT {
+                        in_flight.insert((request.task_id, request.attempt));
+                        None
+                    } else {
+                        Some(request)
+                    }
+                };
+                if let Some(request) = refused {
+                    let err =
+                        DispatchError::Unreachable(format!("{MAX_IN_FLIGHT} tasks already in flight to this worker"));
+                    self.answer_lost(request.task_id, request.attempt, err).await;
+                    continue;
+                }
                 if let Err(e) = sink.feed(frame).await {
                     return format!("write failed: {e}");
                 }
@@ -285,11 +291,7 @@ impl Outbound {
                 self.metrics.dropped("task_response_unexpected");
                 continue;
             }
-            let bytes = match &response.outcome {
-                TaskOutcome::Ok(r) => r.len(),
-                TaskOutcome::Err(_) => 0,
-            };
-            self.metrics.message("in", "task_response", bytes);
+            self.metrics.message("in", "task_response", response.result_len());
             let (task_id, attempt) = (response.task_id.clone(), response.attempt);
             let event = NetworkEvent::TaskAnswered { peer: self.peer, task_id, attempt, result: Ok(response) };
             if self.events.send(event).await.is_err() {
@@ -398,7 +400,7 @@ mod tests {
     use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
     use super::*;
-    use crate::protocol::{TaskError, WIRE_VERSION};
+    use crate::protocol::{TaskError, TaskOutcome, WIRE_VERSION};
 
     fn metrics() -> Metrics {
         Metrics::new(&mut prometheus_client::registry::Registry::default())
