@@ -95,15 +95,25 @@ pub fn probe(data: &[u8]) {
     let _ = block_on(codec.read_response(&protocol(), &mut Cursor::new(data)));
 }
 
-/// A gossip message (heartbeat or capability advertisement) as the validator decodes it.
+/// A gossip message (heartbeat or capability advertisement) as the validator opens it (a
+/// signed envelope), and its payload as the validator decodes it.
 pub fn gossip(data: &[u8]) {
+    if let Ok((_, message)) = GossipMessage::open(data) {
+        assert!(data.len() <= MAX_GOSSIP_BYTES + crate::protocol::MAX_ENVELOPE_OVERHEAD);
+        decoded_gossip(&message);
+    }
     let Ok(message) = GossipMessage::decode(data) else { return };
     assert!(data.len() <= MAX_GOSSIP_BYTES);
-    if let GossipMessage::HeartBeat(h) = &message {
+    decoded_gossip(&message);
+}
+
+/// What holds of every gossip message that decoded: in bounds, and it re-encodes to itself.
+fn decoded_gossip(message: &GossipMessage) {
+    if let GossipMessage::HeartBeat(h) = message {
         assert!(h.rumors.len() <= MAX_RUMORS);
     }
     match GossipMessage::decode(&message.encode()) {
-        Ok(again) => assert_eq!(again, message),
+        Ok(again) => assert_eq!(&again, message),
         // Escapes may re-encode longer than they arrived; the limit then applies again.
         Err(DecodeError::TooLarge(_)) => {}
         Err(e) => panic!("a decoded message must re-encode to a valid one: {e}"),
@@ -238,9 +248,13 @@ mod tests {
             incarnation: 3,
             state: MemberState::Alive,
             load: 1,
+            seq: 1,
             rumors: vec![WireRumor { peer: "q".into(), state: MemberState::Suspect, incarnation: 2 }],
         });
+        // A fixed key, so that the seeds do not change from run to run.
+        let key = libp2p::identity::Keypair::ed25519_from_bytes([7u8; 32]).unwrap();
         write("gossip", "heartbeat", &heartbeat.encode());
+        write("gossip", "heartbeat-sealed", &heartbeat.seal(&key).unwrap());
         let advert = GossipMessage::CapabilityAdvertisement(CapabilityAdvertisement {
             v: WIRE_VERSION,
             node: "n".into(),
@@ -250,8 +264,10 @@ mod tests {
             capacity: 4,
             load: 0,
             addresses: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            seq: 2,
         });
         write("gossip", "advert", &advert.encode());
+        write("gossip", "advert-sealed", &advert.seal(&key).unwrap());
         let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         for entry in std::fs::read_dir(configs).unwrap() {
             let path = entry.unwrap().path();

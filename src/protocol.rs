@@ -1,10 +1,14 @@
 //! Wire messages: what nodes say to each other, with their versions and size limits.
 //!
 //! Tasks travel over libp2p request-response (CBOR, size-limited by the codec); membership
-//! travels over GossipSub as JSON (small, infrequent, and readable in a packet capture).
+//! travels over GossipSub as JSON (small, infrequent, and readable in a packet capture), each
+//! message sealed in a libp2p signed envelope by the node it is about.
 //! Every message carries `v`; a message with another version, or one that does not decode,
 //! is dropped and counted by the receiver, never trusted.
 
+use libp2p::PeerId;
+use libp2p::core::SignedEnvelope;
+use libp2p::identity::{Keypair, SigningError};
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberState;
@@ -18,8 +22,17 @@ pub const MAX_TASK_REQUEST_BYTES: u64 = 1024 * 1024;
 pub const MAX_TASK_RESPONSE_BYTES: u64 = 1024 * 1024;
 /// Largest membership probe message.
 pub const MAX_PROBE_BYTES: u64 = 1024;
-/// Largest gossip message (heartbeat or advertisement).
+/// Largest gossip message (heartbeat or advertisement), before its envelope.
 pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+/// Most a signed envelope adds to a gossip message: the signer's public key, the payload
+/// type and the signature, with their protobuf tags (an ed25519 signer adds about 120 bytes;
+/// the rest leaves room for larger keys).
+pub const MAX_ENVELOPE_OVERHEAD: usize = 1024;
+/// Domain separation of gossip signatures: a signature made for anything else never verifies
+/// as gossip, and ours never as anything else.
+const GOSSIP_SIGNING_DOMAIN: &str = "p2p-network-gossip";
+/// Payload type of a sealed gossip message: the JSON encoding of [`GossipMessage`], version 1.
+const GOSSIP_PAYLOAD_TYPE: &[u8] = b"/p2p-network/gossip-json/1";
 
 /// Sent by a gateway to a worker: run this attempt of this task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +130,8 @@ pub struct HeartBeat {
     pub incarnation: u64,
     pub state: MemberState,
     pub load: u32,
+    /// The sender's publication counter (see [`CapabilityAdvertisement::seq`]).
+    pub seq: u64,
     #[serde(default)]
     pub rumors: Vec<WireRumor>,
 }
@@ -141,6 +156,10 @@ pub struct CapabilityAdvertisement {
     pub capacity: u32,
     pub load: u32,
     pub addresses: Vec<String>,
+    /// The sender's publication counter, counted from its start time in milliseconds. GossipSub
+    /// names a message by a hash of its bytes, and ed25519 signatures are deterministic, so
+    /// without it a heartbeat equal to an earlier one would be taken for a duplicate and dropped.
+    pub seq: u64,
 }
 
 /// Most rumors a heartbeat may carry; more is a malformed message.
@@ -151,6 +170,21 @@ pub const MAX_RUMORS: usize = 16;
 pub enum GossipMessage {
     HeartBeat(HeartBeat),
     CapabilityAdvertisement(CapabilityAdvertisement),
+}
+
+/// Why a sealed gossip message was not opened.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpenError {
+    #[error("message of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("not a signed envelope: {0}")]
+    NotSealed(String),
+    #[error("the envelope's signature does not verify")]
+    BadSignature,
+    #[error("the envelope carries another payload type")]
+    PayloadType,
+    #[error(transparent)]
+    Payload(#[from] DecodeError),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -196,13 +230,43 @@ impl GossipMessage {
         Ok(msg)
     }
 
-    /// The node the message claims to come from; must match the GossipSub source.
+    /// Signs the encoded message with `key`, the key of the node it is about.
+    pub fn seal(&self, key: &Keypair) -> Result<Vec<u8>, SigningError> {
+        seal_payload(key, self.encode())
+    }
+
+    /// Opens a sealed message: the envelope must decode and its signature verify; then the
+    /// payload is decoded like [`GossipMessage::decode`]. Returns the signer with the
+    /// message (whether the message is about its signer is the caller's check). Never panics.
+    pub fn open(bytes: &[u8]) -> Result<(PeerId, Self), OpenError> {
+        if bytes.len() > MAX_GOSSIP_BYTES + MAX_ENVELOPE_OVERHEAD {
+            return Err(OpenError::TooLarge(bytes.len()));
+        }
+        let envelope =
+            SignedEnvelope::from_protobuf_encoding(bytes).map_err(|e| OpenError::NotSealed(e.to_string()))?;
+        let (payload, signer) = envelope
+            .payload_and_signing_key(GOSSIP_SIGNING_DOMAIN.to_owned(), GOSSIP_PAYLOAD_TYPE)
+            .map_err(|e| match e {
+                libp2p::core::signed_envelope::ReadPayloadError::UnexpectedPayloadType { .. } => OpenError::PayloadType,
+                _ => OpenError::BadSignature,
+            })?;
+        Ok((signer.to_peer_id(), Self::decode(payload)?))
+    }
+
+    /// The node the message claims to come from; must match its signer.
     pub fn claimed_node(&self) -> &str {
         match self {
             GossipMessage::HeartBeat(h) => &h.node,
             GossipMessage::CapabilityAdvertisement(a) => &a.node,
         }
     }
+}
+
+/// Seals any payload as a gossip message signed by `key`: what [`GossipMessage::seal`] does
+/// with an encoded message (tests use it to seal what no node would send).
+pub fn seal_payload(key: &Keypair, payload: Vec<u8>) -> Result<Vec<u8>, SigningError> {
+    let envelope = SignedEnvelope::new(key, GOSSIP_SIGNING_DOMAIN.to_owned(), GOSSIP_PAYLOAD_TYPE.to_vec(), payload)?;
+    Ok(envelope.into_protobuf_encoding())
 }
 
 #[cfg(test)]
@@ -219,7 +283,41 @@ mod tests {
             capacity: 4,
             load: 1,
             addresses: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            seq: 1,
         })
+    }
+
+    #[test]
+    fn sealed_gossip_opens_with_its_signer() {
+        let key = Keypair::generate_ed25519();
+        let m = advert();
+        let sealed = m.seal(&key).unwrap();
+        assert_eq!(GossipMessage::open(&sealed).unwrap(), (key.public().to_peer_id(), m));
+    }
+
+    #[test]
+    fn unsealed_badly_signed_and_oversized_gossip_is_not_opened() {
+        let key = Keypair::generate_ed25519();
+        // A plain message (what an unsigned sender would publish).
+        assert!(matches!(GossipMessage::open(&advert().encode()), Err(OpenError::NotSealed(_))));
+        // The signature is the envelope's last field: any bit of it flipped.
+        let mut sealed = advert().seal(&key).unwrap();
+        *sealed.last_mut().unwrap() ^= 1;
+        assert_eq!(GossipMessage::open(&sealed), Err(OpenError::BadSignature));
+        // Signed for another domain: the signature does not carry over.
+        let other = SignedEnvelope::new(&key, "another-domain".into(), GOSSIP_PAYLOAD_TYPE.to_vec(), advert().encode())
+            .unwrap();
+        assert_eq!(GossipMessage::open(&other.into_protobuf_encoding()), Err(OpenError::BadSignature));
+        let other =
+            SignedEnvelope::new(&key, GOSSIP_SIGNING_DOMAIN.into(), b"other".to_vec(), advert().encode()).unwrap();
+        assert_eq!(GossipMessage::open(&other.into_protobuf_encoding()), Err(OpenError::PayloadType));
+        // Well signed, but what is inside is checked as before.
+        let garbage = seal_payload(&key, b"{not json".to_vec()).unwrap();
+        assert!(matches!(GossipMessage::open(&garbage), Err(OpenError::Payload(DecodeError::Malformed(_)))));
+        let big = seal_payload(&key, vec![b' '; MAX_GOSSIP_BYTES + 1]).unwrap();
+        assert_eq!(GossipMessage::open(&big), Err(OpenError::Payload(DecodeError::TooLarge(MAX_GOSSIP_BYTES + 1))));
+        let huge = vec![0u8; MAX_GOSSIP_BYTES + MAX_ENVELOPE_OVERHEAD + 1];
+        assert_eq!(GossipMessage::open(&huge), Err(OpenError::TooLarge(huge.len())));
     }
 
     #[test]
@@ -248,6 +346,7 @@ mod tests {
             incarnation: 1,
             state: MemberState::Alive,
             load: 0,
+            seq: 1,
             rumors: (0..MAX_RUMORS + 1)
                 .map(|i| WireRumor { peer: i.to_string(), state: MemberState::Suspect, incarnation: 0 })
                 .collect(),

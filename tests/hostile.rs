@@ -6,10 +6,9 @@
 //! from the application, count it, graylist the gossip senders, and keep serving honest
 //! peers.
 //!
-//! Raw GossipSub frames (for unsigned and badly signed messages, which the GossipSub API
-//! cannot produce) are written as the wire format is specified: an unsigned-varint length,
-//! then the protobuf `RPC { repeated Message publish = 2 }` with
-//! `Message { from = 1, data = 2, seqno = 3, topic = 4, signature = 5 }`.
+//! Gossip is sealed by its author (a libp2p signed envelope inside an anonymous GossipSub
+//! message), so every bad message here is published through the GossipSub API: unsealed,
+//! sealed with a broken signature, sealed around garbage, sealed by one peer about another.
 
 mod inproc;
 
@@ -18,14 +17,17 @@ use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use inproc::{Running, eventually};
+use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, noise, ping, request_response, tcp, yamux,
 };
 use p2p_network::api::Submitted;
 use p2p_network::membership::MemberState;
+use p2p_network::network::{ProtocolNames, gossip_config};
 use p2p_network::protocol::{
     CapabilityAdvertisement, GossipMessage, HeartBeat, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION,
+    seal_payload,
 };
 use p2p_network::scheduler::{TaskSpec, TaskState};
 use tokio::sync::{mpsc, watch};
@@ -91,8 +93,6 @@ struct Hostile {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
-    /// Raw frames on the GossipSub protocol.
-    inject: request_response::Behaviour<Raw>,
     /// Raw bytes on the task protocol: garbage requests out; garbage answers in `Garbage` mode.
     raw_task: request_response::Behaviour<Raw>,
     /// Well-formed task answers that lie about what they answer (`Liar` mode).
@@ -114,8 +114,8 @@ enum Mode {
 }
 
 enum Cmd {
+    /// Publishes these bytes as they are (sealed or not) on the topic.
     Publish(&'static str, Vec<u8>),
-    Inject(Vec<u8>),
     SendTask(Vec<u8>),
     /// Opens a task lane, writes these bytes, and replies with everything read back until
     /// the node closes the lane (or 10 s pass).
@@ -124,6 +124,7 @@ enum Cmd {
 
 struct HostileHandle {
     peer_id: PeerId,
+    key: Keypair,
     cmds: mpsc::UnboundedSender<Cmd>,
     /// Set once the node's subscription to both topics has been seen.
     subscribed: watch::Receiver<bool>,
@@ -150,22 +151,21 @@ fn topic(name: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("{PV}/{name}"))
 }
 
-fn hostile_swarm(mode: Mode) -> Swarm<Hostile> {
+fn hostile_swarm(mode: Mode, key: Keypair) -> Swarm<Hostile> {
     use request_response::ProtocolSupport;
-    libp2p::SwarmBuilder::with_new_identity()
+    libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .unwrap()
         .with_behaviour(|key| {
-            let gs_config = gossipsub::ConfigBuilder::default()
-                .protocol_id_prefix(format!("/{PV}/meshsub"))
-                .validation_mode(gossipsub::ValidationMode::Strict)
+            // The cluster's own wire settings: an attacker speaks the protocol, then abuses it.
+            let gs_config = gossip_config(&ProtocolNames::new(PV))
                 .heartbeat_interval(Duration::from_millis(200))
                 .max_transmit_size(256 * 1024)
                 .build()
                 .unwrap();
             let mut gossipsub =
-                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config).unwrap();
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gs_config).unwrap();
             gossipsub.subscribe(&topic("heartbeat")).unwrap();
             gossipsub.subscribe(&topic("capabilities")).unwrap();
             let rr = || request_response::Config::default().with_request_timeout(Duration::from_secs(5));
@@ -179,11 +179,6 @@ fn hostile_swarm(mode: Mode) -> Swarm<Hostile> {
                 ),
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(500))),
                 gossipsub,
-                inject: request_response::Behaviour::with_codec(
-                    Raw,
-                    [(protocol("meshsub/1.1.0"), ProtocolSupport::Outbound)],
-                    rr(),
-                ),
                 raw_task: request_response::Behaviour::with_codec(Raw, [(protocol("task/1.0.0"), task_support)], rr()),
                 tasks: request_response::cbor::Behaviour::new(liar_protocols, rr()),
                 lane: libp2p_stream::Behaviour::new(),
@@ -196,7 +191,8 @@ fn hostile_swarm(mode: Mode) -> Swarm<Hostile> {
 
 /// Starts a hostile swarm that dials `node_addr` and runs until the handle is dropped.
 fn hostile(mode: Mode, node_addr: &str) -> HostileHandle {
-    let mut swarm = hostile_swarm(mode);
+    let key = Keypair::generate_ed25519();
+    let mut swarm = hostile_swarm(mode, key.clone());
     let peer_id = *swarm.local_peer_id();
     swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
     let addr: Multiaddr = node_addr.parse().unwrap();
@@ -208,19 +204,17 @@ fn hostile(mode: Mode, node_addr: &str) -> HostileHandle {
     let (cmds, mut rx) = mpsc::unbounded_channel();
     let (subscribed_tx, subscribed) = watch::channel(false);
     let lanes = swarm.behaviour().lane.new_control();
+    let key_in_task = key.clone();
     let task = tokio::spawn(async move {
         let mut seen_topics = 0;
         let mut lies = 0u32;
         let mut advertise = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = advertise.tick(), if mode != Mode::Attacker => advertise_as_worker(&mut swarm),
+                _ = advertise.tick(), if mode != Mode::Attacker => advertise_as_worker(&mut swarm, &key_in_task),
                 cmd = rx.recv() => match cmd {
                     Some(Cmd::Publish(name, data)) => {
                         let _ = swarm.behaviour_mut().gossipsub.publish(topic(name), data);
-                    }
-                    Some(Cmd::Inject(frame)) => {
-                        swarm.behaviour_mut().inject.send_request(&node, frame);
                     }
                     Some(Cmd::SendTask(bytes)) => {
                         swarm.behaviour_mut().raw_task.send_request(&node, bytes);
@@ -287,12 +281,13 @@ fn hostile(mode: Mode, node_addr: &str) -> HostileHandle {
             }
         }
     });
-    HostileHandle { peer_id, cmds, subscribed, task }
+    HostileHandle { peer_id, key, cmds, subscribed, task }
 }
 
-fn advertise_as_worker(swarm: &mut Swarm<Hostile>) {
+fn advertise_as_worker(swarm: &mut Swarm<Hostile>, key: &Keypair) {
     let me = swarm.local_peer_id().to_string();
     let addresses = swarm.listeners().map(|a| a.to_string()).collect();
+    let seq = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let gs = &mut swarm.behaviour_mut().gossipsub;
     let hb = GossipMessage::HeartBeat(HeartBeat {
         v: WIRE_VERSION,
@@ -300,6 +295,7 @@ fn advertise_as_worker(swarm: &mut Swarm<Hostile>) {
         incarnation: 1,
         state: MemberState::Alive,
         load: 0,
+        seq,
         rumors: Vec::new(),
     });
     let ad = GossipMessage::CapabilityAdvertisement(CapabilityAdvertisement {
@@ -311,59 +307,10 @@ fn advertise_as_worker(swarm: &mut Swarm<Hostile>) {
         capacity: 4,
         load: 0,
         addresses,
+        seq,
     });
-    let _ = gs.publish(topic("heartbeat"), hb.encode());
-    let _ = gs.publish(topic("capabilities"), ad.encode());
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn pb_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    varint(out, (field << 3) | 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// One GossipSub message, exactly as given (an absent field is left out).
-struct RawGossip<'a> {
-    from: Option<&'a PeerId>,
-    data: Vec<u8>,
-    seqno: u64,
-    topic: &'a str,
-    signature: Option<&'a [u8]>,
-}
-
-/// One GossipSub RPC frame publishing `messages`. All in one frame on one stream: GossipSub
-/// accepts only a few inbound streams per connection, and a real attacker would batch too.
-fn gossip_frame(messages: &[RawGossip]) -> Vec<u8> {
-    let mut rpc = Vec::new();
-    for m in messages {
-        let mut msg = Vec::new();
-        if let Some(from) = m.from {
-            pb_bytes(&mut msg, 1, &from.to_bytes());
-        }
-        pb_bytes(&mut msg, 2, &m.data);
-        pb_bytes(&mut msg, 3, &m.seqno.to_be_bytes());
-        pb_bytes(&mut msg, 4, m.topic.as_bytes());
-        if let Some(sig) = m.signature {
-            pb_bytes(&mut msg, 5, sig);
-        }
-        pb_bytes(&mut rpc, 2, &msg);
-    }
-    let mut frame = Vec::new();
-    varint(&mut frame, rpc.len() as u64);
-    frame.extend(rpc);
-    frame
+    let _ = gs.publish(topic("heartbeat"), hb.seal(key).unwrap());
+    let _ = gs.publish(topic("capabilities"), ad.seal(key).unwrap());
 }
 
 fn evil_advert(node: &str, capability: &str) -> Vec<u8> {
@@ -376,6 +323,7 @@ fn evil_advert(node: &str, capability: &str) -> Vec<u8> {
         capacity: 100,
         load: 0,
         addresses: Vec::new(),
+        seq: 1,
     })
     .encode()
 }
@@ -432,43 +380,33 @@ async fn bad_gossip_never_reaches_the_application_and_graylists_its_sender() {
     }
     let accepted_before = boot.metric("p2p_gossip_validation_total{outcome=\"accept\"}").await;
 
-    let hb_topic = format!("{PV}/heartbeat");
-    let caps_topic = format!("{PV}/capabilities");
     for (kind, h) in kinds.iter().zip(&attackers) {
         let me = h.peer_id.to_string();
-        let raw = |capability: &str, signature: Option<&'static [u8]>| -> Vec<u8> {
-            let messages: Vec<RawGossip> = (0..5u64)
-                .map(|i| RawGossip {
-                    from: Some(&h.peer_id),
-                    data: evil_advert(&me, capability),
-                    seqno: 1000 + i,
-                    topic: if i % 2 == 0 { &caps_topic } else { &hb_topic },
-                    signature,
-                })
-                .collect();
-            gossip_frame(&messages)
-        };
-        match *kind {
-            "unsigned" => h.send(Cmd::Inject(raw("evil-unsigned", None))),
-            "bad_signature" => h.send(Cmd::Inject(raw("evil-bad-signature", Some(&[7u8; 64])))),
-            _ => {
-                for i in 0..5usize {
-                    let (topic, data) = match *kind {
-                        "malformed" => ("heartbeat", format!("{{\"type\":\"HeartBeat\",\"v\":1,{i}").into_bytes()),
-                        // Signed by the attacker, claiming to be w1.
-                        "sender_mismatch" => ("capabilities", evil_advert(&w1.peer_id, &format!("evil-mismatch-{i}"))),
-                        // A well-formed advert on the heartbeat topic.
-                        "wrong_topic" => ("heartbeat", evil_advert(&me, &format!("evil-wrong-topic-{i}"))),
-                        "oversized" => {
-                            let mut big = evil_advert(&me, "evil-oversized");
-                            big.extend(std::iter::repeat_n(b' ', 20 * 1024 + i));
-                            ("capabilities", big)
-                        }
-                        _ => unreachable!(),
-                    };
-                    h.send(Cmd::Publish(topic, data));
+        let sealed = |payload: Vec<u8>| seal_payload(&h.key, payload).unwrap();
+        for i in 0..5usize {
+            // Every message differs: GossipSub names a message by its bytes.
+            let (topic, data) = match *kind {
+                "malformed" => ("heartbeat", sealed(format!("{{\"type\":\"HeartBeat\",\"v\":1,{i}").into_bytes())),
+                // Sealed by the attacker, claiming to be w1.
+                "sender_mismatch" => ("capabilities", sealed(evil_advert(&w1.peer_id, &format!("evil-mismatch-{i}")))),
+                // A well-formed advert on the heartbeat topic.
+                "wrong_topic" => ("heartbeat", sealed(evil_advert(&me, &format!("evil-wrong-topic-{i}")))),
+                "oversized" => {
+                    let mut big = evil_advert(&me, "evil-oversized");
+                    big.extend(std::iter::repeat_n(b' ', 20 * 1024 + i));
+                    ("capabilities", sealed(big))
                 }
-            }
+                // A plain advert, in no envelope.
+                "unsigned" => ("capabilities", evil_advert(&me, &format!("evil-unsigned-{i}"))),
+                // Sealed, then one bit of its signature (the envelope's last field) flipped.
+                "bad_signature" => {
+                    let mut data = sealed(evil_advert(&me, &format!("evil-bad-signature-{i}")));
+                    *data.last_mut().unwrap() ^= 1;
+                    ("capabilities", data)
+                }
+                _ => unreachable!(),
+            };
+            h.send(Cmd::Publish(topic, data));
         }
     }
 
@@ -483,7 +421,14 @@ async fn bad_gossip_never_reaches_the_application_and_graylists_its_sender() {
         boot.metric("p2p_gossip_graylisted_peers").await >= kinds.len() as f64
     })
     .await;
-    for reason in ["gossip_malformed", "gossip_sender_mismatch", "gossip_wrong_topic", "gossip_oversized"] {
+    for reason in [
+        "gossip_malformed",
+        "gossip_sender_mismatch",
+        "gossip_wrong_topic",
+        "gossip_oversized",
+        "gossip_unsigned",
+        "gossip_bad_signature",
+    ] {
         let n = boot.metric(&format!("p2p_messages_dropped_total{{reason=\"{reason}\"}}")).await;
         assert!(n >= 1.0, "{reason} counted: {n}");
     }

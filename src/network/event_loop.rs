@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::identity::Keypair;
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
@@ -21,7 +22,7 @@ use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::Bootstrapper;
 use super::lanes::{self, LaneEvent, NotQueued, OutboundLane};
 use super::swarm::ProtocolNames;
-use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus, Topic};
+use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus};
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::protocol::{GossipMessage, ProbeRequest, ProbeResponse, TaskError, TaskRequest, TaskResponse, WIRE_VERSION};
@@ -70,6 +71,8 @@ struct TaskDial {
 
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// This node's key: gossip is sealed with it.
+    signing_key: Keypair,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetworkEvent>,
     outbox: VecDeque<NetworkEvent>,
@@ -139,19 +142,21 @@ pub struct EventLoop {
 impl EventLoop {
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
+        signing_key: Keypair,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetworkEvent>,
         config: &Config,
-        names: ProtocolNames,
         metrics: Metrics,
         libp2p_metrics: libp2p::metrics::Metrics,
     ) -> Self {
+        let names = ProtocolNames::new(&config.network.protocol_version);
         let [heartbeat_topic, capabilities_topic] = super::swarm::gossip_topics(&names);
         metrics.set_nat(NatStatus::Unknown.as_str());
         let streams = swarm.behaviour().streams.new_control();
         let (lane_events_tx, lane_events) = mpsc::channel(super::COMMAND_CHANNEL);
         Self {
             swarm,
+            signing_key,
             commands,
             events,
             outbox: VecDeque::new(),
@@ -535,10 +540,14 @@ impl EventLoop {
                     );
                 }
             }
-            Command::Publish { topic, data } => {
-                let topic = match topic {
-                    Topic::HeartBeat => self.heartbeat_topic.clone(),
-                    Topic::Capabilities => self.capabilities_topic.clone(),
+            Command::Publish { message } => {
+                let topic = self.topic_of(&message).clone();
+                let data = match message.seal(&self.signing_key) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gossip not sealed: signing failed");
+                        return;
+                    }
                 };
                 let len = data.len();
                 if let Some(gs) = self.swarm.behaviour_mut().gossipsub.as_mut() {
@@ -992,26 +1001,33 @@ impl EventLoop {
         }
     }
 
-    /// Application validation of a gossip message: signed (GossipSub's strict mode checked the
-    /// signature), well-formed and within bounds, on the topic its type belongs to, and about
-    /// the node that signed it. A newer wire version is ignored rather than punished, so a
-    /// rolling upgrade does not graylist the upgraded nodes.
+    /// The topic a gossip message of this type travels on.
+    fn topic_of(&self, message: &GossipMessage) -> &gossipsub::IdentTopic {
+        match message {
+            GossipMessage::HeartBeat(_) => &self.heartbeat_topic,
+            GossipMessage::CapabilityAdvertisement(_) => &self.capabilities_topic,
+        }
+    }
+
+    /// Application validation of a gossip message, which GossipSub hands over once however
+    /// many copies arrive: sealed by its author with a valid signature, well-formed and within
+    /// bounds, on the topic its type belongs to, and about the node that signed it. A newer
+    /// wire version is ignored rather than punished, so a rolling upgrade does not graylist the
+    /// upgraded nodes.
     fn validate_gossip(
         &self,
         message: &gossipsub::Message,
     ) -> Result<(PeerId, GossipMessage), (&'static str, gossipsub::MessageAcceptance)> {
+        use crate::protocol::{DecodeError, OpenError};
         use gossipsub::MessageAcceptance::{Ignore, Reject};
-        let source = message.source.ok_or(("gossip_unsigned", Reject))?;
-        let msg = GossipMessage::decode(&message.data).map_err(|e| match e {
-            crate::protocol::DecodeError::Version(_) => ("gossip_version", Ignore),
-            crate::protocol::DecodeError::TooLarge(_) => ("gossip_oversized", Reject),
-            _ => ("gossip_malformed", Reject),
+        let (source, msg) = GossipMessage::open(&message.data).map_err(|e| match e {
+            OpenError::NotSealed(_) => ("gossip_unsigned", Reject),
+            OpenError::BadSignature | OpenError::PayloadType => ("gossip_bad_signature", Reject),
+            OpenError::TooLarge(_) | OpenError::Payload(DecodeError::TooLarge(_)) => ("gossip_oversized", Reject),
+            OpenError::Payload(DecodeError::Version(_)) => ("gossip_version", Ignore),
+            OpenError::Payload(_) => ("gossip_malformed", Reject),
         })?;
-        let expected_topic = match msg {
-            GossipMessage::HeartBeat(_) => &self.heartbeat_topic,
-            GossipMessage::CapabilityAdvertisement(_) => &self.capabilities_topic,
-        };
-        if message.topic != expected_topic.hash() {
+        if message.topic != self.topic_of(&msg).hash() {
             return Err(("gossip_wrong_topic", Reject));
         }
         if msg.claimed_node() != source.to_string() {

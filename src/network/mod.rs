@@ -16,22 +16,15 @@ use std::time::Duration;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{ProbeRequest, TaskRequest, TaskResponse};
+use crate::protocol::{GossipMessage, ProbeRequest, TaskRequest, TaskResponse};
 
 pub use event_loop::{EventLoop, is_loopback, is_unroutable};
-pub use swarm::{BuildError, NetworkSetup, build};
+pub use swarm::{BuildError, NetworkSetup, ProtocolNames, build, gossip_config};
 
 /// Bound of the command channel into the event loop.
 pub const COMMAND_CHANNEL: usize = 4096;
 /// Bound of the event channel out of the event loop.
 pub const EVENT_CHANNEL: usize = 4096;
-
-/// Which gossip topic a message goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topic {
-    HeartBeat,
-    Capabilities,
-}
 
 /// Correlates an inbound request with the reply the event loop is holding for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,7 +153,7 @@ pub(crate) enum Command {
     RespondTask { id: InboundId, response: TaskResponse },
     SendProbe { via: PeerId, target: PeerId },
     RespondProbe { id: InboundId, target: PeerId, reachable: bool },
-    Publish { topic: Topic, data: Vec<u8> },
+    Publish { message: GossipMessage },
     Dial { peer: PeerId, addresses: Vec<Multiaddr> },
     PutRecord { key: Vec<u8>, value: Vec<u8>, replication: usize, reply: oneshot::Sender<Result<usize, String>> },
     GetRecord { key: Vec<u8>, reply: oneshot::Sender<Result<Option<Vec<u8>>, String>> },
@@ -209,8 +202,9 @@ impl Client {
         self.send(Command::RespondProbe { id, target, reachable }).await
     }
 
-    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), Closed> {
-        self.send(Command::Publish { topic, data }).await
+    /// Seals `message` with this node's key and publishes it on the topic of its type.
+    pub async fn publish(&self, message: GossipMessage) -> Result<(), Closed> {
+        self.send(Command::Publish { message }).await
     }
 
     pub async fn dial(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), Closed> {

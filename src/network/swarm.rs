@@ -13,6 +13,7 @@ use libp2p::{
     memory_connection_limits, noise, ping, relay, request_response, tcp, tls, yamux,
 };
 use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::behaviour::Behaviour;
@@ -64,7 +65,10 @@ impl ProtocolNames {
             tasks: p("task/1.0.0"),
             task_lane: p("task-lane/1.0.0"),
             probe: p("probe/1.0.0"),
-            gossip_prefix: format!("/{protocol_version}/meshsub"),
+            // Not GossipSub's own `meshsub`: our messages are sealed by their authors and carry no
+            // GossipSub signature, so a node of the earlier, GossipSub-signed format must not
+            // exchange (and reject, and penalise) messages with us.
+            gossip_prefix: format!("/{protocol_version}/sealed-meshsub"),
             topic_prefix: format!("{protocol_version}/"),
         }
     }
@@ -85,6 +89,8 @@ pub fn build(
     metrics: Metrics,
 ) -> Result<NetworkSetup, BuildError> {
     let names = ProtocolNames::new(&config.network.protocol_version);
+    // The event loop seals gossip with it; the swarm takes the other copy.
+    let signing_key = keypair.clone();
     let handshake_timeout = Duration::from_secs(config.network.connection_timeout);
 
     macro_rules! finish {
@@ -171,7 +177,7 @@ pub fn build(
     let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL);
     let local_peer_id = *swarm.local_peer_id();
     let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
-    let event_loop = EventLoop::new(swarm, cmd_rx, event_tx, config, names, metrics, libp2p_metrics);
+    let event_loop = EventLoop::new(swarm, signing_key, cmd_rx, event_tx, config, metrics, libp2p_metrics);
     Ok(NetworkSetup { client: Client { tx: cmd_tx, local_peer_id }, event_loop, events: event_rx })
 }
 
@@ -226,7 +232,7 @@ fn make_behaviour(
     );
     let kad = kad::Behaviour::with_config(peer_id, store, kad_config);
 
-    let gossipsub = if net.mesh_network { Some(make_gossipsub(config, names, key)?) } else { None };
+    let gossipsub = if net.mesh_network { Some(make_gossipsub(config, names)?) } else { None };
 
     let mdns =
         if net.enable_mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
@@ -371,16 +377,40 @@ pub fn gossip_topics(names: &ProtocolNames) -> [gossipsub::IdentTopic; 2] {
     ]
 }
 
+/// GossipSub's wire settings, shared by every speaker of the cluster's gossip (the node, the
+/// scale harness's probe, the hostile tests' attackers).
+///
+/// Messages carry no GossipSub signature, author or sequence number
+/// (`MessageAuthenticity::Anonymous`): each is a libp2p signed envelope made by the node it
+/// is about ([`GossipMessage::seal`](crate::protocol::GossipMessage::seal)), opened by the
+/// application. GossipSub's own strict mode checks the signature of every copy it receives,
+/// duplicates included, before it looks whether it has seen the message (about seven copies
+/// per message here, one from the author and about six from mesh peers); the application sees
+/// each message once. So a message is named by a hash of its topic and bytes: a copy altered
+/// in flight, or replayed on another topic, is another message and cannot shadow the genuine
+/// one in the duplicate cache.
+pub fn gossip_config(names: &ProtocolNames) -> gossipsub::ConfigBuilder {
+    let mut builder = gossipsub::ConfigBuilder::default();
+    builder
+        .protocol_id_prefix(names.gossip_prefix.clone())
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .message_id_fn(|message: &gossipsub::Message| {
+            let mut hash = Sha256::new();
+            hash.update(message.topic.as_str().as_bytes());
+            hash.update([0]);
+            hash.update(&message.data);
+            gossipsub::MessageId::new(&hash.finalize())
+        });
+    builder
+}
+
 fn make_gossipsub(
     config: &Config,
     names: &ProtocolNames,
-    key: &Keypair,
 ) -> Result<gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>, String> {
-    let gs_config = gossipsub::ConfigBuilder::default()
-        .protocol_id_prefix(names.gossip_prefix.clone())
-        // Every message must carry its author and a valid signature of it.
-        .validation_mode(gossipsub::ValidationMode::Strict)
-        // Nothing is forwarded until the application has checked it (schema, size, sender).
+    let gs_config = gossip_config(names)
+        // Nothing is forwarded until the application has opened and checked it (signature,
+        // schema, size, sender).
         .validate_messages()
         .heartbeat_interval(Duration::from_millis(700))
         // Frames up to 4x the largest valid message get through to validation, so that an
@@ -394,7 +424,7 @@ fn make_gossipsub(
     // Subscriptions to any other topic are ignored: a peer cannot make us track thousands.
     let filter = gossipsub::WhitelistSubscriptionFilter(hashes.iter().cloned().collect());
     let mut gs = gossipsub::Behaviour::new_with_subscription_filter(
-        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossipsub::MessageAuthenticity::Anonymous,
         gs_config,
         filter,
     )

@@ -16,7 +16,7 @@ use super::views::{
 use crate::config::Config;
 use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
 use crate::metrics::{Metrics, PeerLabels, StateLabels};
-use crate::network::{Client, InboundId, NatStatus, NetworkEvent, Topic};
+use crate::network::{Client, InboundId, NatStatus, NetworkEvent};
 use crate::protocol::{CapabilityAdvertisement, GossipMessage, HeartBeat, MAX_RUMORS, WIRE_VERSION, WireRumor};
 use crate::scheduler::{Effect, Gateway, WorkerView};
 use crate::worker::{Executor, LocalAnswer, Origin};
@@ -91,6 +91,10 @@ pub struct Core {
     subscriptions: u64,
     ad_audience: u64,
     heartbeats: u64,
+    /// The `seq` of our next gossip message: counted from our start time in milliseconds, so a
+    /// restarted node never repeats a message of its previous run (see
+    /// [`CapabilityAdvertisement::seq`](crate::protocol::CapabilityAdvertisement::seq)).
+    gossip_seq: u64,
     routing_table_size: usize,
     peer_labels_seen: Vec<PeerLabels>,
     /// Others' probe requests about a member, answered when our own direct ping of it ends.
@@ -152,6 +156,9 @@ impl Core {
             subscriptions: 0,
             ad_audience: 0,
             heartbeats: 0,
+            gossip_seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             routing_table_size: 0,
             peer_labels_seen: Vec::new(),
             forwarded_probes: HashMap::new(),
@@ -558,9 +565,15 @@ impl Core {
             incarnation: self.membership.local_incarnation(),
             state: self.membership.local_state(),
             load: self.load(),
+            seq: self.next_gossip_seq(),
             rumors,
         });
-        let _ = self.network.publish(Topic::HeartBeat, hb.encode()).await;
+        let _ = self.network.publish(hb).await;
+    }
+
+    fn next_gossip_seq(&mut self) -> u64 {
+        self.gossip_seq = self.gossip_seq.wrapping_add(1);
+        self.gossip_seq
     }
 
     fn load(&self) -> u32 {
@@ -595,8 +608,9 @@ impl Core {
             capacity: self.executor.as_ref().map_or(0, |e| e.capacity()),
             load,
             addresses,
+            seq: self.next_gossip_seq(),
         });
-        let _ = self.network.publish(Topic::Capabilities, ad.encode()).await;
+        let _ = self.network.publish(ad).await;
     }
 
     async fn on_tick(&mut self) {
