@@ -156,9 +156,7 @@ impl Core {
             subscriptions: 0,
             ad_audience: 0,
             heartbeats: 0,
-            gossip_seq: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            gossip_seq: now_ms(),
             routing_table_size: 0,
             peer_labels_seen: Vec::new(),
             forwarded_probes: HashMap::new(),
