@@ -44,7 +44,7 @@ use libp2p::{Multiaddr, PeerId, gossipsub, identify, noise, ping, tcp, yamux};
 use p2p_network::api::NodeHandle;
 use p2p_network::config::Config;
 use p2p_network::membership::MemberState;
-use p2p_network::network::{ProtocolNames, gossip_config};
+use p2p_network::network::{ProtocolNames, gossip_config, view};
 use p2p_network::node::{Node, StartError};
 use p2p_network::protocol::{
     CapabilityAdvertisement, GossipMessage, HeartBeat, MAX_ENVELOPE_OVERHEAD, WIRE_VERSION, seal_payload,
@@ -265,6 +265,8 @@ const BREAKDOWNS: &[(&str, &str)] = &[
     ("libp2p_swarm_connections_duration_seconds_count", "cause"),
     ("p2p_membership_members", "state"),
     ("p2p_messages_dropped_total", "reason"),
+    // No labels: shown as `none=<sum>`.
+    ("p2p_connections_trimmed_total", ""),
 ];
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -1277,8 +1279,15 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
 async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::Result<Delivery> {
     let probe = start_probe()?;
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
-    // Enter through workers only (not the bootstrap, whose fan-out is atypical).
-    let mut candidates = nodes.iter().filter(|n| n.name.starts_with('w'));
+    // Enter through workers only (not the bootstrap, whose fan-out is atypical), and in a
+    // cluster larger than the active view only through those whose view includes the probe
+    // (a worker closes an idle connection outside it after a few seconds, as it would a
+    // member's).
+    let (members, active) = (nodes.len() + 1, Config::default().network.active_peers);
+    let mut candidates = nodes.iter().filter(|n| {
+        n.name.starts_with('w')
+            && n.peer_id.parse::<PeerId>().is_ok_and(|id| view::keeps(&id, &probe.peer_id, members, active, 1.0))
+    });
     let links = args.probe_links.max(1);
     let connect_deadline = (Instant::now() + Duration::from_secs(10)).min(end);
     let mut dialed = 0;

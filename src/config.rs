@@ -101,6 +101,9 @@ pub struct NetworkConfig {
     /// Seconds allowed for a connection's handshake (security and multiplexer upgrade).
     pub connection_timeout: u64,
     pub bootstrap_peers: Vec<Multiaddr>,
+    /// Members each node stays connected to, on average, once the cluster is larger (the
+    /// active view, `network/view.rs`); 0 keeps every connection.
+    pub active_peers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,6 +266,7 @@ impl Default for NetworkConfig {
             security: Security::Noise,
             connection_timeout: 30,
             bootstrap_peers: Vec::new(),
+            active_peers: 20,
         }
     }
 }
@@ -410,6 +414,12 @@ impl Config {
         }
         if self.network.connection_timeout == 0 {
             return Err(("network.connection_timeout", "must be at least 1 second".into()));
+        }
+        if matches!(self.network.active_peers, 1 | 2) {
+            return Err((
+                "network.active_peers",
+                "must be 0 (keep every connection) or at least 3 (fewer leave the cluster split)".into(),
+            ));
         }
         for addr in &self.network.bootstrap_peers {
             if !is_dialable(addr) {

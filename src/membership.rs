@@ -439,6 +439,14 @@ where
         self.start_probe(now, peer, false).into_iter().collect()
     }
 
+    /// The connection to `peer` closed as both ends meant it to (it lies outside the active
+    /// view): no sign of failure, so no probe. Gossip, pings and probes keep vouching for it.
+    pub fn on_parted(&mut self, peer: P) {
+        if let Some(entry) = self.members.get_mut(&peer) {
+            entry.member.connected = false;
+        }
+    }
+
     /// A direct ping went unanswered. During a probe it is the probe's own direct
     /// answer (one of `expected`); otherwise it starts a probe.
     pub fn on_ping_failed(&mut self, now: Instant, peer: P) -> Vec<Action<P>> {
@@ -584,14 +592,18 @@ where
     /// order shuffled per node and per round (by a hash of both, so that nodes do not all
     /// ping the same member at once, yet the state machine stays deterministic). A member
     /// that joins mid-round waits for the next round; one already being probed is skipped.
-    pub fn next_ping(&mut self) -> Option<P> {
+    ///
+    /// `connected_only`: only members we are connected to, for a large cluster where each
+    /// node keeps connections to a few members only (the network's active view). Each member
+    /// is then pinged by its neighbours, about as often as by everybody in plain SWIM, and a
+    /// ping never costs a connection's handshake. A member nobody pings is still vouched for
+    /// by its heartbeats, and probed when they stop (`silence_timeout`).
+    pub fn next_ping(&mut self, connected_only: bool) -> Option<P> {
+        let pingable =
+            |e: &Entry<P>| matches!(e.member.state, Alive | Suspect) && (e.member.connected || !connected_only);
         for _ in 0..2 {
             while let Some(peer) = self.round.pop() {
-                if self
-                    .members
-                    .get(&peer)
-                    .is_some_and(|e| matches!(e.member.state, Alive | Suspect) && e.probe.is_none())
-                {
+                if self.members.get(&peer).is_some_and(|e| pingable(e) && e.probe.is_none()) {
                     return Some(peer);
                 }
             }
@@ -600,7 +612,7 @@ where
             let mut order: Vec<(u64, P)> = self
                 .members
                 .values()
-                .filter(|e| matches!(e.member.state, Alive | Suspect))
+                .filter(|e| pingable(e))
                 .map(|e| {
                     let mut h = std::hash::DefaultHasher::new();
                     (local, rounds, e.member.id).hash(&mut h);
@@ -891,6 +903,22 @@ mod tests {
         assert_eq!(state(&m, 1), Some(Alive));
     }
 
+    /// A close both ends meant (outside the active view) starts no probe; the member is then
+    /// unconnected, so the silence timeout vouches for it through its heartbeats instead.
+    #[test]
+    fn parting_is_not_failing() {
+        let (mut m, t0) = setup();
+        m.on_connected(t0, 1);
+        m.on_connected(t0, 2);
+        m.on_parted(1);
+        let p = m.get(&1).unwrap();
+        assert_eq!((p.state, p.connected), (Alive, false));
+        assert!(m.tick(t0 + secs(1)).is_empty(), "no probe for a parting");
+        m.on_heartbeat(t0 + secs(60), 1, 0, Alive);
+        assert!(m.tick(t0 + secs(149)).is_empty(), "heard through gossip");
+        assert_eq!(m.tick(t0 + secs(150)), probe(1, &[2]), "silent for the timeout: probed");
+    }
+
     #[test]
     fn capability_query_excludes_non_alive() {
         let (mut m, t0) = setup();
@@ -1082,13 +1110,13 @@ mod tests {
     #[test]
     fn next_ping_visits_every_member_once_per_round() {
         let (mut m, t0) = setup();
-        assert_eq!(m.next_ping(), None, "nobody to ping");
+        assert_eq!(m.next_ping(false), None, "nobody to ping");
         (1..=6).for_each(|p| drop(m.on_connected(t0, p)));
         m.on_heartbeat(t0, 7, 0, Left);
         m.on_rumor(t0, rumor(8, Dead, 0));
         m.on_rumor(t0, rumor(6, Suspect, 0)); // suspects are pinged too: a ping can clear them
         let round = |m: &mut Membership<u32>| {
-            let mut r: Vec<u32> = (0..6).filter_map(|_| m.next_ping()).collect();
+            let mut r: Vec<u32> = (0..6).filter_map(|_| m.next_ping(false)).collect();
             let order = r.clone();
             r.sort_unstable();
             (order, r)
@@ -1107,16 +1135,31 @@ mod tests {
     }
 
     #[test]
+    fn next_ping_among_connected_members_only() {
+        let (mut m, t0) = setup();
+        (1..=4).for_each(|p| drop(m.on_connected(t0, p)));
+        m.on_heartbeat(t0, 5, 0, Alive); // known from gossip only
+        m.on_parted(4);
+        let mut pinged: Vec<u32> = (0..6).filter_map(|_| m.next_ping(true)).collect();
+        pinged.sort_unstable();
+        assert_eq!(pinged, [1, 1, 2, 2, 3, 3], "two rounds of the connected members");
+        m.on_parted(2);
+        let round: Vec<u32> = (0..3).filter_map(|_| m.next_ping(true)).collect();
+        assert!(!round.contains(&2), "disconnected since the round began: skipped ({round:?})");
+        assert!(m.next_ping(false).is_some());
+    }
+
+    #[test]
     fn next_ping_skips_members_gone_or_probed_since_the_round_began() {
         let (mut m, t0) = setup();
         (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
-        let first = m.next_ping().unwrap();
+        let first = m.next_ping(false).unwrap();
         let rest: Vec<u32> = (1..=3).filter(|p| *p != first).collect();
         m.on_heartbeat(t0, rest[0], 0, Left);
         assert_eq!(m.on_disconnected(t0, rest[1]), probe(rest[1], &[first]));
-        assert_eq!(m.next_ping(), Some(first), "a new round: only the first is left to ping");
+        assert_eq!(m.next_ping(false), Some(first), "a new round: only the first is left to ping");
         m.on_probe_result(t0, rest[1], true);
-        let again: Vec<u32> = (0..4).filter_map(|_| m.next_ping()).collect();
+        let again: Vec<u32> = (0..4).filter_map(|_| m.next_ping(false)).collect();
         assert!(again.contains(&first) && again.contains(&rest[1]) && !again.contains(&rest[0]), "{again:?}");
     }
 

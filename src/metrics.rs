@@ -107,6 +107,7 @@ pub struct Metrics {
     pub limit_hits: Family<LimitLabels, Counter>,
     pub gossip_validation: Family<OutcomeLabels, Counter>,
     pub gossip_graylisted: Gauge,
+    pub connections_trimmed: Counter,
     started: Arc<std::time::Instant>,
 }
 
@@ -143,6 +144,7 @@ impl Metrics {
             limit_hits: Family::default(),
             gossip_validation: Family::default(),
             gossip_graylisted: Gauge::default(),
+            connections_trimmed: Counter::default(),
             started: Arc::new(std::time::Instant::now()),
         };
         r.register("peers_connected", "Connected cluster peers by role and transport", m.peers_connected.clone());
@@ -200,6 +202,11 @@ impl Metrics {
             "gossip_graylisted_peers",
             "Connected peers whose GossipSub score is below the graylist threshold",
             m.gossip_graylisted.clone(),
+        );
+        r.register(
+            "connections_trimmed",
+            "Idle connections closed because they lie outside the active view",
+            m.connections_trimmed.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build

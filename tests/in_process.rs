@@ -136,3 +136,85 @@ async fn allow_lists_decide_who_submits_and_who_executes() {
         node.stop().await;
     }
 }
+
+/// A cluster larger than its active view (`network.active_peers` 3, 9 members): each worker
+/// closes the idle connections to workers outside its view, stays connected to those inside
+/// it, nobody takes the closes for failures, and the bootstrap still reaches every worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_larger_than_its_active_view_keeps_only_the_view_connected() {
+    use libp2p::PeerId;
+    use p2p_network::network::view;
+
+    const ACTIVE: usize = 3;
+    const WORKERS: usize = 8;
+    let env = || vec![("P2P_NETWORK__ACTIVE_PEERS".to_string(), ACTIVE.to_string())];
+    let dir = tempfile::tempdir().unwrap();
+    let boot = inproc::start_with_env(dir.path(), "boot", "bootstrap", None, "", env()).await;
+    let addr = boot.tcp_addr().await;
+    let mut workers = Vec::new();
+    for i in 0..WORKERS {
+        workers.push(inproc::start_with_env(dir.path(), &format!("w{i}"), "worker", Some(&addr), "", env()).await);
+    }
+    let members = WORKERS + 1;
+    let everyone: Vec<&Running> = std::iter::once(&boot).chain(&workers).collect();
+    eventually(Duration::from_secs(30), "all alive everywhere", async || {
+        for n in &everyone {
+            if alive(n).await.len() != members - 1 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    let ids: Vec<PeerId> = workers.iter().map(|w| w.peer_id.parse().unwrap()).collect();
+    let in_view = |a: usize, b: usize, margin: f64| view::keeps(&ids[a], &ids[b], members, ACTIVE, margin);
+    // Connections between workers, seen from each worker.
+    let links = async || {
+        let mut links = Vec::new();
+        for (i, w) in workers.iter().enumerate() {
+            for p in w.handle.peers().await.unwrap() {
+                if let Some(j) = ids.iter().position(|id| id.to_string() == p.peer_id)
+                    && p.connection != "none"
+                {
+                    links.push((i, j));
+                }
+            }
+        }
+        links
+    };
+    // Trimmed once idle for 10 s; the kept pairs are (re)dialed within a second or two.
+    eventually(Duration::from_secs(40), "only the active view connected", async || {
+        let links = links().await;
+        let outside = links.iter().all(|&(i, j)| in_view(i, j, view::TRIM_MARGIN));
+        let kept = (0..WORKERS)
+            .flat_map(|i| (0..WORKERS).map(move |j| (i, j)))
+            .filter(|&(i, j)| i != j && in_view(i, j, 1.0))
+            .all(|pair| links.contains(&pair));
+        outside && kept
+    })
+    .await;
+    let mut trimmed = 0.0;
+    for w in &workers {
+        trimmed += w.metric("p2p_connections_trimmed_total").await;
+    }
+    assert!(trimmed > 0.0, "discovery dialed every worker before the cluster outgrew the view");
+    for n in &everyone {
+        let peers = n.handle.peers().await.unwrap();
+        assert!(peers.iter().all(|p| p.state == "alive"), "a close outside the view taken for a failure: {peers:?}");
+    }
+
+    let mut used = std::collections::HashSet::new();
+    for i in 0..40 {
+        let spec =
+            TaskSpec { task_type: "echo".into(), payload: format!("view-{i}"), timeout_ms: None, max_attempts: None };
+        let Ok(Submitted::Final(rec)) = boot.handle.submit(spec, true).await else { panic!("submit failed") };
+        assert_eq!(rec.state, TaskState::Completed, "{rec:?}");
+        used.insert(rec.worker.unwrap());
+    }
+    assert!(used.len() >= WORKERS / 2, "tasks spread over the workers: {used:?}");
+    for n in workers {
+        n.stop().await;
+    }
+    boot.stop().await;
+}

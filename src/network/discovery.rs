@@ -84,6 +84,11 @@ impl Bootstrapper {
         is_bootstrap
     }
 
+    /// Whether `peer` is one of the bootstrap peers (once its id is known).
+    pub fn is_bootstrap(&self, peer: &PeerId) -> bool {
+        self.entries.iter().any(|e| e.peer.as_ref() == Some(peer))
+    }
+
     /// Our dial `id` failed.
     pub fn dial_failed(&mut self, id: ConnectionId, now: Instant, jitter: f64) {
         for e in &mut self.entries {

@@ -22,6 +22,7 @@ use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::Bootstrapper;
 use super::lanes::{self, LaneEvent, NotQueued, OutboundLane};
 use super::swarm::ProtocolNames;
+use super::view;
 use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus};
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
@@ -35,6 +36,15 @@ const TICK: Duration = Duration::from_millis(100);
 const WALK_FAST: Duration = Duration::from_secs(2);
 const WALK_SLOW: Duration = Duration::from_secs(30);
 const FAST_WALKS: u32 = 5;
+/// In a cluster larger than the active view a walk's lookups mostly reach peers we are not
+/// connected to, each a connection's handshake that is closed again: walk rarely, membership
+/// gossip already names every member.
+const WALK_PARTIAL_VIEW: Duration = Duration::from_secs(300);
+/// Kademlia's bootstrap (a lookup of our own id, then one per bucket: about 200 requests at
+/// 100 nodes) refreshes the routing table this often; in a cluster larger than the active
+/// view, as rarely as libp2p's default, for the reason above.
+const REFRESH: Duration = Duration::from_secs(60);
+const REFRESH_PARTIAL_VIEW: Duration = Duration::from_secs(300);
 /// Relays a node behind NAT holds reservations on.
 const MAX_RELAYS: usize = 2;
 /// How long a stopping node keeps its swarm running to flush its last messages.
@@ -44,6 +54,13 @@ const DIAL_SHARE: f64 = 0.8;
 /// Tasks that may wait for the connection to one peer; the gateway's own bound (the
 /// worker's capacity) normally keeps far below it.
 const MAX_TASKS_AWAITING_DIAL: usize = 1024;
+/// A connection outside the active view (see `view`) is closed once idle and this old: time
+/// for the ping or lookup it was made for.
+const TRANSIENT_GRACE: Duration = Duration::from_secs(10);
+/// A member of the active view we are not connected to is dialed at most this often.
+const VIEW_REDIAL: Duration = Duration::from_secs(30);
+/// Dials started per second to fill the active view.
+const VIEW_DIALS_PER_SEC: usize = 4;
 
 /// Where the answer to a task request we hold goes back.
 enum Replier {
@@ -61,6 +78,7 @@ struct Connection {
     relayed: bool,
     /// We asked the swarm to close it (a relayed one a direct connection replaced).
     closing: bool,
+    since: Instant,
 }
 
 /// Tasks for a peer we are not connected to, held until the dial started for them ends.
@@ -94,6 +112,14 @@ pub struct EventLoop {
     connections: HashMap<PeerId, Vec<Connection>>,
     /// Peers that passed the Identify check (same cluster); only they reach the application.
     members: HashSet<PeerId>,
+    /// Members whose role is bootstrap or relay: always in the active view.
+    hubs: HashSet<PeerId>,
+    /// Cluster members the application counts (ourselves included); 0 until it says.
+    cluster_size: usize,
+    /// `network.active_peers`: the size of the active view.
+    active_peers: usize,
+    /// When we last dialed a member of the active view we were not connected to.
+    view_dials: HashMap<PeerId, Instant>,
     next_inbound: u64,
     /// Replies we owe, with the peer that asked.
     pending_task_replies: HashMap<InboundId, (PeerId, Replier)>,
@@ -125,6 +151,8 @@ pub struct EventLoop {
     reservations: HashMap<PeerId, libp2p::core::transport::ListenerId>,
     walks: u32,
     next_walk: Instant,
+    /// The next Kademlia bootstrap (routing-table refresh); see `REFRESH`.
+    next_refresh: Instant,
     joined_once: bool,
     /// Opens task lanes and registers the protocol we serve them on.
     streams: libp2p_stream::Control,
@@ -137,6 +165,8 @@ pub struct EventLoop {
     lane_events_tx: mpsc::Sender<LaneEvent>,
     /// Unanswered requests one inbound lane may hold (`limits.max_task_streams`).
     lane_credit: usize,
+    /// Lanes peers hold open to us.
+    inbound_lanes: lanes::InboundLanes,
 }
 
 impl EventLoop {
@@ -175,6 +205,10 @@ impl EventLoop {
             bootstrap: Bootstrapper::new(&config.network.bootstrap_peers, Instant::now()),
             connections: HashMap::new(),
             members: HashSet::new(),
+            hubs: HashSet::new(),
+            cluster_size: 0,
+            view_dials: HashMap::new(),
+            active_peers: config.network.active_peers,
             next_inbound: 0,
             pending_task_replies: HashMap::new(),
             pending_probe_replies: HashMap::new(),
@@ -192,6 +226,7 @@ impl EventLoop {
             reservations: HashMap::new(),
             walks: 0,
             next_walk: Instant::now() + WALK_FAST,
+            next_refresh: Instant::now() + REFRESH,
             joined_once: false,
             next_housekeeping: Instant::now(),
             streams,
@@ -200,6 +235,7 @@ impl EventLoop {
             lane_events,
             lane_events_tx,
             lane_credit: config.limits.max_task_streams,
+            inbound_lanes: Default::default(),
         }
     }
 
@@ -215,8 +251,9 @@ impl EventLoop {
         }
         match self.streams.accept(self.names.task_lane.clone()) {
             Ok(incoming) => {
-                let lanes =
-                    lanes::accept(incoming, self.lane_events_tx.clone(), self.metrics.clone(), self.lane_credit);
+                let (back, metrics, open) =
+                    (self.lane_events_tx.clone(), self.metrics.clone(), self.inbound_lanes.clone());
+                let lanes = lanes::accept(incoming, back, metrics, self.lane_credit, open);
                 tokio::spawn(lanes);
             }
             Err(e) => tracing::error!(error = %e, "cannot serve task lanes"),
@@ -286,6 +323,8 @@ impl EventLoop {
             if let Some(rate) = &self.task_rate {
                 rate.retain_recent();
             }
+            self.trim_view(now);
+            self.fill_view(now);
         }
         for (index, addr) in self.bootstrap.due(now) {
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
@@ -305,11 +344,20 @@ impl EventLoop {
         self.close_superseded_circuits();
         if now >= self.next_walk && self.swarm.connected_peers().next().is_some() {
             self.walks += 1;
-            let interval = if self.walks < FAST_WALKS { WALK_FAST } else { WALK_SLOW };
+            let interval = match self.walks {
+                w if w < FAST_WALKS => WALK_FAST,
+                _ if view::partial(self.cluster_size, self.active_peers) => WALK_PARTIAL_VIEW,
+                _ => WALK_SLOW,
+            };
             self.next_walk = now + interval;
             // A lookup of a random id visits peers all over the key space, filling the routing
             // table with peers we were never told about.
             self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+        }
+        if now >= self.next_refresh && self.swarm.connected_peers().next().is_some() {
+            let partial = view::partial(self.cluster_size, self.active_peers);
+            self.next_refresh = now + if partial { REFRESH_PARTIAL_VIEW } else { REFRESH };
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }
 
@@ -468,6 +516,85 @@ impl EventLoop {
             || self.pending_probe_replies.values().any(|(p, _)| p == peer)
     }
 
+    /// Whether the connection to `peer` belongs to the active view (see `view`), `margin`
+    /// as there. Bootstrap and relay nodes keep all their connections and are kept by all;
+    /// so is anyone not (yet) a member, which is not ours to judge.
+    fn in_view(&self, peer: &PeerId, margin: f64) -> bool {
+        matches!(self.role, Role::Bootstrap | Role::Relay)
+            || !self.members.contains(peer)
+            || self.hubs.contains(peer)
+            || self.bootstrap.is_bootstrap(peer)
+            || view::keeps(self.swarm.local_peer_id(), peer, self.cluster_size, self.active_peers, margin)
+    }
+
+    /// Closes connections outside the active view that nothing uses: no task, lane or probe
+    /// either way, no dial waiting, and older than `TRANSIENT_GRACE`.
+    fn trim_view(&mut self, now: Instant) {
+        let inbound_lanes = self.inbound_lanes.lock().expect("lanes lock").clone();
+        let idle: Vec<PeerId> = self
+            .connections
+            .iter()
+            .filter(|(peer, conns)| {
+                conns.iter().all(|c| now.duration_since(c.since) >= TRANSIENT_GRACE && !c.closing)
+                    && !self.in_view(peer, view::TRIM_MARGIN)
+                    && !self.lanes.contains_key(*peer)
+                    && !inbound_lanes.contains_key(*peer)
+                    && !self.task_dials.contains_key(*peer)
+                    && !self.busy_with(peer)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in idle {
+            tracing::debug!(%peer, "closing a connection outside the active view");
+            self.metrics.connections_trimmed.inc();
+            for c in self.connections.get_mut(&peer).into_iter().flatten() {
+                c.closing = true;
+            }
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Dials members of the active view found in the routing table that we are not connected
+    /// to (a pair is kept by both ends, but either may have learned of the other only after
+    /// its discovery dial, or lost the connection): a few per second, each at most every
+    /// `VIEW_REDIAL`. Until the cluster is larger than the view, discovery's dials suffice.
+    fn fill_view(&mut self, now: Instant) {
+        if !view::partial(self.cluster_size, self.active_peers) {
+            return;
+        }
+        self.view_dials.retain(|_, at| now.duration_since(*at) < VIEW_REDIAL);
+        let local = *self.swarm.local_peer_id();
+        let mut due: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                let peer = *entry.node.key.preimage();
+                if view::keeps(&local, &peer, self.cluster_size, self.active_peers, 1.0) {
+                    due.push((peer, entry.node.value.iter().cloned().collect()));
+                }
+            }
+        }
+        let mut started = 0;
+        for (peer, addresses) in due {
+            if self.swarm.is_connected(&peer)
+                || self.view_dials.contains_key(&peer)
+                || self.task_dials.contains_key(&peer)
+            {
+                continue;
+            }
+            let direct: Vec<Multiaddr> = addresses.into_iter().filter(|a| self.direct_routable(a)).collect();
+            if direct.is_empty() {
+                continue;
+            }
+            self.view_dials.insert(peer, now);
+            tracing::debug!(%peer, "dialing a member of the active view");
+            let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(direct).build());
+            started += 1;
+            if started == VIEW_DIALS_PER_SEC {
+                break;
+            }
+        }
+    }
+
     /// Closes relayed connections to peers we also reach directly (after a hole punch), once
     /// nothing is in flight with the peer. A task lane opens on one of a peer's connections
     /// picked at random (request-response spreads requests over all of them), so an open
@@ -577,6 +704,7 @@ impl EventLoop {
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::ClusterSize { members } => self.cluster_size = members,
             Command::PutRecord { key, value, replication, reply } => {
                 let record = kad::Record::new(key, value);
                 let quorum = std::num::NonZeroUsize::new(replication.min(self.routing_table_size()).max(1))
@@ -654,6 +782,7 @@ impl EventLoop {
                     id: connection_id,
                     relayed,
                     closing: false,
+                    since: Instant::now(),
                 });
                 self.report_kind_change(peer_id, before);
                 // Connected, whichever dial (or the peer) made it: waiting tasks go now.
@@ -672,12 +801,16 @@ impl EventLoop {
                     self.report_kind_change(peer_id, before);
                 }
                 if num_established == 0 {
+                    // A close both ends expect (outside the active view) is no sign of failure.
+                    let expected = !self.in_view(&peer_id, 1.0);
+                    self.hubs.remove(&peer_id);
                     self.bootstrap.disconnected(peer_id, Instant::now());
                     // Its lane ends with the connection; a newer version may answer next time.
                     self.lanes.remove(&peer_id);
                     self.legacy_task_peers.remove(&peer_id);
                     if self.members.remove(&peer_id) {
-                        let failure = !matches!(cause, None | Some(libp2p::swarm::ConnectionError::KeepAliveTimeout));
+                        let failure = !expected
+                            && !matches!(cause, None | Some(libp2p::swarm::ConnectionError::KeepAliveTimeout));
                         tracing::debug!(peer = %peer_id, ?cause, "peer disconnected");
                         self.emit(NetworkEvent::PeerDisconnected { peer: peer_id, failure });
                     }
@@ -828,6 +961,7 @@ impl EventLoop {
             && peer != *self.swarm.local_peer_id()
             && !self.swarm.is_connected(&peer)
             && (connected as f64) < f64::from(self.max_connections) * DIAL_SHARE
+            && view::keeps(self.swarm.local_peer_id(), &peer, self.cluster_size, self.active_peers, 1.0)
         {
             let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(addresses).build());
         }
@@ -877,6 +1011,9 @@ impl EventLoop {
             let (address, relayed) = (info.observed_addr.clone(), self.relayed_only(&peer_id));
             let address = info.listen_addrs.iter().find(|a| self.routable(a)).cloned().unwrap_or(address);
             let role = info.agent_version.split_whitespace().find_map(|w| w.strip_prefix("role=")).map(str::to_string);
+            if matches!(role.as_deref(), Some("bootstrap" | "relay")) {
+                self.hubs.insert(peer_id);
+            }
             self.emit(NetworkEvent::PeerConnected { peer: peer_id, address, relayed, role });
             // Its GossipSub subscription may have arrived before Identify made it a member, when
             // `Subscribed` was not passed on: pass it on now, so it is sent our advertisement.

@@ -301,10 +301,19 @@ impl Outbound {
     }
 }
 
+/// Lanes open to us, per peer.
+pub type InboundLanes = Arc<Mutex<HashMap<PeerId, usize>>>;
+
 /// Serves the lanes peers open to us: each request read goes to the event loop (which checks
 /// it like any other) as [`LaneEvent::Request`].
-pub async fn accept(mut incoming: IncomingStreams, back: mpsc::Sender<LaneEvent>, metrics: Metrics, credit: usize) {
-    let open: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+/// `open` counts the lanes each peer holds open to us (the event loop reads it too).
+pub async fn accept(
+    mut incoming: IncomingStreams,
+    back: mpsc::Sender<LaneEvent>,
+    metrics: Metrics,
+    credit: usize,
+    open: InboundLanes,
+) {
     while let Some((peer, stream)) = incoming.next().await {
         {
             let mut open = open.lock().expect("lanes lock");

@@ -10,6 +10,7 @@ mod discovery;
 mod event_loop;
 pub mod lanes;
 mod swarm;
+pub mod view;
 
 use std::time::Duration;
 
@@ -80,7 +81,8 @@ pub enum NetworkEvent {
         peer: PeerId,
         relayed: bool,
     },
-    /// The last connection to `peer` closed; `failure` is false for an orderly close.
+    /// The last connection to `peer` closed; `failure` is false for an orderly close and for
+    /// one outside the active view (both ends meant it).
     PeerDisconnected {
         peer: PeerId,
         failure: bool,
@@ -160,6 +162,7 @@ pub(crate) enum Command {
     Status { reply: oneshot::Sender<NetworkStatus> },
     GossipScores { reply: oneshot::Sender<std::collections::HashMap<PeerId, f64>> },
     Disconnect { peer: PeerId },
+    ClusterSize { members: usize },
 }
 
 /// Cloneable handle to the network event loop.
@@ -213,6 +216,12 @@ impl Client {
 
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), Closed> {
         self.send(Command::Disconnect { peer }).await
+    }
+
+    /// How many members the cluster has (this node included, the dead and left not): the
+    /// size of the active view follows it.
+    pub async fn set_cluster_size(&self, members: usize) -> Result<(), Closed> {
+        self.send(Command::ClusterSize { members }).await
     }
 
     /// Stores `value` under `key` in the DHT; resolves to the number of peers that stored it.

@@ -225,7 +225,8 @@ fn make_behaviour(
             NonZeroUsize::new(config.tasks.storage_replication).expect("validated to be at least 1"),
         )
         .set_query_timeout(Duration::from_secs(10))
-        .set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+        // The event loop refreshes the routing table itself, less often in a large cluster.
+        .set_periodic_bootstrap_interval(None);
     let store = kad::store::MemoryStore::with_config(
         peer_id,
         kad::store::MemoryStoreConfig { max_records: 65_536, max_value_bytes: 64 * 1024, ..Default::default() },

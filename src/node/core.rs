@@ -16,7 +16,7 @@ use super::views::{
 use crate::config::Config;
 use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
 use crate::metrics::{Metrics, PeerLabels, StateLabels};
-use crate::network::{Client, InboundId, NatStatus, NetworkEvent};
+use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
 use crate::protocol::{CapabilityAdvertisement, GossipMessage, HeartBeat, MAX_RUMORS, WIRE_VERSION, WireRumor};
 use crate::scheduler::{Effect, Gateway, WorkerView};
 use crate::worker::{Executor, LocalAnswer, Origin};
@@ -96,6 +96,8 @@ pub struct Core {
     /// [`CapabilityAdvertisement::seq`](crate::protocol::CapabilityAdvertisement::seq)).
     gossip_seq: u64,
     routing_table_size: usize,
+    /// The cluster size last told the network (it sizes the active view).
+    cluster_size_sent: usize,
     peer_labels_seen: Vec<PeerLabels>,
     /// Others' probe requests about a member, answered when our own direct ping of it ends.
     forwarded_probes: HashMap<PeerId, Vec<InboundId>>,
@@ -158,6 +160,7 @@ impl Core {
             heartbeats: 0,
             gossip_seq: now_ms(),
             routing_table_size: 0,
+            cluster_size_sent: 0,
             peer_labels_seen: Vec::new(),
             forwarded_probes: HashMap::new(),
             own_pings: Default::default(),
@@ -196,7 +199,7 @@ impl Core {
                     self.ping_periods += 1;
                     let stretch = u64::from(self.membership.local_health()) + 1;
                     if self.ping_periods.is_multiple_of(stretch)
-                        && let Some(target) = self.membership.next_ping()
+                        && let Some(target) = self.membership.next_ping(view::partial(self.cluster_size_sent, self.config.network.active_peers))
                     {
                         self.own_pings.insert(target);
                         self.ping(target).await;
@@ -340,22 +343,36 @@ impl Core {
                 }
                 Vec::new()
             }
-            NetworkEvent::PeerDisconnected { peer, .. } => {
+            NetworkEvent::PeerDisconnected { peer, failure } => {
                 self.connections.remove(&peer);
-                self.membership.on_disconnected(now, peer)
+                if failure {
+                    self.membership.on_disconnected(now, peer)
+                } else {
+                    self.membership.on_parted(peer);
+                    Vec::new()
+                }
             }
             // A probe's outcome is its direct ping's (which fails too when the dial does), not the dial's.
             NetworkEvent::DialFailed { .. } => Vec::new(),
             NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
             NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
-            NetworkEvent::Subscribed { .. } => {
+            NetworkEvent::Subscribed { peer } => {
                 self.subscriptions += 1;
-                // The gap between advertisements counts only from one somebody could hear: a
-                // node's first advertisement goes out before any peer subscribed, and waiting
-                // a gap after it kept a joining worker unschedulable for its first second.
-                let soon = now + Duration::from_millis(50);
-                let earliest = if self.ad_audience == 0 { soon } else { soon.max(self.last_ad_at + SUBSCRIBE_AD_GAP) };
-                self.ad_due = Some(self.ad_due.map_or(earliest, |due| due.min(earliest)));
+                // In a cluster larger than the active view, connections between members come and
+                // go (a lookup's, a probe's): a member we know as alive and advertising has had
+                // our advertisement, and re-advertising to the whole cluster for each such
+                // connection made most of the gossip at 100 nodes. A newcomer still gets it.
+                let known = view::partial(self.cluster_size_sent, self.config.network.active_peers)
+                    && self.membership.get(&peer).is_some_and(|m| m.state == MemberState::Alive && m.info.is_some());
+                if !known {
+                    // The gap between advertisements counts only from one somebody could hear: a
+                    // node's first advertisement goes out before any peer subscribed, and waiting
+                    // a gap after it kept a joining worker unschedulable for its first second.
+                    let soon = now + Duration::from_millis(50);
+                    let earliest =
+                        if self.ad_audience == 0 { soon } else { soon.max(self.last_ad_at + SUBSCRIBE_AD_GAP) };
+                    self.ad_due = Some(self.ad_due.map_or(earliest, |due| due.min(earliest)));
+                }
                 Vec::new()
             }
             NetworkEvent::HeartBeat { from, message } => {
@@ -627,6 +644,10 @@ impl Core {
             self.publish_advertisement().await;
         }
 
+        let members = 1 + self.membership.count(MemberState::Alive) + self.membership.count(MemberState::Suspect);
+        if members != self.cluster_size_sent && self.network.set_cluster_size(members).await.is_ok() {
+            self.cluster_size_sent = members;
+        }
         if let Ok(status) = self.network.status().await {
             self.routing_table_size = status.routing_table_size;
         }

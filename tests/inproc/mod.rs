@@ -72,6 +72,18 @@ impl Running {
 /// Starts a node of `role` in this process; `extra` is YAML appended to the config (whole
 /// sections only: it must not repeat a section the harness writes).
 pub async fn start(dir: &Path, name: &str, role: &str, bootstrap: Option<&str>, extra: &str) -> Running {
+    start_with_env(dir, name, role, bootstrap, extra, Vec::new()).await
+}
+
+/// [`start`], with `P2P_*` environment overrides (`env`) applied as the binary would.
+pub async fn start_with_env(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    bootstrap: Option<&str>,
+    extra: &str,
+    env: Vec<(String, String)>,
+) -> Running {
     // RUST_LOG=... shows the nodes' logs (captured per test unless --nocapture).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -87,7 +99,7 @@ pub async fn start(dir: &Path, name: &str, role: &str, bootstrap: Option<&str>, 
         dir.join(format!("{name}.key")).display(),
         free_port()
     );
-    let config = Config::from_yaml_str(&yaml, name, Vec::new()).unwrap();
+    let config = Config::from_yaml_str(&yaml, name, env).unwrap();
     let node = Node::start(config).await.unwrap();
     let handle = node.handle();
     let peer_id = node.peer_id().to_string();
