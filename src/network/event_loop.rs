@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::Bootstrapper;
 use super::lanes::{self, LaneEvent, NotQueued, OutboundLane};
-use super::swarm::ProtocolNames;
+use super::swarm::{KAD_K, ProtocolNames};
 use super::view;
 use super::{Command, DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus};
 use crate::config::{Config, Role};
@@ -151,8 +151,8 @@ pub struct EventLoop {
     reservations: HashMap<PeerId, libp2p::core::transport::ListenerId>,
     walks: u32,
     next_walk: Instant,
-    /// The next Kademlia bootstrap (routing-table refresh); see `REFRESH`.
-    next_refresh: Instant,
+    /// The last Kademlia bootstrap (routing-table refresh, or the one on joining); see `REFRESH`.
+    last_refresh: Instant,
     joined_once: bool,
     /// Opens task lanes and registers the protocol we serve them on.
     streams: libp2p_stream::Control,
@@ -226,7 +226,7 @@ impl EventLoop {
             reservations: HashMap::new(),
             walks: 0,
             next_walk: Instant::now() + WALK_FAST,
-            next_refresh: Instant::now() + REFRESH,
+            last_refresh: Instant::now(),
             joined_once: false,
             next_housekeeping: Instant::now(),
             streams,
@@ -354,9 +354,9 @@ impl EventLoop {
             // table with peers we were never told about.
             self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
         }
-        if now >= self.next_refresh && self.swarm.connected_peers().next().is_some() {
-            let partial = view::partial(self.cluster_size, self.active_peers);
-            self.next_refresh = now + if partial { REFRESH_PARTIAL_VIEW } else { REFRESH };
+        let refresh = if view::partial(self.cluster_size, self.active_peers) { REFRESH_PARTIAL_VIEW } else { REFRESH };
+        if now.duration_since(self.last_refresh) >= refresh && self.swarm.connected_peers().next().is_some() {
+            self.last_refresh = now;
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }
@@ -525,6 +525,24 @@ impl EventLoop {
             || self.hubs.contains(peer)
             || self.bootstrap.is_bootstrap(peer)
             || view::keeps(self.swarm.local_peer_id(), peer, self.cluster_size, self.active_peers, margin)
+    }
+
+    /// Adds an address of `peer` to the routing table (the only way in: Kademlia's own
+    /// inserts are off, see `network/swarm.rs`), unless `peer` is new to a full bucket.
+    /// There Kademlia would dial the bucket's least recently seen disconnected entry
+    /// to see whether it still lives. In a partial view most entries are disconnected on
+    /// purpose (alive, outside the view): each check is a connection `trim_view` closes 10 s
+    /// later, and the checked peer learns of us in turn and checks one of its own, a chain
+    /// of dials that never ends. Entries leave the table when the core finds them dead or
+    /// gone (`Command::Forget`) instead.
+    fn learn_address(&mut self, peer: &PeerId, address: Multiaddr) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let full = kad.kbucket(*peer).is_some_and(|bucket| {
+            bucket.num_entries() >= KAD_K && !bucket.iter().any(|e| e.node.key.preimage() == peer)
+        });
+        if !full {
+            kad.add_address(peer, address);
+        }
     }
 
     /// Closes connections outside the active view that nothing uses: no task, lane or probe
@@ -705,6 +723,9 @@ impl EventLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::ClusterSize { members } => self.cluster_size = members,
+            Command::Forget { peer } => {
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            }
             Command::PutRecord { key, value, replication, reply } => {
                 let record = kad::Record::new(key, value);
                 let quorum = std::num::NonZeroUsize::new(replication.min(self.routing_table_size()).max(1))
@@ -772,11 +793,12 @@ impl EventLoop {
                     self.joined_once = true;
                     tracing::info!(peer = %peer_id, "connected to bootstrap peer");
                     if endpoint.is_dialer() {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, address.clone());
+                        self.learn_address(&peer_id, address.clone());
                     }
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    self.last_refresh = Instant::now();
                 }
-                self.probe_dials.remove(&connection_id);
+                let probe = self.probe_dials.remove(&connection_id).is_some();
                 let before = self.relayed_only(&peer_id);
                 self.connections.entry(peer_id).or_default().push(Connection {
                     id: connection_id,
@@ -787,7 +809,8 @@ impl EventLoop {
                 self.report_kind_change(peer_id, before);
                 // Connected, whichever dial (or the peer) made it: waiting tasks go now.
                 self.task_dial_ended(peer_id, None);
-                tracing::debug!(peer = %peer_id, %address, relayed, "connection established");
+                let dialer = endpoint.is_dialer();
+                tracing::debug!(peer = %peer_id, %address, relayed, dialer, probe, "connection established");
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
                 let before = self.relayed_only(&peer_id);
@@ -887,7 +910,7 @@ impl EventLoop {
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     tracing::debug!(%peer, %addr, "mDNS discovered");
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.learn_address(&peer, addr.clone());
                     self.maybe_dial(peer, vec![addr]);
                 }
             }
@@ -1003,7 +1026,7 @@ impl EventLoop {
         if info.protocols.contains(&self.names.kad) {
             for addr in &info.listen_addrs {
                 if self.direct_routable(addr) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.learn_address(&peer_id, addr.clone());
                 }
             }
         }
@@ -1124,7 +1147,7 @@ impl EventLoop {
                             if let Ok(addr) = a.parse::<Multiaddr>()
                                 && self.direct_routable(&addr)
                             {
-                                self.swarm.behaviour_mut().kad.add_address(&source, addr);
+                                self.learn_address(&source, addr);
                             }
                         }
                         self.emit(NetworkEvent::Advertisement { from: source, message: ad })

@@ -163,6 +163,7 @@ pub(crate) enum Command {
     GossipScores { reply: oneshot::Sender<std::collections::HashMap<PeerId, f64>> },
     Disconnect { peer: PeerId },
     ClusterSize { members: usize },
+    Forget { peer: PeerId },
 }
 
 /// Cloneable handle to the network event loop.
@@ -216,6 +217,12 @@ impl Client {
 
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), Closed> {
         self.send(Command::Disconnect { peer }).await
+    }
+
+    /// `peer` is dead or has left: drops it from the routing table (which does not evict on
+    /// its own, see `EventLoop::learn_address`). Should it come back, Identify adds it again.
+    pub async fn forget(&self, peer: PeerId) -> Result<(), Closed> {
+        self.send(Command::Forget { peer }).await
     }
 
     /// How many members the cluster has (this node included, the dead and left not): the

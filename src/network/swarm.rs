@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{MAX_GOSSIP_BYTES, MAX_PROBE_BYTES, MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES};
 
 /// Kademlia replication parameter k and lookup parallelism alpha.
-const KAD_K: usize = 20;
+pub(crate) const KAD_K: usize = 20;
 const KAD_ALPHA: usize = 3;
 /// Connections stay open while idle: membership reads a closed connection as a failure signal
 /// and tasks must not pay for a dial.
@@ -226,7 +226,11 @@ fn make_behaviour(
         )
         .set_query_timeout(Duration::from_secs(10))
         // The event loop refreshes the routing table itself, less often in a large cluster.
-        .set_periodic_bootstrap_interval(None);
+        .set_periodic_bootstrap_interval(None)
+        // The event loop fills the routing table (`EventLoop::learn_address`): left to insert
+        // on every outbound connection, Kademlia would check a full bucket's disconnected
+        // entries by dialing them, and outside the active view those are disconnected on purpose.
+        .set_kbucket_inserts(kad::BucketInserts::Manual);
     let store = kad::store::MemoryStore::with_config(
         peer_id,
         kad::store::MemoryStoreConfig { max_records: 65_536, max_value_bytes: 64 * 1024, ..Default::default() },

@@ -526,6 +526,7 @@ impl Core {
                     tracing::info!(%peer, from = from.map(|s| s.as_str()).unwrap_or("new"), to = to.as_str(), "member state changed");
                     match to {
                         MemberState::Dead | MemberState::Left => {
+                            let _ = self.network.forget(peer).await;
                             let workers = self.workers();
                             self.gateway.on_worker_lost(peer, to.as_str(), &workers);
                         }
