@@ -204,6 +204,13 @@ struct Steady {
     cpu_cores_steady: Option<f64>,
     /// The same per node: milliseconds of CPU per node per second.
     cpu_ms_per_node_per_s: Option<f64>,
+    /// Connections established, and closed as outside the active view, per second over the
+    /// quiet window, cluster-wide: a settled cluster opens none.
+    connections_opened_per_s: Option<f64>,
+    connections_trimmed_per_s: Option<f64>,
+    /// Kademlia queries finished per second over the quiet window, cluster-wide (outside the
+    /// active view, each one's requests dial peers).
+    kad_queries_per_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -818,6 +825,15 @@ fn render(r: &Report) -> String {
                 fmt_opt(s.cpu_ms_per_node_per_s, ""),
             ),
         );
+        row(
+            "   connection churn after formation",
+            format!(
+                "{} opened, {} trimmed per s, cluster-wide ({} Kademlia queries finished per s)",
+                fmt_opt(s.connections_opened_per_s, ""),
+                fmt_opt(s.connections_trimmed_per_s, ""),
+                fmt_opt(s.kad_queries_per_s, "")
+            ),
+        );
     }
     let delivery = |d: &Option<Delivery>, title: &str, rows: &mut Vec<(String, String)>| match d {
         Some(d) => {
@@ -1120,6 +1136,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     let rss_after = proc_status_kib("VmRSS:");
     let n_nodes = nodes.len() as f64;
     let (connected, routing, health) = steady_facts(&nodes).await;
+    let churn0 = churn_counters(&nodes).await;
     let t_quiet = Instant::now();
     let cpu_quiet0 = cpu_secs();
     // At most a quarter of what is left, so a short --max-secs still reaches the other phases.
@@ -1127,6 +1144,9 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     eprintln!("scale: quiet window of {:.1} s (steady CPU)", quiet.as_secs_f64());
     tokio::time::sleep(quiet).await;
     let cpu_quiet1 = cpu_secs();
+    let quiet_secs = t_quiet.elapsed().as_secs_f64();
+    let churn1 = churn_counters(&nodes).await;
+    let churn_rate = |i: usize| Some((churn1[i] - churn0[i]) / quiet_secs);
     let steady = Steady {
         connected_peers: connected,
         routing_table_size: routing,
@@ -1139,10 +1159,13 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
             _ => None,
         },
         cpu_cores_steady: match (cpu_quiet0, cpu_quiet1) {
-            (Some(a), Some(b)) => Some((b - a) / t_quiet.elapsed().as_secs_f64()),
+            (Some(a), Some(b)) => Some((b - a) / quiet_secs),
             _ => None,
         },
         cpu_ms_per_node_per_s: None,
+        connections_opened_per_s: churn_rate(0),
+        connections_trimmed_per_s: churn_rate(1),
+        kad_queries_per_s: churn_rate(2),
     };
     let steady = Steady { cpu_ms_per_node_per_s: steady.cpu_cores_steady.map(|c| c * 1000.0 / n_nodes), ..steady };
     let n = nodes.len() as f64;
@@ -1388,6 +1411,22 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
                 .into(),
         ),
     })
+}
+
+/// Connections established, connections trimmed and Kademlia queries finished so far, summed
+/// over all nodes.
+async fn churn_counters(nodes: &[Running]) -> [f64; 3] {
+    let bodies = futures::future::join_all(nodes.iter().map(|n| scrape(n.metrics_addr))).await;
+    let mut sums = [0.0; 3];
+    for (name, _, value) in bodies.iter().flatten().flat_map(|b| b.lines()).filter_map(parse_sample) {
+        match name {
+            "libp2p_swarm_connections_established_total" => sums[0] += value,
+            "p2p_connections_trimmed_total" => sums[1] += value,
+            "libp2p_kad_query_result_num_requests_count" => sums[2] += value,
+            _ => {}
+        }
+    }
+    sums
 }
 
 async fn kad_phase(nodes: &[Running]) -> Kad {
