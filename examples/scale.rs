@@ -62,6 +62,15 @@ const OUTPUT_MARGIN: Duration = Duration::from_secs(3);
 /// Each API request of the harness gives up after this (a stalled core must not stall us).
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often each node is asked while the harness waits for something to reach all of them:
+/// `base` up to 25 nodes, longer in proportion above, so the harness's own questions (one
+/// `capabilities()` or `peers()` per node and interval, each rendering every member) cost
+/// the same at any size. At 100 nodes and a fixed 20 ms they were 5,000 calls a second,
+/// enough CPU on 2 cores to stretch the very latencies measured.
+fn poll_every(nodes: usize, base: Duration) -> Duration {
+    base * u32::try_from(nodes.div_ceil(25).max(1)).unwrap_or(u32::MAX)
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Start a bootstrap and N workers in one process and measure formation, gossip, failure detection")]
 struct Args {
@@ -1191,6 +1200,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         let t0 = Instant::now();
         let joiner = spawner.start("joiner", Some(&boot_addr)).await?;
         let jid = joiner.peer_id.clone();
+        let every = poll_every(nodes.len(), Duration::from_millis(20));
         let results = futures::future::join_all(nodes.iter().map(|n| {
             let jid = jid.clone();
             async move {
@@ -1200,7 +1210,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
                     {
                         return Some(t0.elapsed().as_secs_f64() * 1000.0);
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(every).await;
                 }
                 None
             }
@@ -1210,8 +1220,9 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         let d = Delivery {
             what: format!(
                 "a new worker's CapabilityAdvertisement: from Node::start of the joiner until it is listed \
-                 under `compute` in capabilities() of each of the {} running nodes (polled every 20 ms)",
-                nodes.len()
+                 under `compute` in capabilities() of each of the {} running nodes (polled every {} ms)",
+                nodes.len(),
+                every.as_millis()
             ),
             delivered: lat.len(),
             expected: nodes.len(),
@@ -1236,6 +1247,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         let vid = victim.peer_id.clone();
         let t0 = Instant::now();
         victim.task.abort();
+        let every = poll_every(nodes.len(), Duration::from_millis(50));
         let results = futures::future::join_all(nodes.iter().map(|n| {
             let vid = vid.clone();
             async move {
@@ -1253,7 +1265,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
                             _ => {}
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(every).await;
                 }
                 (suspect, None)
             }
@@ -1355,13 +1367,14 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
             rx.await.map_err(|_| anyhow::anyhow!("probe stopped"))?.map_err(|e| anyhow::anyhow!("publish: {e}"))
         }
     };
+    let every = poll_every(nodes.len(), Duration::from_millis(20));
     let wait_all = |seq: usize, t0: Instant, until: Instant| {
         futures::future::join_all(nodes.iter().map(move |n| async move {
             while Instant::now() < until {
                 if seen_seq(n).await.is_some_and(|s| s >= seq) {
                     return Some(t0.elapsed().as_secs_f64() * 1000.0);
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(every).await;
             }
             None
         }))
@@ -1397,8 +1410,9 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
         what: format!(
             "{sent} sealed gossip messages of {} bytes (JSON CapabilityAdvertisement from a probe peer, seq in \
              its capability list) entering through {links} worker(s); per (node, message): until the node's \
-             capabilities() shows that seq (polled every 20 ms)",
-            args.gossip_bytes
+             capabilities() shows that seq (polled every {} ms)",
+            args.gossip_bytes,
+            every.as_millis()
         ),
         delivered: latencies.len(),
         expected,
