@@ -163,6 +163,8 @@ pub struct EventLoop {
     /// Lanes' requests and verdicts, and the sender lanes get a copy of.
     lane_events: mpsc::Receiver<LaneEvent>,
     lane_events_tx: mpsc::Sender<LaneEvent>,
+    /// The routing table's size last reported to the application.
+    routing_table_reported: Option<usize>,
     /// Unanswered requests one inbound lane may hold (`limits.max_task_streams`).
     lane_credit: usize,
     /// Lanes peers hold open to us.
@@ -234,6 +236,7 @@ impl EventLoop {
             legacy_task_peers: HashSet::new(),
             lane_events,
             lane_events_tx,
+            routing_table_reported: None,
             lane_credit: config.limits.max_task_streams,
             inbound_lanes: Default::default(),
         }
@@ -353,6 +356,11 @@ impl EventLoop {
             // A lookup of a random id visits peers all over the key space, filling the routing
             // table with peers we were never told about.
             self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+        }
+        let size = self.routing_table_size();
+        if self.routing_table_reported != Some(size) {
+            self.routing_table_reported = Some(size);
+            self.emit(NetworkEvent::RoutingTable { size });
         }
         let refresh = if view::partial(self.cluster_size, self.active_peers) { REFRESH_PARTIAL_VIEW } else { REFRESH };
         if now.duration_since(self.last_refresh) >= refresh && self.swarm.connected_peers().next().is_some() {

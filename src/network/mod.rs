@@ -136,6 +136,10 @@ pub enum NetworkEvent {
         rtt: Duration,
     },
     Nat(NatStatus),
+    /// The routing table's size changed (readiness needs a non-empty one).
+    RoutingTable {
+        size: usize,
+    },
 }
 
 /// A point-in-time view of the network for `status`.

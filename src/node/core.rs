@@ -488,6 +488,10 @@ impl Core {
             NetworkEvent::ProbeAnswered { target, reachable, .. } => {
                 self.membership.on_probe_result(now, target, reachable)
             }
+            NetworkEvent::RoutingTable { size } => {
+                self.routing_table_size = size;
+                Vec::new()
+            }
             NetworkEvent::Nat(status) => {
                 self.nat = status;
                 // What we advertise depends on it (behind NAT: only relay circuits).
@@ -648,9 +652,6 @@ impl Core {
         let members = 1 + self.membership.count(MemberState::Alive) + self.membership.count(MemberState::Suspect);
         if members != self.cluster_size_sent && self.network.set_cluster_size(members).await.is_ok() {
             self.cluster_size_sent = members;
-        }
-        if let Ok(status) = self.network.status().await {
-            self.routing_table_size = status.routing_table_size;
         }
         let joined = if self.config.network.bootstrap_peers.is_empty() {
             // The seed of a cluster is ready as soon as it listens: others join it.
