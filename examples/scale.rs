@@ -41,10 +41,10 @@ use clap::Parser;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, noise, ping, tcp, yamux};
-use p2p_network::api::NodeHandle;
 use p2p_network::config::Config;
 use p2p_network::membership::MemberState;
 use p2p_network::network::{ProtocolNames, gossip_config, view};
+use p2p_network::node::NodeHandle;
 use p2p_network::node::{Node, StartError};
 use p2p_network::protocol::{
     CapabilityAdvertisement, GossipMessage, HeartBeat, MAX_ENVELOPE_OVERHEAD, WIRE_VERSION, seal_payload,

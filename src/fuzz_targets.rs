@@ -35,7 +35,7 @@ fn protocol() -> StreamProtocol {
 /// A task request as a worker reads it off a stream, then what the worker parses from it.
 pub fn task_request(data: &[u8]) {
     let mut codec =
-        Counted::<TaskRequest, TaskResponse>::new(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics(), "fuzz");
+        Counted::<TaskRequest, TaskResponse>::tasks(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics());
     let Ok(request) = block_on(codec.read_request(&protocol(), &mut Cursor::new(data))) else { return };
     let mut out = Cursor::new(Vec::new());
     block_on(codec.write_request(&protocol(), &mut out, request.clone())).expect("a decoded request encodes");
@@ -51,7 +51,7 @@ pub fn task_request(data: &[u8]) {
 /// A task response as a gateway reads it, then the compute proof check it runs on results.
 pub fn task_response(data: &[u8]) {
     let mut codec =
-        Counted::<TaskRequest, TaskResponse>::new(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics(), "fuzz");
+        Counted::<TaskRequest, TaskResponse>::tasks(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics());
     let Ok(response) = block_on(codec.read_response(&protocol(), &mut Cursor::new(data))) else { return };
     let mut out = Cursor::new(Vec::new());
     block_on(codec.write_response(&protocol(), &mut out, response.clone())).expect("a decoded response encodes");
@@ -90,7 +90,7 @@ pub fn task_lane(data: &[u8]) {
 
 /// A SWIM probe request and response (both directions share one size limit).
 pub fn probe(data: &[u8]) {
-    let mut codec = Counted::<ProbeRequest, ProbeResponse>::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics(), "fuzz");
+    let mut codec = Counted::<ProbeRequest, ProbeResponse>::probes(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics());
     let _ = block_on(codec.read_request(&protocol(), &mut Cursor::new(data)));
     let _ = block_on(codec.read_response(&protocol(), &mut Cursor::new(data)));
 }
@@ -172,12 +172,8 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
         };
-        let mut codec = Counted::<TaskRequest, TaskResponse>::new(
-            MAX_TASK_REQUEST_BYTES,
-            MAX_TASK_RESPONSE_BYTES,
-            metrics(),
-            "seed",
-        );
+        let mut codec =
+            Counted::<TaskRequest, TaskResponse>::tasks(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics());
         for (task_type, payload) in
             [("echo", "hi"), ("compute", "data"), ("storage", "put k v"), ("storage", "get k"), ("sleep", "10")]
         {
@@ -232,8 +228,7 @@ mod tests {
             lane.extend_from_slice(&frame);
         }
         write("task_lane", "frames", &lane);
-        let mut probes =
-            Counted::<ProbeRequest, ProbeResponse>::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics(), "seed");
+        let mut probes = Counted::<ProbeRequest, ProbeResponse>::probes(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics());
         let mut out = Cursor::new(Vec::new());
         block_on(probes.write_request(&protocol(), &mut out, ProbeRequest { v: WIRE_VERSION, target: "p".into() }))
             .unwrap();

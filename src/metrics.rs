@@ -19,6 +19,75 @@ pub struct PeerLabels {
     pub transport: String,
 }
 
+/// Declares a reason enum whose variants each carry their metric label, so the label values
+/// dashboards rely on are written down once.
+macro_rules! labelled {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, for tests and documentation.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The metric label value.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+labelled! {
+    /// Why a message from a peer was dropped: the `reason` of `p2p_messages_dropped_total`.
+    DropReason {
+        GossipUnsigned => "gossip_unsigned",
+        GossipBadSignature => "gossip_bad_signature",
+        GossipOversized => "gossip_oversized",
+        /// A newer wire version: ignored rather than punished (rolling upgrades).
+        GossipVersion => "gossip_version",
+        GossipMalformed => "gossip_malformed",
+        GossipWrongTopic => "gossip_wrong_topic",
+        GossipSenderMismatch => "gossip_sender_mismatch",
+        RumorBadPeerId => "rumor_bad_peer_id",
+        TaskRequestMalformed => "task_request_malformed",
+        TaskRequestAborted => "task_request_aborted",
+        TaskResponseMalformed => "task_response_malformed",
+        TaskResponseAborted => "task_response_aborted",
+        /// An answer on a lane to no task in flight there.
+        TaskResponseUnexpected => "task_response_unexpected",
+        /// A task arrived before Identify confirmed its sender is of our cluster.
+        TaskFromUnidentifiedPeer => "task_from_unidentified_peer",
+        TaskVersion => "task_version",
+        TaskSubmitterNotAllowed => "task_submitter_not_allowed",
+        StaleTaskResult => "stale_task_result",
+        MismatchedTaskResult => "mismatched_task_result",
+        ProbeRequestMalformed => "probe_request_malformed",
+        ProbeRequestAborted => "probe_request_aborted",
+        ProbeUnexpected => "probe_unexpected",
+    }
+}
+
+labelled! {
+    /// A limit that refused something: the `limit` of `p2p_limit_hits_total`.
+    Limit {
+        Connections => "connections",
+        ConnectionsPerPeer => "connections_per_peer",
+        PendingIncoming => "pending_incoming",
+        PendingOutgoing => "pending_outgoing",
+        Memory => "memory",
+        TaskRequestsPerPeer => "task_requests_per_peer",
+        TaskLanesPerPeer => "task_lanes_per_peer",
+        TaskQueue => "task_queue",
+        TaskBacklog => "task_backlog",
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
     pub direction: &'static str,
@@ -231,13 +300,14 @@ impl Metrics {
         self.message_bytes.get_or_create(&labels).inc_by(bytes as u64);
     }
 
-    pub fn dropped(&self, reason: &str) {
-        self.messages_dropped.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    /// A message from a peer was dropped.
+    pub fn dropped(&self, reason: DropReason) {
+        self.messages_dropped.get_or_create(&ReasonLabels { reason: reason.label().into() }).inc();
     }
 
     /// A limit from the `limits` section (or the task queue) refused something.
-    pub fn limit_hit(&self, limit: &'static str) {
-        self.limit_hits.get_or_create(&LimitLabels { limit }).inc();
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limit_hits.get_or_create(&LimitLabels { limit: limit.label() }).inc();
     }
 
     pub fn set_nat(&self, status: &'static str) {
@@ -360,5 +430,23 @@ mod tests {
         assert!(text.contains("# TYPE p2p_tasks_submitted_total counter"), "{text}");
         assert!(text.contains("p2p_tasks_submitted_total{type=\"echo\"} 1"), "{text}");
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn reason_labels_are_distinct_snake_case_and_counted_under_their_label() {
+        for labels in [
+            DropReason::ALL.iter().map(|r| r.label()).collect::<Vec<_>>(),
+            Limit::ALL.iter().map(|l| l.label()).collect(),
+        ] {
+            let distinct: std::collections::HashSet<_> = labels.iter().collect();
+            assert_eq!(distinct.len(), labels.len(), "{labels:?}");
+            assert!(labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')), "{labels:?}");
+        }
+        let m = Metrics::new(&mut Registry::default());
+        m.dropped(DropReason::GossipWrongTopic);
+        m.limit_hit(Limit::TaskQueue);
+        let reason = ReasonLabels { reason: "gossip_wrong_topic".into() };
+        assert_eq!(m.messages_dropped.get_or_create(&reason).get(), 1);
+        assert_eq!(m.limit_hits.get_or_create(&LimitLabels { limit: "task_queue" }).get(), 1);
     }
 }

@@ -22,9 +22,9 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, noise, ping, request_response, tcp, yamux,
 };
-use p2p_network::api::Submitted;
 use p2p_network::membership::MemberState;
 use p2p_network::network::{ProtocolNames, gossip_config};
+use p2p_network::node::Submitted;
 use p2p_network::protocol::{
     CapabilityAdvertisement, GossipMessage, HeartBeat, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION,
     seal_payload,

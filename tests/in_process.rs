@@ -6,7 +6,7 @@ mod inproc;
 use std::time::{Duration, Instant};
 
 use inproc::{Running, eventually};
-use p2p_network::api::Submitted;
+use p2p_network::node::Submitted;
 use p2p_network::scheduler::{TaskSpec, TaskState};
 
 async fn start(dir: &std::path::Path, name: &str, role: &str, bootstrap: Option<&str>) -> Running {

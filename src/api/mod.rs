@@ -3,7 +3,6 @@
 //! `{"error": "...", "code": "..."}` with a status that says what kind of problem it is.
 //! The contract is written down in `docs/openapi.yaml`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,22 +13,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::node::{CapabilitiesView, Health, PeerView, Request, StatusView};
+use crate::node::{BatchSubmitted, CapabilitiesView, HandleError, NodeHandle, StatusView, Submitted};
 use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The core loop must have turned within this for `/healthz` to pass.
 const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
-
-/// Cloneable handle the API (and tests) use to talk to the node core.
-#[derive(Clone)]
-pub struct NodeHandle {
-    tx: mpsc::Sender<Request>,
-    health: Arc<Health>,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
@@ -87,86 +78,20 @@ impl From<CancelError> for ApiError {
     }
 }
 
-impl NodeHandle {
-    pub fn new(tx: mpsc::Sender<Request>, health: Arc<Health>) -> Self {
-        Self { tx, health }
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| ApiError::unavailable())?;
-        rx.await.map_err(|_| ApiError::unavailable())
-    }
-
-    /// Submits a task; with `wait`, resolves once it is final.
-    pub async fn submit(&self, spec: TaskSpec, wait: bool) -> Result<Submitted, ApiError> {
-        let (waiter, final_rx) = if wait {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let id = self.ask(|reply| Request::Submit { spec, waiter, reply }).await??;
-        match final_rx {
-            Some(rx) => Ok(Submitted::Final(Box::new(rx.await.map_err(|_| ApiError::unavailable())?))),
-            None => Ok(Submitted::Accepted(id)),
+impl From<HandleError> for ApiError {
+    fn from(e: HandleError) -> Self {
+        match e {
+            HandleError::Unavailable => Self::unavailable(),
+            HandleError::Submit(e) => e.into(),
+            HandleError::Batch(i, e) => {
+                let mut err = ApiError::from(e);
+                err.error = format!("tasks[{i}]: {}", err.error);
+                err
+            }
+            HandleError::NotFound(id) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("no task with id {id}")),
+            HandleError::Cancel(e) => e.into(),
         }
     }
-
-    /// Submits a batch, all or nothing; with `wait`, resolves once every task is final.
-    pub async fn submit_batch(&self, specs: Vec<TaskSpec>, wait: bool) -> Result<BatchSubmitted, ApiError> {
-        let (waiters, receivers): (Vec<_>, Vec<_>) =
-            if wait { (0..specs.len()).map(|_| oneshot::channel()).unzip() } else { (Vec::new(), Vec::new()) };
-        let ids = self.ask(|reply| Request::SubmitBatch { specs, waiters, reply }).await?.map_err(|(i, e)| {
-            let mut err = ApiError::from(e);
-            err.error = format!("tasks[{i}]: {}", err.error);
-            err
-        })?;
-        if !wait {
-            return Ok(BatchSubmitted::Accepted(ids));
-        }
-        let mut records = Vec::with_capacity(receivers.len());
-        for rx in receivers {
-            records.push(rx.await.map_err(|_| ApiError::unavailable())?);
-        }
-        Ok(BatchSubmitted::Final(records))
-    }
-
-    pub async fn get(&self, id: String) -> Result<TaskRecord, ApiError> {
-        self.ask(|reply| Request::Get { id: id.clone(), reply })
-            .await?
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no task with id {id}")))
-    }
-
-    pub async fn list(&self, limit: usize) -> Result<Vec<TaskRecord>, ApiError> {
-        self.ask(|reply| Request::List { limit, reply }).await
-    }
-
-    pub async fn cancel(&self, id: String) -> Result<TaskRecord, ApiError> {
-        Ok(self.ask(|reply| Request::Cancel { id, reply }).await??)
-    }
-
-    pub async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
-        self.ask(|reply| Request::Peers { reply }).await
-    }
-
-    pub async fn status(&self) -> Result<StatusView, ApiError> {
-        self.ask(|reply| Request::Status { reply }).await
-    }
-
-    pub async fn capabilities(&self) -> Result<CapabilitiesView, ApiError> {
-        self.ask(|reply| Request::Capabilities { reply }).await
-    }
-}
-
-pub enum BatchSubmitted {
-    Accepted(Vec<String>),
-    Final(Vec<TaskRecord>),
-}
-
-pub enum Submitted {
-    Accepted(String),
-    Final(Box<TaskRecord>),
 }
 
 /// Body of `POST /v1/tasks`.
@@ -231,7 +156,7 @@ pub async fn serve(
 }
 
 async fn healthz(State(h): State<NodeHandle>) -> Response {
-    if h.health.is_live(LIVENESS_WINDOW) {
+    if h.health().is_live(LIVENESS_WINDOW) {
         (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stalled", "event loop has not turned in 5 s").into_response()
@@ -239,10 +164,10 @@ async fn healthz(State(h): State<NodeHandle>) -> Response {
 }
 
 async fn readyz(State(h): State<NodeHandle>) -> Response {
-    if h.health.ready.load(Ordering::Relaxed) {
+    if h.health().ready.load(Ordering::Relaxed) {
         return (StatusCode::OK, axum::Json(serde_json::json!({"ready": true}))).into_response();
     }
-    let reason = if h.health.shutting_down.load(Ordering::Relaxed) {
+    let reason = if h.health().shutting_down.load(Ordering::Relaxed) {
         "shutting down"
     } else {
         "not joined: no cluster peer connected or routing table empty"
@@ -362,11 +287,11 @@ async fn list_tasks(
 }
 
 async fn get_task(State(h): State<NodeHandle>, id: PathResult) -> Result<axum::Json<TaskRecord>, ApiError> {
-    h.get(parse_id(id)?).await.map(axum::Json)
+    Ok(axum::Json(h.get(parse_id(id)?).await?))
 }
 
 async fn cancel_task(State(h): State<NodeHandle>, id: PathResult) -> Result<axum::Json<TaskRecord>, ApiError> {
-    h.cancel(parse_id(id)?).await.map(axum::Json)
+    Ok(axum::Json(h.cancel(parse_id(id)?).await?))
 }
 
 async fn peers(State(h): State<NodeHandle>) -> Result<Response, ApiError> {
@@ -375,9 +300,9 @@ async fn peers(State(h): State<NodeHandle>) -> Result<Response, ApiError> {
 }
 
 async fn status(State(h): State<NodeHandle>) -> Result<axum::Json<StatusView>, ApiError> {
-    h.status().await.map(axum::Json)
+    Ok(axum::Json(h.status().await?))
 }
 
 async fn capabilities(State(h): State<NodeHandle>) -> Result<axum::Json<CapabilitiesView>, ApiError> {
-    h.capabilities().await.map(axum::Json)
+    Ok(axum::Json(h.capabilities().await?))
 }

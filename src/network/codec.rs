@@ -14,17 +14,17 @@ use libp2p::StreamProtocol;
 use libp2p::request_response::{self, cbor};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 
 /// CBOR codec that counts requests it cannot read in `p2p_messages_dropped_total{reason}`:
-/// `<name>_malformed` (undecodable or oversized) and `<name>_aborted` (nothing arrived, or
+/// the protocol's `*_malformed` (undecodable or oversized) and `*_aborted` (nothing arrived, or
 /// the stream failed).
 pub struct Counted<Req, Resp> {
     inner: cbor::codec::Codec<Req, Resp>,
     max_request: u64,
     metrics: Metrics,
-    malformed: &'static str,
-    aborted: &'static str,
+    malformed: DropReason,
+    aborted: DropReason,
 }
 
 impl<Req, Resp> Clone for Counted<Req, Resp> {
@@ -40,15 +40,25 @@ impl<Req, Resp> Clone for Counted<Req, Resp> {
 }
 
 impl<Req, Resp> Counted<Req, Resp> {
-    /// `name` is `task_request` or `probe_request`: the prefix of the two reasons.
-    pub fn new(max_request: u64, max_response: u64, metrics: Metrics, name: &'static str) -> Self {
+    /// The task protocol's codec: requests at most `max_request` bytes.
+    pub fn tasks(max_request: u64, max_response: u64, metrics: Metrics) -> Self {
+        Self::new(max_request, max_response, metrics, DropReason::TaskRequestMalformed, DropReason::TaskRequestAborted)
+    }
+
+    /// The probe protocol's codec.
+    pub fn probes(max_request: u64, max_response: u64, metrics: Metrics) -> Self {
+        Self::new(
+            max_request,
+            max_response,
+            metrics,
+            DropReason::ProbeRequestMalformed,
+            DropReason::ProbeRequestAborted,
+        )
+    }
+
+    fn new(max_request: u64, max_response: u64, metrics: Metrics, malformed: DropReason, aborted: DropReason) -> Self {
         let inner =
             cbor::codec::Codec::default().set_request_size_maximum(max_request).set_response_size_maximum(max_response);
-        let (malformed, aborted) = match name {
-            "task_request" => ("task_request_malformed", "task_request_aborted"),
-            "probe_request" => ("probe_request_malformed", "probe_request_aborted"),
-            _ => ("request_malformed", "request_aborted"),
-        };
         Self { inner, max_request, metrics, malformed, aborted }
     }
 }
@@ -127,13 +137,13 @@ mod tests {
     #[test]
     fn malformed_oversized_and_aborted_requests_are_told_apart() {
         let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default());
-        let mut codec = Counted::<ProbeRequest, ProbeResponse>::new(64, 64, metrics.clone(), "probe_request");
+        let mut codec = Counted::<ProbeRequest, ProbeResponse>::probes(64, 64, metrics.clone());
         let p = StreamProtocol::new("/test/1.0.0");
         let mut read = |bytes: Vec<u8>| block_on(codec.read_request(&p, &mut Cursor::new(bytes)));
 
         let mut good = Cursor::new(Vec::new());
         let request = ProbeRequest { v: WIRE_VERSION, target: "peer".into() };
-        block_on(Counted::<ProbeRequest, ProbeResponse>::new(64, 64, metrics.clone(), "probe_request").write_request(
+        block_on(Counted::<ProbeRequest, ProbeResponse>::probes(64, 64, metrics.clone()).write_request(
             &p,
             &mut good,
             request.clone(),

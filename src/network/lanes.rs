@@ -34,9 +34,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::compat::{FuturesAsyncReadCompatExt as _, FuturesAsyncWriteCompatExt as _};
+use tokio_util::task::TaskTracker;
 
-use super::{DispatchError, NetworkEvent};
-use crate::metrics::Metrics;
+use super::event::DispatchError;
+use crate::metrics::{DropReason, Limit, Metrics};
 use crate::protocol::{MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, TaskRequest, TaskResponse};
 
 /// Tasks a submitter keeps unanswered on one lane before it fails new ones at once. The
@@ -55,6 +56,12 @@ pub enum LaneEvent {
     Unsupported { peer: PeerId, requests: Vec<TaskRequest> },
     /// A task request read from a lane someone opened to us; `reply` carries the answer back.
     Request { peer: PeerId, request: TaskRequest, reply: Reply },
+    /// A peer opened a lane to us.
+    InboundOpened { peer: PeerId },
+    /// A lane a peer opened to us has ended.
+    InboundClosed { peer: PeerId },
+    /// The answer to a task we sent on a lane, or why none will come.
+    Answered { peer: PeerId, task_id: String, attempt: u32, result: Result<TaskResponse, DispatchError> },
 }
 
 /// Where the answer to a request read from a lane goes. It holds one unit of the lane's
@@ -97,7 +104,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<T, String>
 
 /// How a broken frame stream is counted: over the size limit (a bug or an attack, like an
 /// undecodable frame) or a stream that failed (a peer that went away).
-fn broken(metrics: &Metrics, error: &io::Error, malformed: &str, aborted: &str) {
+fn broken(metrics: &Metrics, error: &io::Error, malformed: DropReason, aborted: DropReason) {
     let reason = if error.kind() == io::ErrorKind::InvalidData { malformed } else { aborted };
     metrics.dropped(reason);
 }
@@ -109,20 +116,20 @@ pub struct OutboundLane {
 }
 
 impl OutboundLane {
-    /// Starts a lane to `peer`: opens its stream on one of the connections to it, then sends
-    /// what is queued. Answers and failures go straight to `events`.
+    /// Starts a lane to `peer` on `tasks`: opens its stream on one of the connections to it,
+    /// then sends what is queued. Answers and failures go back to the event loop.
     pub fn open(
         peer: PeerId,
         control: Control,
         protocol: StreamProtocol,
-        events: mpsc::Sender<NetworkEvent>,
         back: mpsc::Sender<LaneEvent>,
         metrics: Metrics,
+        tasks: &TaskTracker,
     ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
-        let lane = Outbound { peer, events, metrics, in_flight: in_flight.clone() };
-        tokio::spawn(lane.run(control, protocol, rx, back));
+        let lane = Outbound { peer, back, metrics, in_flight: in_flight.clone() };
+        tasks.spawn(lane.run(control, protocol, rx));
         Self { tx, in_flight }
     }
 
@@ -142,20 +149,15 @@ impl OutboundLane {
 
 struct Outbound {
     peer: PeerId,
-    events: mpsc::Sender<NetworkEvent>,
+    /// The event loop: answers, failures and the verdict on the protocol go there.
+    back: mpsc::Sender<LaneEvent>,
     metrics: Metrics,
     /// Sent and not yet answered.
     in_flight: Arc<Mutex<HashSet<(String, u32)>>>,
 }
 
 impl Outbound {
-    async fn run(
-        self,
-        mut control: Control,
-        protocol: StreamProtocol,
-        mut rx: mpsc::Receiver<TaskRequest>,
-        back: mpsc::Sender<LaneEvent>,
-    ) {
+    async fn run(self, mut control: Control, protocol: StreamProtocol, mut rx: mpsc::Receiver<TaskRequest>) {
         let peer = self.peer;
         let stream = match control.open_stream(peer, protocol).await {
             Ok(stream) => stream,
@@ -166,7 +168,7 @@ impl Outbound {
                 while let Ok(request) = rx.try_recv() {
                     requests.push(request);
                 }
-                let _ = back.send(LaneEvent::Unsupported { peer, requests }).await;
+                let _ = self.back.send(LaneEvent::Unsupported { peer, requests }).await;
                 return;
             }
             Err(e) => {
@@ -207,8 +209,8 @@ impl Outbound {
     }
 
     async fn answer_lost(&self, task_id: String, attempt: u32, error: DispatchError) {
-        let event = NetworkEvent::TaskAnswered { peer: self.peer, task_id, attempt, result: Err(error) };
-        let _ = self.events.send(event).await;
+        let event = LaneEvent::Answered { peer: self.peer, task_id, attempt, result: Err(error) };
+        let _ = self.back.send(event).await;
     }
 
     /// Writes queued requests, a batch per flush. Returns why it stopped; when the event
@@ -270,7 +272,7 @@ impl Outbound {
             let frame = match frames.next().await {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
-                    broken(&self.metrics, &e, "task_response_malformed", "task_response_aborted");
+                    broken(&self.metrics, &e, DropReason::TaskResponseMalformed, DropReason::TaskResponseAborted);
                     return format!("read failed: {e}");
                 }
                 None => return "the worker closed the lane".into(),
@@ -279,7 +281,7 @@ impl Outbound {
                 Ok(response) => response,
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, error = %e, "undecodable task answer dropped");
-                    self.metrics.dropped("task_response_malformed");
+                    self.metrics.dropped(DropReason::TaskResponseMalformed);
                     continue;
                 }
             };
@@ -288,53 +290,64 @@ impl Outbound {
             let response = TaskResponse { task_id: key.0, ..response };
             if !expected {
                 tracing::debug!(peer = %self.peer, task = %response.task_id, "answer to no task in flight dropped");
-                self.metrics.dropped("task_response_unexpected");
+                self.metrics.dropped(DropReason::TaskResponseUnexpected);
                 continue;
             }
             self.metrics.message("in", "task_response", response.result_len());
             let (task_id, attempt) = (response.task_id.clone(), response.attempt);
-            let event = NetworkEvent::TaskAnswered { peer: self.peer, task_id, attempt, result: Ok(response) };
-            if self.events.send(event).await.is_err() {
+            let event = LaneEvent::Answered { peer: self.peer, task_id, attempt, result: Ok(response) };
+            if self.back.send(event).await.is_err() {
                 return "the node is stopping".into();
             }
         }
     }
 }
 
-/// Lanes open to us, per peer.
-pub type InboundLanes = Arc<Mutex<HashMap<PeerId, usize>>>;
-
-/// Serves the lanes peers open to us: each request read goes to the event loop (which checks
-/// it like any other) as [`LaneEvent::Request`].
-/// `open` counts the lanes each peer holds open to us (the event loop reads it too).
+/// Serves the lanes peers open to us, each a task on `tasks`: each request read goes to the
+/// event loop (which checks it like any other) as [`LaneEvent::Request`], and the event loop
+/// hears when a peer's lane opens and closes (a connection with a lane is not idle).
 pub async fn accept(
     mut incoming: IncomingStreams,
     back: mpsc::Sender<LaneEvent>,
     metrics: Metrics,
     credit: usize,
-    open: InboundLanes,
+    tasks: TaskTracker,
 ) {
-    while let Some((peer, stream)) = incoming.next().await {
-        {
-            let mut open = open.lock().expect("lanes lock");
-            let n = open.entry(peer).or_default();
-            if *n >= MAX_INBOUND_LANES_PER_PEER {
-                tracing::debug!(%peer, "task lane refused: the peer holds too many");
-                metrics.limit_hit("task_lanes_per_peer");
+    let mut open: HashMap<PeerId, usize> = HashMap::new();
+    let (closed_tx, mut closed) = mpsc::channel::<PeerId>(MAX_INBOUND_LANES_PER_PEER * 16);
+    loop {
+        let (peer, stream) = tokio::select! {
+            Some(peer) = closed.recv() => {
+                if let Some(n) = open.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        open.remove(&peer);
+                    }
+                }
+                if back.send(LaneEvent::InboundClosed { peer }).await.is_err() {
+                    return;
+                }
                 continue;
             }
-            *n += 1;
+            next = incoming.next() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let n = open.entry(peer).or_default();
+        if *n >= MAX_INBOUND_LANES_PER_PEER {
+            tracing::debug!(%peer, "task lane refused: the peer holds too many");
+            metrics.limit_hit(Limit::TaskLanesPerPeer);
+            continue;
         }
-        let (back, metrics, open) = (back.clone(), metrics.clone(), open.clone());
-        tokio::spawn(async move {
+        *n += 1;
+        if back.send(LaneEvent::InboundOpened { peer }).await.is_err() {
+            return;
+        }
+        let (back, metrics, closed_tx) = (back.clone(), metrics.clone(), closed_tx.clone());
+        tasks.spawn(async move {
             serve(peer, stream, back, metrics, credit).await;
-            let mut open = open.lock().expect("lanes lock");
-            if let Some(n) = open.get_mut(&peer) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&peer);
-                }
-            }
+            let _ = closed_tx.send(peer).await;
         });
     }
 }
@@ -357,7 +370,7 @@ where
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "task lane read failed");
-                    return broken(&metrics, &e, "task_request_malformed", "task_request_aborted");
+                    return broken(&metrics, &e, DropReason::TaskRequestMalformed, DropReason::TaskRequestAborted);
                 }
                 None => return,
             };
@@ -365,7 +378,7 @@ where
                 Ok(request) => request,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "undecodable task request dropped");
-                    metrics.dropped("task_request_malformed");
+                    metrics.dropped(DropReason::TaskRequestMalformed);
                     continue;
                 }
             };
@@ -515,7 +528,7 @@ mod tests {
         let metrics = metrics();
         let (events_tx, mut events) = mpsc::channel(16);
         let lane =
-            Outbound { peer: PeerId::random(), events: events_tx, metrics: metrics.clone(), in_flight: Arc::default() };
+            Outbound { peer: PeerId::random(), back: events_tx, metrics: metrics.clone(), in_flight: Arc::default() };
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
         for id in ["a", "b", "c"] {
@@ -536,7 +549,7 @@ mod tests {
         let busy = TaskResponse { outcome: TaskOutcome::Err(TaskError::Busy), ..answer(&got[1]) };
         sink.send(encode(&busy).unwrap()).await.unwrap();
         match events.recv().await {
-            Some(NetworkEvent::TaskAnswered { task_id, result: Ok(response), .. }) => {
+            Some(LaneEvent::Answered { task_id, result: Ok(response), .. }) => {
                 assert_eq!(task_id, "b");
                 assert_eq!(response, busy);
             }
@@ -546,7 +559,7 @@ mod tests {
         let mut lost = Vec::new();
         for _ in 0..2 {
             match events.recv().await {
-                Some(NetworkEvent::TaskAnswered { task_id, result: Err(DispatchError::ConnectionLost(_)), .. }) => {
+                Some(LaneEvent::Answered { task_id, result: Err(DispatchError::ConnectionLost(_)), .. }) => {
                     lost.push(task_id)
                 }
                 other => panic!("expected a lost task, got {other:?}"),

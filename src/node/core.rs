@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
+use super::handle::Request;
 use super::views::{
-    CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, Request, StatusView, TaskCounts,
+    CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, StatusView, TaskCounts,
 };
 use crate::config::Config;
 use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
@@ -261,15 +262,31 @@ impl Core {
         self.ad_due.get_or_insert(Instant::now() + AD_MIN_INTERVAL);
     }
 
+    /// Carries out what the gateway decided, including what answering a refused local
+    /// attempt made it decide in turn.
     async fn apply_effects(&mut self) {
-        for effect in self.gateway.take_effects() {
+        loop {
+            let effects = self.gateway.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            self.apply(effects).await;
+        }
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
             match effect {
                 Effect::Dispatch { peer, request } => {
                     let addresses = self.dial_addresses(&peer);
                     let _ = self.network.send_task(peer, addresses, request).await;
                 }
                 Effect::RunLocal { request } => match &self.executor {
-                    Some(ex) => ex.submit(Origin::Local, request),
+                    Some(ex) => {
+                        if let Some(response) = ex.submit(Origin::Local, request) {
+                            self.on_local_answer(LocalAnswer { peer: self.local, response });
+                        }
+                    }
                     None => tracing::error!(task_id = %request.task_id, "placed on this node, which is not a worker"),
                 },
             }
@@ -383,7 +400,7 @@ impl Core {
                             self.membership.on_rumor(now, Rumor { peer, state: r.state, incarnation: r.incarnation }),
                         );
                     } else {
-                        self.metrics.dropped("rumor_bad_peer_id");
+                        self.metrics.dropped(crate::metrics::DropReason::RumorBadPeerId);
                     }
                 }
                 actions
@@ -412,7 +429,11 @@ impl Core {
             }
             NetworkEvent::TaskRequested { id, peer, request } => {
                 match &self.executor {
-                    Some(ex) => ex.submit(Origin::Remote(id), request),
+                    Some(ex) => {
+                        if let Some(response) = ex.submit(Origin::Remote(id), request) {
+                            let _ = self.network.respond_task(id, response).await;
+                        }
+                    }
                     None => {
                         tracing::debug!(%peer, task_id = %request.task_id, "task sent to a node that is not a worker");
                         let response = crate::protocol::TaskResponse {

@@ -1,24 +1,34 @@
 //! Starting and stopping a node: identity, metrics registry, network, worker, core, HTTP
-//! servers. `run` takes the shutdown signal as a future so tests can drive it.
+//! servers. `run` takes the shutdown signal as a future so tests can drive it; inside, one
+//! mechanism stops everything in order (cancellation tokens), and every task the node starts
+//! is on its task tracker and awaited before `run` returns.
+//!
+//! A task's path through the modules: `api` -> [`NodeHandle`] (`handle`) -> `core` ->
+//! `scheduler` -> `network` -> a worker's `network` -> `worker` -> and back the same way.
 
 mod core;
+mod handle;
 mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use self::core::Health;
+pub use self::handle::{BatchSubmitted, HandleError, NodeHandle, Request, Submitted};
 pub use self::views::{
-    CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, Request, StatusView, TaskCounts,
+    CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, StatusView, TaskCounts,
 };
-use crate::api::NodeHandle;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
 /// Longest time a leaving node waits for its running tasks.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the HTTP servers and the tasks still running get after the network closed.
+const SERVERS_GRACE: Duration = Duration::from_secs(2);
 /// Bound of the API-to-core request channel.
 const REQUEST_CHANNEL: usize = 4096;
 
@@ -37,7 +47,11 @@ pub enum StartError {
 /// A node that has bound its sockets and is ready to run.
 pub struct Node {
     config: Arc<Config>,
-    setup: crate::network::NetworkSetup,
+    network: crate::network::Client,
+    network_events: mpsc::Receiver<crate::network::NetworkEvent>,
+    event_loop: crate::network::EventLoop,
+    /// Every task the node starts; awaited before `run` returns.
+    tasks: TaskTracker,
     core_requests: mpsc::Receiver<Request>,
     handle: NodeHandle,
     api_listener: tokio::net::TcpListener,
@@ -62,14 +76,19 @@ impl Node {
         let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
             .await
             .map_err(|source| StartError::MetricsBind { addr: config.metrics.listen.to_string(), source })?;
-        let setup = crate::network::build(&config, keypair, &mut registry, metrics.clone())?;
+        let tasks = TaskTracker::new();
+        let (network, network_events, event_loop) =
+            crate::network::new(&config, keypair, &mut registry, metrics.clone(), tasks.clone())?;
         let (tx, core_requests) = mpsc::channel(REQUEST_CHANNEL);
         let health = Arc::new(Health::default());
         health.touch();
         let handle = NodeHandle::new(tx, health.clone());
         Ok(Self {
             config: Arc::new(config),
-            setup,
+            network,
+            network_events,
+            event_loop,
+            tasks,
             core_requests,
             handle,
             api_listener,
@@ -93,41 +112,48 @@ impl Node {
     }
 
     pub fn peer_id(&self) -> libp2p::PeerId {
-        self.setup.client.local_peer_id()
+        self.network.local_peer_id()
     }
 
-    /// Runs until `shutdown` resolves, then leaves the cluster in an orderly way.
+    /// Runs until `shutdown` resolves, then leaves the cluster in an orderly way: the core
+    /// leaves and drains, then the network flushes and closes, then the HTTP servers stop,
+    /// and every task the node started is awaited. Dropping the future instead (a crash, in
+    /// tests) aborts the network and the servers at once, without a goodbye.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-        let Node { config, setup, core_requests, handle, api_listener, metrics_listener, registry, metrics, health } =
-            self;
-        let crate::network::NetworkSetup { client, event_loop, events } = setup;
+        let Node {
+            config,
+            network,
+            network_events,
+            event_loop,
+            tasks,
+            core_requests,
+            handle,
+            api_listener,
+            metrics_listener,
+            registry,
+            metrics,
+            health,
+        } = self;
+        let stop_network = CancellationToken::new();
+        let stop_servers = CancellationToken::new();
+        let mut crash = AbortOnDrop(Vec::new());
 
-        let (stop_network, network_stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut network_task = AbortOnDrop(tokio::spawn(event_loop.run(async {
-            let _ = network_stopped.await;
-        })));
-
+        let network_task = tasks.spawn(event_loop.run(stop_network.clone()));
+        crash.0.push(network_task.abort_handle());
         let (local_tx, local_rx) = mpsc::channel(crate::network::COMMAND_CHANNEL);
         let executor = (config.node.role == crate::config::Role::Worker)
-            .then(|| crate::worker::Executor::new(client.clone(), &config, metrics.clone(), local_tx));
-
-        let (stop_servers_tx, stop_servers) = tokio::sync::watch::channel(false);
-        let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let mut api_task =
-            AbortOnDrop(tokio::spawn(crate::api::serve(api_listener, handle, wait_stop(stop_servers.clone()))));
-        let mut metrics_task = AbortOnDrop(tokio::spawn(crate::metrics::serve(
-            metrics_listener,
-            Arc::new(registry),
-            metrics.clone(),
-            wait_stop(stop_servers.clone()),
-        )));
+            .then(|| crate::worker::Executor::new(network.clone(), &config, metrics.clone(), local_tx, tasks.clone()));
+        let api = crate::api::serve(api_listener, handle, stop_servers.clone().cancelled_owned());
+        crash.0.push(tasks.spawn(api).abort_handle());
+        let registry = Arc::new(registry);
+        let scrape =
+            crate::metrics::serve(metrics_listener, registry, metrics.clone(), stop_servers.clone().cancelled_owned());
+        crash.0.push(tasks.spawn(scrape).abort_handle());
 
         let core = self::core::Core::new(self::core::CoreParts {
             config: config.clone(),
-            network: client,
-            events,
+            network,
+            events: network_events,
             requests: core_requests,
             local_answers: local_rx,
             executor,
@@ -136,25 +162,26 @@ impl Node {
         });
         core.run(shutdown, DRAIN_TIMEOUT).await;
 
-        let _ = stop_network.send(());
-        let _ = (&mut network_task.0).await;
-        let _ = stop_servers_tx.send(true);
+        stop_network.cancel();
+        let _ = network_task.await;
+        stop_servers.cancel();
         metrics.node_up.set(0);
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = (&mut api_task.0).await;
-            let _ = (&mut metrics_task.0).await;
-        })
-        .await;
+        tasks.close();
+        if tokio::time::timeout(SERVERS_GRACE, tasks.wait()).await.is_err() {
+            tracing::warn!(left = tasks.len(), "tasks still running after shutdown; abandoning them");
+        }
         tracing::info!("node stopped");
     }
 }
 
-/// Aborts the task when dropped, so that dropping a running node (a crash, in tests) takes
+/// Aborts the tasks when dropped, so that dropping a running node (a crash, in tests) takes
 /// its network and servers down with it instead of leaving them orphaned.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
 
-impl<T> Drop for AbortOnDrop<T> {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }

@@ -1,12 +1,8 @@
-//! Read-only views of the node for the API and the CLI (`peers`, `status`, `capabilities`),
-//! and the requests the API sends to the node core.
+//! Read-only views of the node for the API and the CLI (`peers`, `status`, `capabilities`).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-
-use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerView {
@@ -80,42 +76,4 @@ pub struct ClusterCapability {
 pub struct CapabilitiesView {
     pub local: LocalCapabilities,
     pub cluster: BTreeMap<String, ClusterCapability>,
-}
-
-/// What the API asks of the node core; each carries its reply channel.
-#[derive(Debug)]
-pub enum Request {
-    Submit {
-        spec: TaskSpec,
-        /// Resolved with the final record when given.
-        waiter: Option<oneshot::Sender<TaskRecord>>,
-        reply: oneshot::Sender<Result<String, SubmitError>>,
-    },
-    /// All tasks or none; `waiters` (one per task, in order) when the caller waits.
-    SubmitBatch {
-        specs: Vec<TaskSpec>,
-        waiters: Vec<oneshot::Sender<TaskRecord>>,
-        reply: oneshot::Sender<Result<Vec<String>, (usize, SubmitError)>>,
-    },
-    Get {
-        id: String,
-        reply: oneshot::Sender<Option<TaskRecord>>,
-    },
-    List {
-        limit: usize,
-        reply: oneshot::Sender<Vec<TaskRecord>>,
-    },
-    Cancel {
-        id: String,
-        reply: oneshot::Sender<Result<TaskRecord, CancelError>>,
-    },
-    Peers {
-        reply: oneshot::Sender<Vec<PeerView>>,
-    },
-    Status {
-        reply: oneshot::Sender<StatusView>,
-    },
-    Capabilities {
-        reply: oneshot::Sender<CapabilitiesView>,
-    },
 }

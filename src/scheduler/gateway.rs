@@ -191,7 +191,7 @@ impl Gateway {
         let checked = self.check(&spec, workers)?;
         if self.queued >= self.config.queue_capacity {
             self.reject("queue_full");
-            self.metrics.limit_hit("task_queue");
+            self.metrics.limit_hit(crate::metrics::Limit::TaskQueue);
             return Err(SubmitError::QueueFull(self.queued));
         }
         let id = self.accept(spec, checked);
@@ -214,7 +214,7 @@ impl Gateway {
         let room = self.config.queue_capacity.saturating_sub(self.queued) + self.free_slots(workers);
         if specs.len() > room {
             self.reject("queue_full");
-            self.metrics.limit_hit("task_queue");
+            self.metrics.limit_hit(crate::metrics::Limit::TaskQueue);
             return Err((0, SubmitError::QueueFull(self.queued)));
         }
         let ids = specs.into_iter().zip(checked).map(|(spec, c)| self.accept(spec, c)).collect();
@@ -441,7 +441,7 @@ impl Gateway {
         if !self.end_attempt(task_id, attempt, &peer, true) {
             // A late answer from an attempt we already gave up on, or from a peer that was
             // never given this task: never let it complete anything.
-            self.metrics.dropped("stale_task_result");
+            self.metrics.dropped(crate::metrics::DropReason::StaleTaskResult);
             tracing::debug!(%task_id, attempt, %peer, "ignoring stale or unexpected task result");
             // A late answer still means the worker freed a slot.
             if self.saturated.remove(&peer) {
@@ -458,7 +458,7 @@ impl Gateway {
         let response = match result {
             Ok(r) if r.task_id == task_id && r.attempt == attempt && r.worker == sent_to => r,
             Ok(_) => {
-                self.metrics.dropped("mismatched_task_result");
+                self.metrics.dropped(crate::metrics::DropReason::MismatchedTaskResult);
                 self.attempt_failed(task_id, "lost", format!("worker {peer} answered for another task"));
                 self.pump(workers);
                 return;

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
 
-use crate::metrics::{ExecutedLabels, Metrics};
+use crate::metrics::{ExecutedLabels, Limit, Metrics};
 use crate::network::{Client, InboundId};
 use crate::protocol::{TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION};
 use crate::tasks::{self, StorageOp, TaskKind};
@@ -57,6 +58,8 @@ struct Inner {
     difficulty: u32,
     replication: usize,
     metrics: Metrics,
+    /// The node's task tracker: every attempt runs on it and is awaited at shutdown.
+    tasks: TaskTracker,
 }
 
 impl Executor {
@@ -66,6 +69,7 @@ impl Executor {
         config: &crate::config::Config,
         metrics: Metrics,
         local_answers: mpsc::Sender<LocalAnswer>,
+        tasks: TaskTracker,
     ) -> Self {
         let capacity = config.max_concurrent_tasks();
         let backlog = config.node.task_backlog;
@@ -84,6 +88,7 @@ impl Executor {
                 difficulty: config.tasks.compute_difficulty,
                 replication: config.tasks.storage_replication,
                 metrics,
+                tasks,
             }),
         }
     }
@@ -103,14 +108,13 @@ impl Executor {
         self.inner.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Starts an attempt, or answers at once when it cannot run here. Never blocks.
-    pub fn submit(&self, origin: Origin, request: TaskRequest) {
+    /// Starts an attempt on the node's task tracker, or returns the answer at once when it
+    /// cannot run here (for the caller to send: no task is spawned for a refusal). Never
+    /// blocks.
+    #[must_use = "a refused attempt's answer must be sent"]
+    pub fn submit(&self, origin: Origin, request: TaskRequest) -> Option<TaskResponse> {
         let inner = &self.inner;
-        let refuse = |err: TaskError| {
-            let this = self.clone();
-            let request = request.clone();
-            tokio::spawn(async move { this.answer(origin, &request, TaskOutcome::Err(err)).await });
-        };
+        let refuse = |err: TaskError| Some(self.response(&request, TaskOutcome::Err(err)));
         if inner.draining.load(Ordering::Relaxed) {
             return refuse(TaskError::ShuttingDown);
         }
@@ -126,11 +130,11 @@ impl Executor {
             return refuse(TaskError::MissingCapability(missing.clone()));
         }
         let Ok(admitted) = inner.admission.clone().try_acquire_owned() else {
-            inner.metrics.limit_hit("task_backlog");
+            inner.metrics.limit_hit(Limit::TaskBacklog);
             return refuse(TaskError::Busy);
         };
         let this = self.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             this.inner.executing.fetch_add(1, Ordering::Relaxed);
             this.inner.metrics.tasks_executing.inc();
             let deadline = Duration::from_millis(request.deadline_ms.max(1));
@@ -157,18 +161,24 @@ impl Executor {
                 })
                 .inc();
             tracing::debug!(task_id = %request.task_id, attempt = request.attempt, ok = matches!(outcome, TaskOutcome::Ok(_)), "attempt executed");
-            this.answer(origin, &request, outcome).await;
+            let response = this.response(&request, outcome);
+            this.answer(origin, response).await;
         });
+        None
     }
 
-    async fn answer(&self, origin: Origin, request: &TaskRequest, outcome: TaskOutcome) {
-        let response = TaskResponse {
+    /// This worker's answer to `request`.
+    fn response(&self, request: &TaskRequest, outcome: TaskOutcome) -> TaskResponse {
+        TaskResponse {
             v: WIRE_VERSION,
             task_id: request.task_id.clone(),
             attempt: request.attempt,
             worker: self.inner.local_name.clone(),
             outcome,
-        };
+        }
+    }
+
+    async fn answer(&self, origin: Origin, response: TaskResponse) {
         // Either send fails only when the node is shutting down; the gateway's deadline
         // then takes care of the attempt.
         let _ = match origin {

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use p2p_network::api::NodeHandle;
 use p2p_network::config::Config;
 use p2p_network::node::Node;
+use p2p_network::node::NodeHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 

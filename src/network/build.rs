@@ -1,5 +1,5 @@
-//! Building the swarm from the configuration: transports, security, and which behaviours a
-//! role switches on.
+//! Building the swarm from the configuration: transports, security, listeners, and which
+//! behaviours a role switches on. Nothing else: `network::new` assembles the rest.
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -9,24 +9,17 @@ use libp2p::identity::Keypair;
 use libp2p::pnet::PnetConfig;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder, Transport, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns,
-    memory_connection_limits, noise, ping, relay, request_response, tcp, tls, yamux,
+    Swarm, SwarmBuilder, Transport, autonat, connection_limits, dcutr, identify, kad, mdns, memory_connection_limits,
+    noise, ping, relay, request_response, tcp, tls, yamux,
 };
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use super::behaviour::Behaviour;
 use super::codec::Counted;
-use super::event_loop::EventLoop;
-use super::{COMMAND_CHANNEL, Client, EVENT_CHANNEL, NetworkEvent};
+use super::names::{KAD_ALPHA, KAD_K, ProtocolNames};
 use crate::config::{Config, Role, Security};
 use crate::metrics::Metrics;
-use crate::protocol::{MAX_GOSSIP_BYTES, MAX_PROBE_BYTES, MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES};
-
-/// Kademlia replication parameter k and lookup parallelism alpha.
-pub(crate) const KAD_K: usize = 20;
-const KAD_ALPHA: usize = 3;
+use crate::protocol::{MAX_PROBE_BYTES, MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES};
 /// Connections stay open while idle: membership reads a closed connection as a failure signal
 /// and tasks must not pay for a dial.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -43,54 +36,14 @@ pub enum BuildError {
     Psk(#[from] crate::identity::IdentityError),
 }
 
-/// Protocol names derived from the cluster's `protocol_version`, so that two clusters never
-/// speak to each other and a cluster never joins the public IPFS DHT.
-pub struct ProtocolNames {
-    pub kad: StreamProtocol,
-    pub tasks: StreamProtocol,
-    pub task_lane: StreamProtocol,
-    pub probe: StreamProtocol,
-    pub gossip_prefix: String,
-    pub topic_prefix: String,
-}
-
-impl ProtocolNames {
-    pub fn new(protocol_version: &str) -> Self {
-        let p = |suffix: &str| {
-            StreamProtocol::try_from_owned(format!("/{protocol_version}/{suffix}"))
-                .expect("protocol_version is validated to be [A-Za-z0-9._-]+, which forms a valid protocol name")
-        };
-        Self {
-            kad: p("kad/1.0.0"),
-            tasks: p("task/1.0.0"),
-            task_lane: p("task-lane/1.0.0"),
-            probe: p("probe/1.0.0"),
-            // Not GossipSub's own `meshsub`: our messages are sealed by their authors and carry no
-            // GossipSub signature, so a node of the earlier, GossipSub-signed format must not
-            // exchange (and reject, and penalise) messages with us.
-            gossip_prefix: format!("/{protocol_version}/sealed-meshsub"),
-            topic_prefix: format!("{protocol_version}/"),
-        }
-    }
-}
-
-/// Everything `build` returns: the handle, the loop to spawn, and the event stream.
-pub struct NetworkSetup {
-    pub client: Client,
-    pub event_loop: EventLoop,
-    pub events: mpsc::Receiver<NetworkEvent>,
-}
-
-/// Builds the swarm, starts listening, and returns the pieces; the caller spawns the loop.
-pub fn build(
+/// Builds the swarm and starts listening.
+pub(super) fn swarm(
     config: &Config,
+    names: &ProtocolNames,
     keypair: Keypair,
     registry: &mut Registry,
-    metrics: Metrics,
-) -> Result<NetworkSetup, BuildError> {
-    let names = ProtocolNames::new(&config.network.protocol_version);
-    // The event loop seals gossip with it; the swarm takes the other copy.
-    let signing_key = keypair.clone();
+    metrics: &Metrics,
+) -> Result<Swarm<Behaviour>, BuildError> {
     let handshake_timeout = Duration::from_secs(config.network.connection_timeout);
 
     macro_rules! finish {
@@ -101,7 +54,7 @@ pub fn build(
                 .with_relay_client(noise::Config::new, yamux::Config::default)
                 .map_err(|e| BuildError::Transport(e.to_string()))?
                 .with_bandwidth_metrics(registry)
-                .with_behaviour(|key, relay_client| make_behaviour(config, &names, key, relay_client, &metrics))
+                .with_behaviour(|key, relay_client| make_behaviour(config, names, key, relay_client, metrics))
                 .map_err(|e| BuildError::Behaviour(e.to_string()))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
                 .with_connection_timeout(handshake_timeout)
@@ -172,13 +125,7 @@ pub fn build(
     for addr in &config.node.external_addresses {
         swarm.add_external_address(addr.clone());
     }
-
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL);
-    let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL);
-    let local_peer_id = *swarm.local_peer_id();
-    let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
-    let event_loop = EventLoop::new(swarm, signing_key, cmd_rx, event_tx, config, metrics, libp2p_metrics);
-    Ok(NetworkSetup { client: Client { tx: cmd_tx, local_peer_id }, event_loop, events: event_rx })
+    Ok(swarm)
 }
 
 fn make_behaviour(
@@ -237,7 +184,7 @@ fn make_behaviour(
     );
     let kad = kad::Behaviour::with_config(peer_id, store, kad_config);
 
-    let gossipsub = if net.mesh_network { Some(make_gossipsub(config, names)?) } else { None };
+    let gossipsub = if net.mesh_network { Some(super::gossip_settings::behaviour(config, names)?) } else { None };
 
     let mdns =
         if net.enable_mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
@@ -286,7 +233,7 @@ fn make_behaviour(
         if net.enable_relay { (Some(relay_client), Some(dcutr::Behaviour::new(peer_id))) } else { (None, None) };
 
     let tasks = request_response::Behaviour::with_codec(
-        Counted::new(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics.clone(), "task_request"),
+        Counted::tasks(MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, metrics.clone()),
         [(names.tasks.clone(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             // The gateway enforces each task's own deadline; this only reaps lost streams.
@@ -294,7 +241,7 @@ fn make_behaviour(
             .with_max_concurrent_streams(l.max_task_streams),
     );
     let probe = request_response::Behaviour::with_codec(
-        Counted::new(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics.clone(), "probe_request"),
+        Counted::probes(MAX_PROBE_BYTES, MAX_PROBE_BYTES, metrics.clone()),
         [(names.probe.clone(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             // Membership keeps each ping's deadline (stretched while this node is slow); the
@@ -321,120 +268,4 @@ fn make_behaviour(
         tasks,
         probe,
     })
-}
-
-/// GossipSub score thresholds. A peer below `graylist_threshold` has every RPC ignored.
-pub fn gossip_thresholds() -> gossipsub::PeerScoreThresholds {
-    gossipsub::PeerScoreThresholds {
-        gossip_threshold: -10.0,
-        publish_threshold: -50.0,
-        graylist_threshold: -80.0,
-        accept_px_threshold: 10.0,
-        opportunistic_graft_threshold: 5.0,
-    }
-}
-
-/// Peer scoring tuned for a cluster's two low-rate topics (heartbeats and capability
-/// adverts, a few messages per node per interval):
-/// - no mesh-delivery-rate penalties (P3, P3b): a quiet honest peer is normal here;
-/// - a small reward for time in the mesh and first deliveries (P1, P2), capped;
-/// - invalid messages (P4: unsigned, badly signed, malformed, oversized, sender mismatch)
-///   weigh -10 x count², decaying by 10% a second: three in a burst graylist a peer (-90
-///   against -80), a single bad message (a version skew in a rolling upgrade) does not;
-/// - IP colocation counts only beyond 8 peers on one address, and never on loopback or the
-///   configured `security.gossip_shared_ips` (NATs, host networking).
-pub fn gossip_scoring(topics: &[gossipsub::TopicHash], shared_ips: &[std::net::IpAddr]) -> gossipsub::PeerScoreParams {
-    let topic = gossipsub::TopicScoreParams {
-        topic_weight: 1.0,
-        time_in_mesh_weight: 0.01,
-        time_in_mesh_quantum: Duration::from_secs(1),
-        time_in_mesh_cap: 100.0,
-        first_message_deliveries_weight: 0.5,
-        first_message_deliveries_decay: 0.9,
-        first_message_deliveries_cap: 10.0,
-        mesh_message_deliveries_weight: 0.0,
-        mesh_failure_penalty_weight: 0.0,
-        invalid_message_deliveries_weight: -10.0,
-        invalid_message_deliveries_decay: 0.9,
-        ..Default::default()
-    };
-    let mut whitelist: std::collections::HashSet<std::net::IpAddr> = shared_ips.iter().copied().collect();
-    whitelist.insert(std::net::Ipv4Addr::LOCALHOST.into());
-    whitelist.insert(std::net::Ipv6Addr::LOCALHOST.into());
-    gossipsub::PeerScoreParams {
-        topics: topics.iter().map(|t| (t.clone(), topic.clone())).collect(),
-        topic_score_cap: 20.0,
-        app_specific_weight: 1.0,
-        ip_colocation_factor_weight: -5.0,
-        ip_colocation_factor_threshold: 8.0,
-        ip_colocation_factor_whitelist: whitelist,
-        decay_interval: Duration::from_secs(1),
-        decay_to_zero: 0.01,
-        ..Default::default()
-    }
-}
-
-/// The cluster's topics under its protocol version: heartbeats and capability adverts.
-pub fn gossip_topics(names: &ProtocolNames) -> [gossipsub::IdentTopic; 2] {
-    [
-        gossipsub::IdentTopic::new(format!("{}heartbeat", names.topic_prefix)),
-        gossipsub::IdentTopic::new(format!("{}capabilities", names.topic_prefix)),
-    ]
-}
-
-/// GossipSub's wire settings, shared by every speaker of the cluster's gossip (the node, the
-/// scale harness's probe, the hostile tests' attackers).
-///
-/// Messages carry no GossipSub signature, author or sequence number
-/// (`MessageAuthenticity::Anonymous`): each is a libp2p signed envelope made by the node it
-/// is about ([`GossipMessage::seal`](crate::protocol::GossipMessage::seal)), opened by the
-/// application. GossipSub's own strict mode checks the signature of every copy it receives,
-/// duplicates included, before it looks whether it has seen the message (about seven copies
-/// per message here, one from the author and about six from mesh peers); the application sees
-/// each message once. So a message is named by a hash of its topic and bytes: a copy altered
-/// in flight, or replayed on another topic, is another message and cannot shadow the genuine
-/// one in the duplicate cache.
-pub fn gossip_config(names: &ProtocolNames) -> gossipsub::ConfigBuilder {
-    let mut builder = gossipsub::ConfigBuilder::default();
-    builder
-        .protocol_id_prefix(names.gossip_prefix.clone())
-        .validation_mode(gossipsub::ValidationMode::Anonymous)
-        .message_id_fn(|message: &gossipsub::Message| {
-            let mut hash = Sha256::new();
-            hash.update(message.topic.as_str().as_bytes());
-            hash.update([0]);
-            hash.update(&message.data);
-            gossipsub::MessageId::new(&hash.finalize())
-        });
-    builder
-}
-
-fn make_gossipsub(
-    config: &Config,
-    names: &ProtocolNames,
-) -> Result<gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>, String> {
-    let gs_config = gossip_config(names)
-        // Nothing is forwarded until the application has opened and checked it (signature,
-        // schema, size, sender).
-        .validate_messages()
-        .heartbeat_interval(Duration::from_millis(700))
-        // Frames up to 4x the largest valid message get through to validation, so that an
-        // oversized message is rejected by the application and costs its sender score;
-        // anything bigger is cut by the codec.
-        .max_transmit_size(4 * MAX_GOSSIP_BYTES)
-        .build()
-        .map_err(|e| format!("gossipsub config: {e}"))?;
-    let topics = gossip_topics(names);
-    let hashes: Vec<gossipsub::TopicHash> = topics.iter().map(|t| t.hash()).collect();
-    // Subscriptions to any other topic are ignored: a peer cannot make us track thousands.
-    let filter = gossipsub::WhitelistSubscriptionFilter(hashes.iter().cloned().collect());
-    let mut gs = gossipsub::Behaviour::new_with_subscription_filter(
-        gossipsub::MessageAuthenticity::Anonymous,
-        gs_config,
-        filter,
-    )
-    .map_err(|e| format!("gossipsub: {e}"))?;
-    gs.with_peer_score(gossip_scoring(&hashes, &config.security.gossip_shared_ips), gossip_thresholds())
-        .map_err(|e| format!("gossipsub peer scoring: {e}"))?;
-    Ok(gs)
 }

@@ -1,0 +1,133 @@
+//! The network's client: a cloneable handle holding only a bounded sender of [`Command`]s
+//! into the event loop; every command that wants an answer carries its reply channel.
+
+use std::collections::HashMap;
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::event::{InboundId, NetworkStatus};
+use crate::protocol::{GossipMessage, TaskRequest, TaskResponse};
+
+/// Bound of the command channel into the event loop.
+pub const COMMAND_CHANNEL: usize = 4096;
+/// Bound of the event channel out of the event loop.
+pub const EVENT_CHANNEL: usize = 4096;
+
+/// Where the answer to a DHT put goes: how many peers stored the record.
+pub(super) type PutReply = oneshot::Sender<Result<usize, String>>;
+/// Where the answer to a DHT get goes.
+pub(super) type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
+
+#[derive(Debug)]
+pub(super) enum Command {
+    SendTask { peer: PeerId, addresses: Vec<Multiaddr>, request: TaskRequest },
+    RespondTask { id: InboundId, response: TaskResponse },
+    SendProbe { via: PeerId, target: PeerId },
+    RespondProbe { id: InboundId, target: PeerId, reachable: bool },
+    Publish { message: GossipMessage },
+    Dial { peer: PeerId, addresses: Vec<Multiaddr> },
+    PutRecord { key: Vec<u8>, value: Vec<u8>, replication: usize, reply: PutReply },
+    GetRecord { key: Vec<u8>, reply: GetReply },
+    Status { reply: oneshot::Sender<NetworkStatus> },
+    GossipScores { reply: oneshot::Sender<HashMap<PeerId, f64>> },
+    Disconnect { peer: PeerId },
+    ClusterSize { members: usize },
+    Forget { peer: PeerId },
+}
+
+/// Cloneable handle to the network event loop.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+}
+
+/// The event loop has stopped (the node is shutting down).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("network is shut down")]
+pub struct Closed;
+
+impl Client {
+    pub(super) fn new(tx: mpsc::Sender<Command>, local_peer_id: PeerId) -> Self {
+        Self { tx, local_peer_id }
+    }
+
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), Closed> {
+        self.tx.send(cmd).await.map_err(|_| Closed)
+    }
+
+    /// Sends one attempt of a task; the answer arrives as `NetworkEvent::TaskAnswered`.
+    /// `addresses` are where the worker says it can be reached (its advertisement); when it
+    /// is not connected, only those are dialed (any known address when there are none).
+    pub async fn send_task(&self, peer: PeerId, addresses: Vec<Multiaddr>, request: TaskRequest) -> Result<(), Closed> {
+        self.send(Command::SendTask { peer, addresses, request }).await
+    }
+
+    pub async fn respond_task(&self, id: InboundId, response: TaskResponse) -> Result<(), Closed> {
+        self.send(Command::RespondTask { id, response }).await
+    }
+
+    pub async fn send_probe(&self, via: PeerId, target: PeerId) -> Result<(), Closed> {
+        self.send(Command::SendProbe { via, target }).await
+    }
+
+    pub async fn respond_probe(&self, id: InboundId, target: PeerId, reachable: bool) -> Result<(), Closed> {
+        self.send(Command::RespondProbe { id, target, reachable }).await
+    }
+
+    /// Seals `message` with this node's key and publishes it on the topic of its type.
+    pub async fn publish(&self, message: GossipMessage) -> Result<(), Closed> {
+        self.send(Command::Publish { message }).await
+    }
+
+    pub async fn dial(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), Closed> {
+        self.send(Command::Dial { peer, addresses }).await
+    }
+
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), Closed> {
+        self.send(Command::Disconnect { peer }).await
+    }
+
+    /// `peer` is dead or has left: drops it from the routing table (which does not evict on
+    /// its own, see `Dht::learn_address`). Should it come back, Identify adds it again.
+    pub async fn forget(&self, peer: PeerId) -> Result<(), Closed> {
+        self.send(Command::Forget { peer }).await
+    }
+
+    /// How many members the cluster has (this node included, the dead and left not): the
+    /// size of the active view follows it.
+    pub async fn set_cluster_size(&self, members: usize) -> Result<(), Closed> {
+        self.send(Command::ClusterSize { members }).await
+    }
+
+    /// Stores `value` under `key` in the DHT; resolves to the number of peers that stored it.
+    pub async fn put_record(&self, key: Vec<u8>, value: Vec<u8>, replication: usize) -> Result<usize, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::PutRecord { key, value, replication, reply }).await.map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| Closed.to_string())?
+    }
+
+    pub async fn get_record(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::GetRecord { key, reply }).await.map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| Closed.to_string())?
+    }
+
+    pub async fn status(&self) -> Result<NetworkStatus, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Status { reply }).await?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// GossipSub score of each connected peer (empty when the mesh is off).
+    pub async fn gossip_scores(&self) -> Result<HashMap<PeerId, f64>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::GossipScores { reply }).await?;
+        rx.await.map_err(|_| Closed)
+    }
+}

@@ -1,0 +1,220 @@
+//! The DHT: the routing table (which only the event loop fills), discovery walks and
+//! refreshes, and the storage capability's puts and gets matched to their replies by
+//! Kademlia's own query ids.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad};
+
+use super::behaviour::Behaviour;
+use super::client::{GetReply, PutReply};
+use super::event::NetworkEvent;
+use super::names::KAD_K;
+
+/// Random walks find peers nobody told us about; frequent at first, then relaxed.
+const WALK_FAST: Duration = Duration::from_secs(2);
+const WALK_SLOW: Duration = Duration::from_secs(30);
+const FAST_WALKS: u32 = 5;
+/// In a cluster larger than the active view a walk's lookups mostly reach peers we are not
+/// connected to, each a connection's handshake that is closed again: walk rarely, membership
+/// gossip already names every member.
+const WALK_PARTIAL_VIEW: Duration = Duration::from_secs(300);
+/// Kademlia's bootstrap (a lookup of our own id, then one per bucket: about 200 requests at
+/// 100 nodes) refreshes the routing table this often; in a cluster larger than the active
+/// view, as rarely as libp2p's default, for the reason above.
+const REFRESH: Duration = Duration::from_secs(60);
+const REFRESH_PARTIAL_VIEW: Duration = Duration::from_secs(300);
+
+pub(super) struct Dht {
+    /// Our Kademlia protocol name: a peer that speaks it belongs in the routing table.
+    protocol: StreamProtocol,
+    pending_puts: HashMap<kad::QueryId, PutReply>,
+    pending_gets: HashMap<kad::QueryId, GetReply>,
+    walks: u32,
+    next_walk: Instant,
+    /// The last Kademlia bootstrap (routing-table refresh, or the one on joining); see `REFRESH`.
+    last_refresh: Instant,
+    joined_once: bool,
+    /// The routing table's size last reported to the application.
+    reported_size: Option<usize>,
+}
+
+impl Dht {
+    pub fn new(protocol: StreamProtocol) -> Self {
+        Self {
+            protocol,
+            pending_puts: HashMap::new(),
+            pending_gets: HashMap::new(),
+            walks: 0,
+            next_walk: Instant::now() + WALK_FAST,
+            last_refresh: Instant::now(),
+            joined_once: false,
+            reported_size: None,
+        }
+    }
+
+    /// Whether a peer Identify told us about serves our DHT.
+    pub fn speaks(&self, info: &identify::Info) -> bool {
+        info.protocols.contains(&self.protocol)
+    }
+
+    /// Adds an address of `peer` to the routing table (the only way in: Kademlia's own
+    /// inserts are off, see `network/build.rs`), unless `peer` is new to a full bucket.
+    /// There Kademlia would dial the bucket's least recently seen disconnected entry
+    /// to see whether it still lives. In a partial view most entries are disconnected on
+    /// purpose (alive, outside the view): each check is a connection the active view closes
+    /// 10 s later, and the checked peer learns of us in turn and checks one of its own, a
+    /// chain of dials that never ends. Entries leave the table when the core finds them dead
+    /// or gone (`Command::Forget`) instead.
+    pub fn learn_address(swarm: &mut Swarm<Behaviour>, peer: &PeerId, address: Multiaddr) {
+        let kad = &mut swarm.behaviour_mut().kad;
+        let full = kad.kbucket(*peer).is_some_and(|bucket| {
+            bucket.num_entries() >= KAD_K && !bucket.iter().any(|e| e.node.key.preimage() == peer)
+        });
+        if !full {
+            kad.add_address(peer, address);
+        }
+    }
+
+    /// The first connection to a bootstrap peer: join the DHT through it.
+    pub fn on_joined(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, address: Option<Multiaddr>) {
+        if self.joined_once {
+            return;
+        }
+        self.joined_once = true;
+        tracing::info!(%peer, "connected to bootstrap peer");
+        if let Some(address) = address {
+            Self::learn_address(swarm, &peer, address);
+        }
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+        self.last_refresh = Instant::now();
+    }
+
+    pub fn routing_table_size(swarm: &mut Swarm<Behaviour>) -> usize {
+        swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    /// The routing table's entries: each peer with its addresses.
+    pub fn entries(swarm: &mut Swarm<Behaviour>) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let mut entries = Vec::new();
+        for bucket in swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                entries.push((*entry.node.key.preimage(), entry.node.value.iter().cloned().collect()));
+            }
+        }
+        entries
+    }
+
+    /// Walks and refreshes when due (only while connected to someone); tells the application
+    /// when the routing table's size changed.
+    pub fn tick(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, partial_view: bool) -> Option<NetworkEvent> {
+        let connected = swarm.connected_peers().next().is_some();
+        if now >= self.next_walk && connected {
+            self.walks += 1;
+            let interval = match self.walks {
+                w if w < FAST_WALKS => WALK_FAST,
+                _ if partial_view => WALK_PARTIAL_VIEW,
+                _ => WALK_SLOW,
+            };
+            self.next_walk = now + interval;
+            // A lookup of a random id visits peers all over the key space, filling the routing
+            // table with peers we were never told about.
+            swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+        }
+        let size = Self::routing_table_size(swarm);
+        let refresh = if partial_view { REFRESH_PARTIAL_VIEW } else { REFRESH };
+        if now.duration_since(self.last_refresh) >= refresh && connected {
+            self.last_refresh = now;
+            let _ = swarm.behaviour_mut().kad.bootstrap();
+        }
+        (self.reported_size != Some(size)).then(|| {
+            self.reported_size = Some(size);
+            NetworkEvent::RoutingTable { size }
+        })
+    }
+
+    pub fn put(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        replication: usize,
+        reply: PutReply,
+    ) {
+        let record = kad::Record::new(key, value);
+        let quorum = std::num::NonZeroUsize::new(replication.min(Self::routing_table_size(swarm)).max(1))
+            .map_or(kad::Quorum::One, kad::Quorum::N);
+        match swarm.behaviour_mut().kad.put_record(record, quorum) {
+            Ok(qid) => {
+                self.pending_puts.insert(qid, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(format!("local store refused the record: {e:?}")));
+            }
+        }
+    }
+
+    pub fn get(&mut self, swarm: &mut Swarm<Behaviour>, key: Vec<u8>, reply: GetReply) {
+        let qid = swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
+        self.pending_gets.insert(qid, reply);
+    }
+
+    /// Kademlia's events: query results go to whoever asked; a peer new to the routing table
+    /// is returned with its addresses, for discovery to consider dialing.
+    pub fn on_event(&mut self, swarm: &mut Swarm<Behaviour>, event: kad::Event) -> Option<(PeerId, Vec<Multiaddr>)> {
+        match event {
+            kad::Event::RoutingUpdated { peer, addresses, .. } => return Some((peer, addresses.into_vec())),
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                kad::QueryResult::PutRecord(r) => self.on_put(id, r),
+                kad::QueryResult::GetRecord(r) => self.on_get(swarm, id, r, step.last),
+                kad::QueryResult::Bootstrap(Ok(_)) | kad::QueryResult::GetClosestPeers(Ok(_)) => {}
+                other => tracing::debug!(result = ?other, "kad query finished"),
+            },
+            _ => {}
+        }
+        None
+    }
+
+    fn on_put(&mut self, id: kad::QueryId, result: kad::PutRecordResult) {
+        if let Some(reply) = self.pending_puts.remove(&id) {
+            let _ = reply.send(match result {
+                Ok(_) => Ok(1),
+                Err(kad::PutRecordError::QuorumFailed { success, .. })
+                | Err(kad::PutRecordError::Timeout { success, .. })
+                    if !success.is_empty() =>
+                {
+                    Ok(success.len())
+                }
+                Err(e) => Err(format!("DHT put failed: {e}")),
+            });
+        }
+    }
+
+    fn on_get(&mut self, swarm: &mut Swarm<Behaviour>, id: kad::QueryId, result: kad::GetRecordResult, last: bool) {
+        match result {
+            Ok(kad::GetRecordOk::FoundRecord(rec)) => {
+                if let Some(reply) = self.pending_gets.remove(&id) {
+                    let _ = reply.send(Ok(Some(rec.record.value)));
+                    // One answer is enough; stop asking the rest of the DHT.
+                    if let Some(mut q) = swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                }
+            }
+            Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) | Err(kad::GetRecordError::NotFound { .. }) => {
+                if let Some(reply) = self.pending_gets.remove(&id) {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+            Err(e) => {
+                if let Some(reply) = self.pending_gets.remove(&id) {
+                    let _ = reply.send(Err(format!("DHT get failed: {e}")));
+                }
+            }
+        }
+        if last {
+            self.pending_gets.remove(&id);
+        }
+    }
+}
