@@ -676,6 +676,91 @@ mod tests {
         assert!(e.contains("network.protocol_version"), "{e}");
     }
 
+    /// Pins every validation message byte for byte, and that the first failing check wins:
+    /// operators and scripts match on these strings.
+    #[test]
+    fn validation_messages_are_exact() {
+        let cases: &[(&str, &str)] = &[
+            ("node:\n  max_connections: 0\n", "node.max_connections: must be at least 1"),
+            ("node:\n  heartbeat_interval: 0\n", "node.heartbeat_interval: must be 1..=3600 seconds"),
+            (
+                "node:\n  capabilities: [\"a b\"]\n",
+                "node.capabilities: \"a b\" is not a capability name (letters, digits, '-', '_')",
+            ),
+            ("node:\n  identity_file: \"\"\n", "node.identity_file: must not be empty"),
+            (
+                "network:\n  protocol_version: \"has space\"\n",
+                "network.protocol_version: \"has space\" must be 1-64 characters of letters, digits, '.', '_' or '-'",
+            ),
+            ("network:\n  connection_timeout: 0\n", "network.connection_timeout: must be at least 1 second"),
+            (
+                "network:\n  active_peers: 2\n",
+                "network.active_peers: must be 0 (keep every connection) or at least 3 (fewer leave the cluster split)",
+            ),
+            (
+                "network:\n  bootstrap_peers: [\"/ip4/10.0.0.1\"]\n",
+                "network.bootstrap_peers: /ip4/10.0.0.1 has no /ip4, /ip6 or /dns address with a /tcp or /udp/quic-v1 port",
+            ),
+            ("api:\n  listen: \"127.0.0.1:0\"\n", "api.listen: needs a fixed port: clients find the node there"),
+            ("tasks:\n  max_attempts: 0\n", "tasks.max_attempts: must be 1..=100"),
+            ("tasks:\n  default_timeout_ms: 0\n", "tasks.default_timeout_ms: must be at least 1"),
+            ("tasks:\n  queue_capacity: 0\n", "tasks.queue_capacity: must be at least 1"),
+            ("tasks:\n  storage_replication: 0\n", "tasks.storage_replication: must be at least 1"),
+            ("tasks:\n  compute_difficulty: 33\n", "tasks.compute_difficulty: must be 0..=32 bits"),
+            (
+                "security:\n  psk_file: \"\"\n",
+                "security.psk_file: must not be empty (leave it out for an open cluster)",
+            ),
+            (
+                "security:\n  psk_file: swarm.key\n",
+                "network.enable_quic: must be false when security.psk_file is set: a pre-shared key (pnet) \
+                 protects TCP only, QUIC would let nodes without the key in",
+            ),
+            (
+                "limits:\n  max_pending_outgoing: 0\n",
+                "limits: max_connections_per_peer, max_pending_incoming and max_pending_outgoing must be at least 1",
+            ),
+            ("limits:\n  max_memory_percent: 101\n", "limits.max_memory_percent: must be 10..=100"),
+            ("limits:\n  max_probe_streams: 0\n", "limits: max_task_streams and max_probe_streams must be at least 1"),
+            (
+                "membership:\n  suspect_timeout_ms: 0\n",
+                "membership: ping_interval_ms, probe_timeout_ms and suspect_timeout_ms must be at least 1",
+            ),
+            // Several faults: the checks run in a fixed order and the first one is reported.
+            (
+                "membership:\n  ping_interval_ms: 0\ntasks:\n  max_attempts: 0\nnode:\n  max_connections: 0\n",
+                "node.max_connections: must be at least 1",
+            ),
+            (
+                "limits:\n  max_task_streams: 0\ntasks:\n  queue_capacity: 0\n",
+                "tasks.queue_capacity: must be at least 1",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            assert_eq!(err(yaml), format!("test.yaml: {expected}"), "{yaml}");
+        }
+    }
+
+    #[test]
+    fn environment_errors_are_exact() {
+        let env = |name: &str, value: &str| vec![(name.to_string(), value.to_string())];
+        let e = Config::from_yaml_str("node:\n  listen_port: 4001\n", "f.yaml", env("P2P_NODE__LISTEN_PORT__X", "1"));
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "environment variable P2P_NODE__LISTEN_PORT__X: node.listen_port.x: \
+             cannot set node.listen_port.x: parent is not a section"
+        );
+        let e = Config::from_yaml_str("", "f.yaml", env("P2P_NODE__ROLE", "[unclosed")).unwrap_err().to_string();
+        let prefix = "environment variable P2P_NODE__ROLE: node.role: value \"[unclosed\" is not valid YAML: ";
+        assert!(e.starts_with(prefix), "{e}");
+        // Validation failures name the file even when an override caused them.
+        let e = Config::from_yaml_str("", "f.yaml", env("P2P_TASKS__MAX_ATTEMPTS", "0")).unwrap_err().to_string();
+        assert_eq!(e, "f.yaml: tasks.max_attempts: must be 1..=100");
+        let missing = std::path::Path::new("/nonexistent/p2p-node.yaml");
+        let e = Config::load(missing, Vec::new()).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/p2p-node.yaml: cannot read: "), "{e}");
+    }
+
     #[test]
     fn bad_yaml_reports_location() {
         let e = err("node: [unclosed\n");
