@@ -1,0 +1,190 @@
+//! Configuration loading: defaults, overrides, and errors that name the file and the key.
+
+use super::*;
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml_str(yaml, "test.yaml", Vec::new())
+}
+
+fn err(yaml: &str) -> String {
+    parse(yaml).expect_err("config should be rejected").to_string()
+}
+
+#[test]
+fn defaults_match_the_documented_worker() {
+    let c = parse("").unwrap();
+    assert_eq!(c.node.role, Role::Worker);
+    assert_eq!(c.node.listen_port, 4001);
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.metrics.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.tasks.max_attempts, 3);
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let e = err("node:\n  role: worker\n  colour: blue\n");
+    assert!(e.starts_with("test.yaml: node.colour: unknown field `colour`"), "{e}");
+}
+
+#[test]
+fn unknown_role_is_rejected() {
+    let e = err("node:\n  role: miner\n");
+    assert!(e.contains("node.role") && e.contains("miner"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_key() {
+    let e = err("node:\n  listen_port: lots\n");
+    assert!(e.contains("node.listen_port"), "{e}");
+    let e = err("node:\n  listen_port: 70000\n");
+    assert!(e.contains("node.listen_port"), "{e}");
+}
+
+#[test]
+fn psk_requires_quic_off_and_resolves_next_to_the_file() {
+    let e = err("security:\n  psk_file: swarm.key\n");
+    assert!(e.contains("network.enable_quic") && e.contains("pnet"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.yaml");
+    std::fs::write(&file, "network:\n  enable_quic: false\nsecurity:\n  psk_file: swarm.key\n").unwrap();
+    let c = Config::load(&file, Vec::new()).unwrap();
+    assert_eq!(c.security.psk_file, Some(dir.path().join("swarm.key")));
+}
+
+#[test]
+fn allow_lists_name_the_bad_entry_and_take_lists_from_the_environment() {
+    let e = err("security:\n  allowed_workers: [\"not-a-peer\"]\n");
+    assert!(e.contains("security.allowed_workers[0]"), "{e}");
+    let a = libp2p::PeerId::random();
+    let b = libp2p::PeerId::random();
+    let env = vec![("P2P_SECURITY__ALLOWED_SUBMITTERS".to_string(), format!("{a}, {b}"))];
+    let c = Config::from_yaml_str("", "test.yaml", env).unwrap();
+    assert_eq!(c.security.allowed_submitters, vec![a, b]);
+    let e = err("limits:\n  max_memory_percent: 5\n");
+    assert!(e.contains("limits.max_memory_percent"), "{e}");
+}
+
+#[test]
+fn bad_multiaddr_names_key() {
+    let e = err("network:\n  bootstrap_peers: [\"/ip4/999.1.1.1/tcp/1\"]\n");
+    assert!(e.contains("network.bootstrap_peers[0]"), "{e}");
+    let e = err("network:\n  bootstrap_peers: [\"/ip4/10.0.0.1\"]\n");
+    assert!(e.contains("network.bootstrap_peers"), "{e}");
+}
+
+#[test]
+fn dns_bootstrap_peer_is_accepted() {
+    let c =
+        parse("network:\n  bootstrap_peers: [\"/dns4/p2p-bootstrap.net-test.svc.cluster.local/tcp/4001\"]\n").unwrap();
+    assert_eq!(c.network.bootstrap_peers.len(), 1);
+}
+
+#[test]
+fn env_overrides_file_and_names_variable_on_error() {
+    let env = vec![
+        ("P2P_NODE__LISTEN_PORT".to_string(), "4100".to_string()),
+        (
+            "P2P_NODE__EXTERNAL_ADDRESSES".to_string(),
+            "/ip4/10.1.2.3/tcp/4100,/ip4/10.1.2.3/udp/4100/quic-v1".to_string(),
+        ),
+        ("HOME".to_string(), "/root".to_string()),
+    ];
+    let c = Config::from_yaml_str("node:\n  listen_port: 4001\n", "f.yaml", env).unwrap();
+    assert_eq!(c.node.listen_port, 4100);
+    assert_eq!(c.node.external_addresses.len(), 2);
+
+    let env = vec![("P2P_NODE__LISTEN_PORT".to_string(), "many".to_string())];
+    let e = Config::from_yaml_str("", "f.yaml", env).unwrap_err().to_string();
+    assert!(e.contains("P2P_NODE__LISTEN_PORT") && e.contains("node.listen_port"), "{e}");
+}
+
+#[test]
+fn invalid_protocol_version_is_rejected() {
+    let e = err("network:\n  protocol_version: \"has space\"\n");
+    assert!(e.contains("network.protocol_version"), "{e}");
+}
+
+/// Pins every validation message byte for byte, and that the first failing check wins:
+/// operators and scripts match on these strings.
+#[test]
+fn validation_messages_are_exact() {
+    let cases: &[(&str, &str)] = &[
+        ("node:\n  max_connections: 0\n", "node.max_connections: must be at least 1"),
+        ("node:\n  heartbeat_interval: 0\n", "node.heartbeat_interval: must be 1..=3600 seconds"),
+        (
+            "node:\n  capabilities: [\"a b\"]\n",
+            "node.capabilities: \"a b\" is not a capability name (letters, digits, '-', '_')",
+        ),
+        ("node:\n  identity_file: \"\"\n", "node.identity_file: must not be empty"),
+        (
+            "network:\n  protocol_version: \"has space\"\n",
+            "network.protocol_version: \"has space\" must be 1-64 characters of letters, digits, '.', '_' or '-'",
+        ),
+        ("network:\n  connection_timeout: 0\n", "network.connection_timeout: must be at least 1 second"),
+        (
+            "network:\n  active_peers: 2\n",
+            "network.active_peers: must be 0 (keep every connection) or at least 3 (fewer leave the cluster split)",
+        ),
+        (
+            "network:\n  bootstrap_peers: [\"/ip4/10.0.0.1\"]\n",
+            "network.bootstrap_peers: /ip4/10.0.0.1 has no /ip4, /ip6 or /dns address with a /tcp or /udp/quic-v1 port",
+        ),
+        ("api:\n  listen: \"127.0.0.1:0\"\n", "api.listen: needs a fixed port: clients find the node there"),
+        ("tasks:\n  max_attempts: 0\n", "tasks.max_attempts: must be 1..=100"),
+        ("tasks:\n  default_timeout_ms: 0\n", "tasks.default_timeout_ms: must be at least 1"),
+        ("tasks:\n  queue_capacity: 0\n", "tasks.queue_capacity: must be at least 1"),
+        ("tasks:\n  storage_replication: 0\n", "tasks.storage_replication: must be at least 1"),
+        ("tasks:\n  compute_difficulty: 33\n", "tasks.compute_difficulty: must be 0..=32 bits"),
+        ("security:\n  psk_file: \"\"\n", "security.psk_file: must not be empty (leave it out for an open cluster)"),
+        (
+            "security:\n  psk_file: swarm.key\n",
+            "network.enable_quic: must be false when security.psk_file is set: a pre-shared key (pnet) \
+             protects TCP only, QUIC would let nodes without the key in",
+        ),
+        (
+            "limits:\n  max_pending_outgoing: 0\n",
+            "limits: max_connections_per_peer, max_pending_incoming and max_pending_outgoing must be at least 1",
+        ),
+        ("limits:\n  max_memory_percent: 101\n", "limits.max_memory_percent: must be 10..=100"),
+        ("limits:\n  max_probe_streams: 0\n", "limits: max_task_streams and max_probe_streams must be at least 1"),
+        (
+            "membership:\n  suspect_timeout_ms: 0\n",
+            "membership: ping_interval_ms, probe_timeout_ms and suspect_timeout_ms must be at least 1",
+        ),
+        // Several faults: the checks run in a fixed order and the first one is reported.
+        (
+            "membership:\n  ping_interval_ms: 0\ntasks:\n  max_attempts: 0\nnode:\n  max_connections: 0\n",
+            "node.max_connections: must be at least 1",
+        ),
+        ("limits:\n  max_task_streams: 0\ntasks:\n  queue_capacity: 0\n", "tasks.queue_capacity: must be at least 1"),
+    ];
+    for (yaml, expected) in cases {
+        assert_eq!(err(yaml), format!("test.yaml: {expected}"), "{yaml}");
+    }
+}
+
+#[test]
+fn environment_errors_are_exact() {
+    let env = |name: &str, value: &str| vec![(name.to_string(), value.to_string())];
+    let e = Config::from_yaml_str("node:\n  listen_port: 4001\n", "f.yaml", env("P2P_NODE__LISTEN_PORT__X", "1"));
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "environment variable P2P_NODE__LISTEN_PORT__X: node.listen_port.x: \
+         cannot set node.listen_port.x: parent is not a section"
+    );
+    let e = Config::from_yaml_str("", "f.yaml", env("P2P_NODE__ROLE", "[unclosed")).unwrap_err().to_string();
+    let prefix = "environment variable P2P_NODE__ROLE: node.role: value \"[unclosed\" is not valid YAML: ";
+    assert!(e.starts_with(prefix), "{e}");
+    // Validation failures name the file even when an override caused them.
+    let e = Config::from_yaml_str("", "f.yaml", env("P2P_TASKS__MAX_ATTEMPTS", "0")).unwrap_err().to_string();
+    assert_eq!(e, "f.yaml: tasks.max_attempts: must be 1..=100");
+    let missing = std::path::Path::new("/nonexistent/p2p-node.yaml");
+    let e = Config::load(missing, Vec::new()).unwrap_err().to_string();
+    assert!(e.starts_with("/nonexistent/p2p-node.yaml: cannot read: "), "{e}");
+}
+
+#[test]
+fn bad_yaml_reports_location() {
+    let e = err("node: [unclosed\n");
+    assert!(e.starts_with("test.yaml: line"), "{e}");
+}

@@ -1,0 +1,145 @@
+//! Failure detection: probes, suspicion and death, and what ends them.
+
+use super::*;
+
+#[test]
+fn disconnect_probe_suspect_dead_removed() {
+    let (mut m, t0) = setup();
+    (1..=5).for_each(|p| drop(m.on_connected(t0, p)));
+    m.on_disconnected(t0, 5); // a disconnected helper ranks last
+    m.on_probe_result(t0, 5, true);
+    m.on_ping(t0 + secs(1), 4, ms(20)); // the freshest helper ranks first
+    m.on_heartbeat(t0, 6, 0, Left); // only alive members help
+    let t = t0 + secs(2);
+    assert_eq!(m.on_disconnected(t, 1), probe(1, &[4, 2, 3]));
+    assert!(!m.get(&1).unwrap().connected);
+    assert!(m.on_ping_failed(t, 1).is_empty(), "one probe per target");
+    assert!(m.on_request_failed(t, 1).is_empty());
+    assert!(m.tick(t + ms(999)).is_empty());
+    let t = t + secs(1);
+    let suspected = vec![changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)];
+    assert_eq!(m.tick(t), suspected);
+    assert_eq!(m.active_rumors(), [rumor(1, Suspect, 0)]);
+    assert!(m.tick(t + ms(2999)).is_empty());
+    let t = t + secs(3);
+    assert_eq!(m.tick(t), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
+    assert!(m.on_ping_failed(t, 1).is_empty(), "the dead are not probed");
+    m.tick(t + secs(59));
+    assert_eq!(state(&m, 1), Some(Dead));
+    assert!(m.tick(t + secs(60)).is_empty());
+    assert_eq!(state(&m, 1), None);
+}
+
+#[test]
+fn positive_answer_prevents_suspicion() {
+    let (mut m, t0) = setup();
+    m.on_connected(t0, 1);
+    m.on_connected(t0, 2);
+    assert_eq!(m.on_disconnected(t0, 1), probe(1, &[2]));
+    assert!(m.on_probe_result(t0 + ms(300), 1, true).is_empty());
+    assert!(m.on_probe_result(t0 + ms(400), 1, false).is_empty(), "late");
+    assert!(m.tick(t0 + secs(5)).is_empty());
+    // A reconnection (the direct redial) ends a probe as well.
+    assert_eq!(m.on_ping_failed(t0 + secs(6), 2), probe(2, &[1]));
+    m.on_connected(t0 + secs(6), 2);
+    assert!(m.tick(t0 + secs(8)).is_empty());
+    assert_eq!((state(&m, 1), state(&m, 2)), (Some(Alive), Some(Alive)));
+}
+
+#[test]
+fn all_negative_answers_suspect_before_timeout() {
+    let (mut m, t0) = setup();
+    (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
+    assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2, 3]));
+    // Both helpers and the direct redial must fail.
+    assert!(m.on_probe_result(t0, 1, false).is_empty());
+    assert!(m.on_probe_result(t0, 1, false).is_empty());
+    let third = m.on_probe_result(t0, 1, false);
+    assert_eq!(third, [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
+    assert!(m.on_probe_result(t0, 3, false).is_empty(), "no probe running");
+    assert_eq!(state(&m, 3), Some(Alive));
+}
+
+#[test]
+fn ping_clears_suspicion_at_same_incarnation() {
+    let (mut m, t0) = setup();
+    m.on_connected(t0, 1);
+    m.on_rumor(t0, rumor(1, Suspect, 0));
+    let t1 = t0 + secs(1);
+    assert_eq!(m.on_ping(t1, 1, ms(12)), [changed(1, Some(Suspect), Alive)]);
+    let p = m.get(&1).unwrap();
+    assert_eq!((p.incarnation, p.rtt, p.last_heard), (0, Some(ms(12)), t1));
+    assert!(m.tick(t0 + secs(10)).is_empty());
+    assert_eq!(state(&m, 1), Some(Alive));
+}
+
+#[test]
+fn silence_timeout_probes_unconnected_members() {
+    let (mut m, t0) = setup();
+    m.on_heartbeat(t0, 1, 0, Alive);
+    m.on_connected(t0, 2); // connected, hence never silent
+    assert!(m.tick(t0 + secs(90) - ms(1)).is_empty());
+    let t = t0 + secs(90);
+    assert_eq!(m.tick(t), probe(1, &[2]));
+    assert!(m.tick(t + ms(500)).is_empty(), "probe already running");
+    m.on_probe_result(t + ms(500), 1, true);
+    assert!(m.tick(t + secs(2)).is_empty(), "neither suspected nor re-probed");
+    assert_eq!(m.tick(t + secs(91)), probe(1, &[2]));
+    m.on_probe_result(t + secs(91), 1, true);
+    m.on_heartbeat(t + secs(150), 1, 0, Alive);
+    assert!(m.tick(t + secs(181)).is_empty(), "the heartbeat reset the clock");
+    assert_eq!(state(&m, 1), Some(Alive));
+}
+
+/// A close both ends meant (outside the active view) starts no probe; the member is then
+/// unconnected, so the silence timeout vouches for it through its heartbeats instead.
+#[test]
+fn parting_is_not_failing() {
+    let (mut m, t0) = setup();
+    m.on_connected(t0, 1);
+    m.on_connected(t0, 2);
+    m.on_parted(1);
+    let p = m.get(&1).unwrap();
+    assert_eq!((p.state, p.connected), (Alive, false));
+    assert!(m.tick(t0 + secs(1)).is_empty(), "no probe for a parting");
+    m.on_heartbeat(t0 + secs(60), 1, 0, Alive);
+    assert!(m.tick(t0 + secs(149)).is_empty(), "heard through gossip");
+    assert_eq!(m.tick(t0 + secs(150)), probe(1, &[2]), "silent for the timeout: probed");
+}
+
+#[test]
+fn failed_ping_probes_and_counts_as_the_direct_answer() {
+    let (mut m, t0) = setup();
+    (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
+    // The period's ping fails: probe, pinging it once more and asking two helpers.
+    assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2, 3]));
+    assert!(m.on_probe_result(t0, 1, false).is_empty());
+    assert!(m.on_probe_result(t0, 1, false).is_empty());
+    // The second direct ping is the last of the three answers.
+    assert_eq!(m.on_ping_failed(t0, 1), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
+    // A task failing is a reason to probe, not an answer to a running probe.
+    assert_eq!(m.on_ping_failed(t0, 2), probe(2, &[3]));
+    assert!(m.on_request_failed(t0, 2).is_empty());
+    assert!(m.on_probe_result(t0, 2, false).is_empty());
+    assert_eq!(state(&m, 2), Some(Alive), "one of two answers still missing");
+    // A successful direct ping ends the probe.
+    assert!(m.on_ping(t0 + ms(5), 2, ms(5)).is_empty());
+    assert!(m.tick(t0 + secs(2)).is_empty());
+    assert_eq!(state(&m, 2), Some(Alive));
+}
+
+#[test]
+fn crash_seen_by_all_is_dead_after_one_suspect_timeout() {
+    // The scale harness's kill: the connection closes, the direct ping and every helper's
+    // own ping fail at once, so the member is suspect at once and dead one timeout later.
+    let (mut m, t0) = setup();
+    (1..=4).for_each(|p| drop(m.on_connected(t0, p)));
+    assert_eq!(m.on_disconnected(t0, 1), probe(1, &[2, 3, 4]));
+    for _ in 0..3 {
+        assert!(m.on_probe_result(t0 + ms(2), 1, false).is_empty());
+    }
+    let t = t0 + ms(3);
+    assert_eq!(m.on_ping_failed(t, 1), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
+    assert!(m.tick(t + secs(3) - ms(1)).is_empty());
+    assert_eq!(m.tick(t + secs(3)), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
+}

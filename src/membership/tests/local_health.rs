@@ -1,0 +1,90 @@
+//! Lifeguard's local health: what raises and lowers the score, and what it stretches.
+
+use super::*;
+
+#[test]
+fn ping_deadline_is_kept_here_and_stretches_with_local_health() {
+    let (mut m, t0) = setup();
+    m.on_connected(t0, 1);
+    m.ping_sent(t0, 1);
+    assert!(m.tick(t0 + ms(999)).is_empty());
+    assert_eq!(m.tick(t0 + secs(1)), [Action::PingTimedOut { target: 1 }]);
+    assert!(m.tick(t0 + secs(2)).is_empty(), "reported once");
+    // Late by half a probe timeout: health 1, so the next deadline is 2 s.
+    m.on_late(t0, ms(499));
+    assert_eq!(m.local_health(), 0, "a little late is not unhealthy");
+    m.on_late(t0, ms(500));
+    assert_eq!(m.local_health(), 1);
+    m.on_late(t0 + ms(999), secs(3));
+    assert_eq!(m.local_health(), 1, "at most once per probe timeout");
+    let t1 = t0 + secs(3);
+    m.ping_sent(t1, 1);
+    assert!(m.tick(t1 + ms(1999)).is_empty());
+    assert_eq!(m.tick(t1 + secs(2)), [Action::PingTimedOut { target: 1 }]);
+    // An answer in time restores health; a late one (after the deadline) does not.
+    m.ping_sent(t1 + secs(3), 1);
+    m.on_ping(t1 + secs(4), 1, secs(1));
+    assert_eq!(m.local_health(), 0);
+    m.on_late(t1 + secs(10), secs(1));
+    assert!(m.on_ping(t1 + secs(11), 1, ms(1)).is_empty());
+    assert_eq!(m.local_health(), 1, "no ping of ours was waiting");
+    for i in 0..20 {
+        m.on_late(t1 + secs(20 + i), secs(1));
+    }
+    assert_eq!(m.local_health(), MAX_LOCAL_HEALTH);
+}
+
+#[test]
+fn poor_local_health_stretches_probe_window_and_suspicion() {
+    let (mut m, t0) = setup();
+    m.on_connected(t0, 1);
+    m.on_connected(t0, 2);
+    m.on_late(t0, secs(1));
+    m.on_late(t0 + secs(1), secs(1));
+    assert_eq!(m.local_health(), 2);
+    assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2]));
+    assert!(m.tick(t0 + ms(2999)).is_empty(), "the probe window is 3x");
+    let t = t0 + secs(3);
+    assert_eq!(m.tick(t), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
+    assert!(m.tick(t + ms(8999)).is_empty(), "the suspicion lasts 3x");
+    assert_eq!(m.tick(t + secs(9)), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
+}
+
+#[test]
+fn local_health_signals_from_the_protocol() {
+    let (mut m, t0) = setup();
+    (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
+    // A helper reached the member our own ping missed: the slowness was likely ours.
+    assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2, 3]));
+    assert!(m.on_probe_result(t0 + ms(300), 1, true).is_empty());
+    assert_eq!(m.local_health(), 1);
+    // A probe for another reason (a closed connection) that a helper answers says nothing
+    // about us.
+    assert_eq!(m.on_disconnected(t0, 2), probe(2, &[1, 3]));
+    m.on_probe_result(t0 + ms(300), 2, true);
+    assert_eq!(m.local_health(), 1);
+    // Having to refute a suspicion of ourselves; a stale one changes nothing.
+    assert_eq!(m.on_rumor(t0, rumor(ME, Suspect, 1)), [announce(ME, Alive, 2)]);
+    assert_eq!(m.local_health(), 2);
+    assert!(m.on_rumor(t0, rumor(ME, Suspect, 1)).is_empty());
+    assert_eq!(m.local_health(), 2);
+    assert_eq!(max_ping_wait(secs(1)), secs(9));
+}
+
+/// The score alone, without the table: bounded both ways, lateness paced per probe timeout.
+#[test]
+fn score_is_bounded_and_lateness_counts_once_per_probe_timeout() {
+    let mut h = super::super::health::LocalHealth::default();
+    let t0 = Instant::now();
+    h.better();
+    assert_eq!((h.score(), h.scaled(secs(2))), (0, secs(2)), "never below healthy");
+    h.on_late(t0, ms(499), secs(1));
+    assert_eq!(h.score(), 0, "less than half a probe timeout late");
+    h.on_late(t0, ms(500), secs(1));
+    h.on_late(t0 + ms(999), secs(5), secs(1));
+    assert_eq!(h.score(), 1, "one stall, one signal");
+    h.on_late(t0 + secs(1), ms(500), secs(1));
+    assert_eq!((h.score(), h.scaled(secs(2))), (2, secs(6)));
+    (0..20).for_each(|_| h.worse());
+    assert_eq!((h.score(), h.scaled(secs(1))), (MAX_LOCAL_HEALTH, max_ping_wait(secs(1))));
+}
