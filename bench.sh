@@ -10,35 +10,44 @@
 #   ./bench.sh --quick         smaller counts, one round
 #   ./bench.sh --rounds N      rounds of ours, each on a fresh cluster (3): median and range
 #   ./bench.sh --no-ray        ours only
+#   ./bench.sh --node BIN --load BIN   these binaries instead of building the dist profile (to
+#                              compare two builds in one sitting: alternate runs of each)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 sync_n=2000 warmup=200 inflight_n=10000 concurrency=256 batch=1000 rounds=3 ray=1 json=bench-report.json
+node_bin="" load_bin=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) sync_n=500; warmup=50; inflight_n=3000; rounds=1; shift ;;
     --rounds) rounds=$2; shift 2 ;;
     --no-ray) ray=0; shift ;;
     --json) json=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --node) node_bin=$2; shift 2 ;;
+    --load) load_bin=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 # The shipped build (`dist`: release + LTO, what ./build.sh packages), node and client alike.
-echo "== building (dist profile; the first time takes several minutes)"
-cargo build --profile dist --locked --bins >/dev/null
+if [[ -z "$node_bin" || -z "$load_bin" ]]; then
+  [[ -z "$node_bin$load_bin" ]] || { echo "--node and --load go together" >&2; exit 2; }
+  echo "== building (dist profile; the first time takes several minutes)"
+  cargo build --profile dist --locked --bins >/dev/null
+  node_bin=target/dist/p2p-node load_bin=target/dist/p2p-load
+fi
 dir=$(mktemp -d /tmp/p2p-bench.XXXXXX)
 cleanup() { ./local-cluster.sh --stop --dir "$dir/cluster" >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
-load=target/dist/p2p-load
+load=$load_bin
 
 # Each round starts a fresh cluster: on a shared machine, run-to-run spread comes as much from
 # where the processes land as from the code, so the report gives the median and the range.
 for round in $(seq 1 "$rounds"); do
   base=$((24000 + RANDOM % 2000))
   ./local-cluster.sh --detach --dir "$dir/cluster" --workers 3 --base-port "$base" \
-    --binary target/dist/p2p-node >/dev/null
+    --binary "$node_bin" >/dev/null
   # shellcheck disable=SC1091
   source "$dir/cluster/cluster.env"
   gw=${BOOTSTRAP_API#http://}   # the bootstrap is the gateway: it runs no task itself

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use crate::node::{BatchSubmitted, CapabilitiesView, HandleError, NodeHandle, StatusView, Submitted};
+use crate::node::handle::{BatchSubmitted, HandleError, NodeHandle, Submitted};
+use crate::node::views::{CapabilitiesView, StatusView};
 use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
 
 /// Largest request body accepted.

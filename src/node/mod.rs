@@ -7,8 +7,8 @@
 //! `scheduler` -> `network` -> a worker's `network` -> `worker` -> and back the same way.
 
 mod core;
-mod handle;
-mod views;
+pub mod handle;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
