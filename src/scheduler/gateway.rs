@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 use tokio_util::time::{DelayQueue, delay_queue};
 
 use super::placement::{Candidate, choose};
-use super::record::{AttemptRecord, TaskRecord, TaskState};
+use super::reasons::{Dropped, Rejection};
+use super::record::{AttemptOutcome, AttemptRecord, TaskRecord, TaskState};
 use super::retry::RetryPolicy;
 use crate::config::TasksConfig;
 use crate::metrics::{Metrics, ReasonLabels, TypeLabels};
@@ -190,7 +191,7 @@ impl Gateway {
     pub fn submit(&mut self, spec: TaskSpec, workers: &[WorkerView]) -> Result<String, SubmitError> {
         let checked = self.check(&spec, workers)?;
         if self.queued >= self.config.queue_capacity {
-            self.reject("queue_full");
+            self.reject(Rejection::QueueFull);
             self.metrics.limit_hit("task_queue");
             return Err(SubmitError::QueueFull(self.queued));
         }
@@ -213,7 +214,7 @@ impl Gateway {
         // Tasks a free worker takes at once never wait; the rest need queue room.
         let room = self.config.queue_capacity.saturating_sub(self.queued) + self.free_slots(workers);
         if specs.len() > room {
-            self.reject("queue_full");
+            self.reject(Rejection::QueueFull);
             self.metrics.limit_hit("task_queue");
             return Err((0, SubmitError::QueueFull(self.queued)));
         }
@@ -234,25 +235,25 @@ impl Gateway {
     /// Validates a submission without changing anything but the rejection counters.
     fn check(&self, spec: &TaskSpec, workers: &[WorkerView]) -> Result<Checked, SubmitError> {
         let Some(kind) = TaskKind::parse(&spec.task_type) else {
-            self.reject("unknown_type");
+            self.reject(Rejection::UnknownType);
             return Err(SubmitError::UnknownType(spec.task_type.clone()));
         };
         if let Err(message) = kind.validate_payload(&spec.payload) {
-            self.reject("bad_payload");
+            self.reject(Rejection::BadPayload);
             return Err(SubmitError::Invalid { field: "payload", message });
         }
         let timeout_ms = spec.timeout_ms.unwrap_or(self.config.default_timeout_ms);
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
-            self.reject("bad_timeout");
+            self.reject(Rejection::BadTimeout);
             return Err(SubmitError::Invalid { field: "timeout_ms", message: format!("must be 1..={MAX_TIMEOUT_MS}") });
         }
         let max_attempts = spec.max_attempts.unwrap_or(self.config.max_attempts);
         if !(1..=100).contains(&max_attempts) {
-            self.reject("bad_max_attempts");
+            self.reject(Rejection::BadMaxAttempts);
             return Err(SubmitError::Invalid { field: "max_attempts", message: "must be 1..=100".into() });
         }
         if !workers.iter().any(|w| qualifies(w, kind)) {
-            self.reject("no_capable_worker");
+            self.reject(Rejection::NoCapableWorker);
             return Err(SubmitError::NoCapableWorker {
                 capability: kind.capability().unwrap_or("worker").to_string(),
                 alive: workers.len(),
@@ -298,8 +299,8 @@ impl Gateway {
         id
     }
 
-    fn reject(&self, reason: &str) {
-        self.metrics.tasks_rejected.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    fn reject(&self, reason: Rejection) {
+        self.metrics.tasks_rejected.get_or_create(&ReasonLabels { reason: reason.label().into() }).inc();
     }
 
     fn enqueue(&mut self, id: &str, front: bool) {
@@ -379,7 +380,12 @@ impl Gateway {
         e.record.state = TaskState::Running;
         let worker = self.names.entry(peer).or_insert_with(|| peer.to_string()).clone();
         e.record.worker = Some(worker.clone());
-        e.record.attempt_history.push(AttemptRecord { attempt, worker, outcome: "running".into(), error: None });
+        e.record.attempt_history.push(AttemptRecord {
+            attempt,
+            worker,
+            outcome: AttemptOutcome::Running.as_str().into(),
+            error: None,
+        });
         let deadline = self.timers.insert(Timer::AttemptDeadline { id: id.to_string(), attempt }, e.timeout);
         e.running = Some(Running { attempt, peer, deadline });
         let request = TaskRequest {
@@ -422,9 +428,9 @@ impl Gateway {
         true
     }
 
-    fn note_attempt(&mut self, id: &str, outcome: &str, error: Option<String>) {
+    fn note_attempt(&mut self, id: &str, outcome: AttemptOutcome, error: Option<String>) {
         if let Some(last) = self.entries.get_mut(id).and_then(|e| e.record.attempt_history.last_mut()) {
-            last.outcome = outcome.to_string();
+            last.outcome = outcome.as_str().to_string();
             last.error = error;
         }
     }
@@ -441,7 +447,7 @@ impl Gateway {
         if !self.end_attempt(task_id, attempt, &peer, true) {
             // A late answer from an attempt we already gave up on, or from a peer that was
             // never given this task: never let it complete anything.
-            self.metrics.dropped("stale_task_result");
+            self.metrics.dropped(Dropped::StaleTaskResult.label());
             tracing::debug!(%task_id, attempt, %peer, "ignoring stale or unexpected task result");
             // A late answer still means the worker freed a slot.
             if self.saturated.remove(&peer) {
@@ -458,13 +464,13 @@ impl Gateway {
         let response = match result {
             Ok(r) if r.task_id == task_id && r.attempt == attempt && r.worker == sent_to => r,
             Ok(_) => {
-                self.metrics.dropped("mismatched_task_result");
-                self.attempt_failed(task_id, "lost", format!("worker {peer} answered for another task"));
+                self.metrics.dropped(Dropped::MismatchedTaskResult.label());
+                self.attempt_failed(task_id, AttemptOutcome::Lost, format!("worker {peer} answered for another task"));
                 self.pump(workers);
                 return;
             }
             Err(reason) => {
-                self.attempt_failed(task_id, "lost", reason);
+                self.attempt_failed(task_id, AttemptOutcome::Lost, reason);
                 self.pump(workers);
                 return;
             }
@@ -479,10 +485,14 @@ impl Gateway {
                 };
                 match verified {
                     Ok(()) => {
-                        self.note_attempt(task_id, "ok", None);
+                        self.note_attempt(task_id, AttemptOutcome::Ok, None);
                         self.finish(task_id, TaskState::Completed, Some(result), None);
                     }
-                    Err(why) => self.attempt_failed(task_id, "error", format!("result failed verification: {why}")),
+                    Err(why) => self.attempt_failed(
+                        task_id,
+                        AttemptOutcome::Error,
+                        format!("result failed verification: {why}"),
+                    ),
                 }
             }
             TaskOutcome::Err(TaskError::Busy) => {
@@ -493,27 +503,27 @@ impl Gateway {
                 if self.saturated.insert(peer) {
                     self.timers.insert(Timer::Unsaturate { peer }, delay);
                 }
-                self.note_attempt(task_id, "busy", Some(TaskError::Busy.to_string()));
+                self.note_attempt(task_id, AttemptOutcome::Busy, Some(TaskError::Busy.to_string()));
                 if let Some(e) = self.entries.get_mut(task_id) {
                     e.tried.push(peer);
                 }
                 self.enqueue(task_id, true);
             }
             TaskOutcome::Err(err) if !err.retryable() => {
-                self.note_attempt(task_id, "error", Some(err.to_string()));
+                self.note_attempt(task_id, AttemptOutcome::Error, Some(err.to_string()));
                 if let Some(e) = self.entries.get_mut(task_id) {
                     e.failures += 1;
                 }
                 let error = self.error_summary(task_id);
                 self.finish(task_id, TaskState::Failed, None, Some(error));
             }
-            TaskOutcome::Err(err) => self.attempt_failed(task_id, "error", err.to_string()),
+            TaskOutcome::Err(err) => self.attempt_failed(task_id, AttemptOutcome::Error, err.to_string()),
         }
         self.pump(workers);
     }
 
     /// An attempt failed in a way another worker may not: retry with backoff or give up.
-    fn attempt_failed(&mut self, id: &str, outcome: &str, reason: String) {
+    fn attempt_failed(&mut self, id: &str, outcome: AttemptOutcome, reason: String) {
         tracing::debug!(task_id = %id, %reason, "attempt failed");
         self.note_attempt(id, outcome, Some(reason));
         let Some(e) = self.entries.get_mut(id) else { return };
@@ -554,7 +564,11 @@ impl Gateway {
                 };
                 let timeout = self.entries.get(&id).map(|e| e.timeout).unwrap_or_default();
                 if self.end_attempt(&id, attempt, &peer, false) {
-                    self.attempt_failed(&id, "timeout", format!("no answer within {} ms", timeout.as_millis()));
+                    self.attempt_failed(
+                        &id,
+                        AttemptOutcome::Timeout,
+                        format!("no answer within {} ms", timeout.as_millis()),
+                    );
                 }
             }
             Timer::RetryDue { id } => {
@@ -580,7 +594,7 @@ impl Gateway {
                 e.record.attempt_history.push(AttemptRecord {
                     attempt: e.record.attempts,
                     worker: String::new(),
-                    outcome: "queued".into(),
+                    outcome: AttemptOutcome::Queued.as_str().into(),
                     error: Some(format!("no capable worker was free within {waited} ms")),
                 });
                 e.failures += 1;
@@ -604,7 +618,7 @@ impl Gateway {
             .collect();
         for (id, attempt) in affected {
             if self.end_attempt(&id, attempt, &peer, true) {
-                self.attempt_failed(&id, "lost", format!("worker {peer} {why}"));
+                self.attempt_failed(&id, AttemptOutcome::Lost, format!("worker {peer} {why}"));
             }
         }
         self.saturated.remove(&peer);
@@ -622,7 +636,7 @@ impl Gateway {
         }
         if let Some((attempt, peer)) = e.running.as_ref().map(|r| (r.attempt, r.peer)) {
             self.end_attempt(id, attempt, &peer, true);
-            self.note_attempt(id, "cancelled", None);
+            self.note_attempt(id, AttemptOutcome::Cancelled, None);
         }
         self.unqueue(id);
         self.finish(id, TaskState::Cancelled, None, Some("cancelled by user".into()));
@@ -704,7 +718,7 @@ impl Gateway {
         for id in open {
             if let Some((attempt, peer)) = self.entries[&id].running.as_ref().map(|r| (r.attempt, r.peer)) {
                 self.end_attempt(&id, attempt, &peer, true);
-                self.note_attempt(&id, "lost", Some(why.to_string()));
+                self.note_attempt(&id, AttemptOutcome::Lost, Some(why.to_string()));
             }
             self.unqueue(&id);
             if let Some(key) = self.entries.get_mut(&id).and_then(|e| e.retry_timer.take()) {

@@ -2,6 +2,7 @@
 
 mod gateway;
 pub mod placement;
+mod reasons;
 mod record;
 pub mod retry;
 
