@@ -21,6 +21,7 @@ use super::record::{AttemptOutcome, AttemptRecord, TaskRecord, TaskState};
 use super::retry::RetryPolicy;
 use crate::config::TasksConfig;
 use crate::metrics::{Metrics, ReasonLabels, TypeLabels};
+use crate::network::DispatchError;
 use crate::protocol::{TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION};
 use crate::tasks::{self, TaskKind};
 
@@ -441,7 +442,7 @@ impl Gateway {
         peer: PeerId,
         task_id: &str,
         attempt: u32,
-        result: Result<TaskResponse, String>,
+        result: Result<TaskResponse, DispatchError>,
         workers: &[WorkerView],
     ) {
         if !self.end_attempt(task_id, attempt, &peer, true) {
@@ -469,8 +470,15 @@ impl Gateway {
                 self.pump(workers);
                 return;
             }
-            Err(reason) => {
-                self.attempt_failed(task_id, AttemptOutcome::Lost, reason);
+            // The request or its answer went missing on the way: nothing says another worker
+            // would fail too. Every kind is named so that a new one gets a decision here.
+            Err(
+                e @ (DispatchError::Unreachable(_)
+                | DispatchError::ConnectionLost(_)
+                | DispatchError::Timeout
+                | DispatchError::BadResponse(_)),
+            ) => {
+                self.attempt_failed(task_id, AttemptOutcome::Lost, e.to_string());
                 self.pump(workers);
                 return;
             }
@@ -1510,11 +1518,13 @@ mod tests {
         let workers = [worker(1, &[]), worker(1, &[])];
         let id = gw.submit(echo(), &workers).unwrap();
         let (p1, r1) = sent_one(&mut gw);
-        gw.on_answer(p1, &id, r1.attempt, Err("connection reset".into()), &workers);
+        let error = crate::network::DispatchError::ConnectionLost("connection reset".into());
+        gw.on_answer(p1, &id, r1.attempt, Err(error), &workers);
         let record = gw.get(&id).unwrap();
         assert_eq!(record.state, TaskState::Pending);
         assert_eq!(record.attempt_history[0].outcome, "lost");
-        assert_eq!(record.attempt_history[0].error.as_deref(), Some("connection reset"));
+        // The network's error as it displays, word for word.
+        assert_eq!(record.attempt_history[0].error.as_deref(), Some("connection to worker lost: connection reset"));
         run_for(&mut gw, ms(50), &workers).await;
         let (p2, r2) = sent_one(&mut gw);
         assert_ne!(p2, p1);
