@@ -19,3 +19,6 @@ pub use gateway::Gateway;
 pub use record::{AttemptRecord, TaskRecord, TaskState};
 pub use timers::Timer;
 pub use types::{CancelError, Effect, SubmitError, TaskSpec, WorkerView};
+
+#[cfg(test)]
+mod tests;
