@@ -22,6 +22,7 @@ use crate::metrics::{Metrics, ReasonLabels, TypeLabels};
 use crate::protocol::{TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION};
 use crate::tasks;
 
+mod admission;
 mod answers;
 mod busy;
 mod cancel;
@@ -31,6 +32,7 @@ mod queue_deadline;
 mod regressions;
 mod retries;
 mod submission;
+mod verdicts;
 
 fn config() -> TasksConfig {
     TasksConfig {
