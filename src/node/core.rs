@@ -453,7 +453,7 @@ impl Core {
             NetworkEvent::TaskAnswered { peer, task_id, attempt, result } => {
                 let workers = self.workers();
                 let failed = result.is_err();
-                self.gateway.on_answer(peer, &task_id, attempt, result.map_err(|e| e.to_string()), &workers);
+                self.gateway.on_answer(peer, &task_id, attempt, result, &workers);
                 if failed { self.membership.on_request_failed(now, peer) } else { Vec::new() }
             }
             NetworkEvent::ProbeRequested { id, request, .. } => {

@@ -1,9 +1,24 @@
 //! Task scheduling at the gateway: placement, retries, and the task records users query.
 
+mod admission;
+mod attempts;
+mod entry;
 mod gateway;
+mod lifecycle;
+mod load;
 pub mod placement;
+mod queue;
+mod reasons;
 mod record;
 pub mod retry;
+mod timers;
+mod types;
 
-pub use gateway::{CancelError, Effect, Gateway, MAX_TIMEOUT_MS, SubmitError, TaskSpec, Timer, WorkerView};
+pub use admission::MAX_TIMEOUT_MS;
+pub use gateway::Gateway;
 pub use record::{AttemptRecord, TaskRecord, TaskState};
+pub use timers::Timer;
+pub use types::{CancelError, Effect, SubmitError, TaskSpec, WorkerView};
+
+#[cfg(test)]
+mod tests;

@@ -31,11 +31,47 @@ impl TaskState {
     }
 }
 
+/// How an attempt ended, as `AttemptRecord::outcome` spells it (users and scripts read these
+/// strings in the API, so they never change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AttemptOutcome {
+    /// Dispatched and not ended yet.
+    Running,
+    Ok,
+    /// The worker answered with an error, or a result that failed verification.
+    Error,
+    /// The worker refused for now; the task never ran there.
+    Busy,
+    /// No answer within the attempt's timeout.
+    Timeout,
+    /// The worker, the connection or the answer was lost (or the gateway gave up on it).
+    Lost,
+    /// No capable worker was free within the timeout: the task never left the queue.
+    Queued,
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Error => "error",
+            AttemptOutcome::Busy => "busy",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Lost => "lost",
+            AttemptOutcome::Queued => "queued",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AttemptRecord {
     pub attempt: u32,
     pub worker: String,
-    /// `ok`, `error`, `busy`, `timeout`, `lost`, or `running` while in flight.
+    /// `ok`, `error`, `busy`, `timeout`, `lost`, `queued`, `cancelled`, or `running` while in
+    /// flight (see `AttemptOutcome`).
     pub outcome: String,
     pub error: Option<String>,
 }

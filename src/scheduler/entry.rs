@@ -1,0 +1,100 @@
+//! What the gateway holds for one accepted task: the record users see, and the state that
+//! drives it (the attempt in flight, armed timers, failures so far, workers tried).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use libp2p::PeerId;
+use tokio_util::time::delay_queue;
+
+use super::admission::Checked;
+use super::record::{AttemptOutcome, TaskRecord, TaskState};
+use super::types::TaskSpec;
+use crate::metrics::TypeLabels;
+use crate::protocol::{TaskRequest, WIRE_VERSION};
+use crate::tasks::TaskKind;
+
+pub(super) struct Running {
+    pub(super) attempt: u32,
+    pub(super) peer: PeerId,
+    pub(super) deadline: delay_queue::Key,
+}
+
+pub(super) struct Entry {
+    pub(super) record: TaskRecord,
+    pub(super) kind: TaskKind,
+    pub(super) timeout: Duration,
+    pub(super) max_attempts: u32,
+    pub(super) failures: u32,
+    pub(super) running: Option<Running>,
+    pub(super) retry_timer: Option<delay_queue::Key>,
+    /// Set while the task sits in a queue; the number matches its queue deadline timer.
+    pub(super) queued: Option<(u64, delay_queue::Key)>,
+    pub(super) tried: Vec<PeerId>,
+    pub(super) started: Instant,
+}
+
+impl Entry {
+    pub(super) fn new(id: String, spec: TaskSpec, c: Checked) -> Self {
+        let record = TaskRecord {
+            id,
+            task_type: c.kind.name().to_string(),
+            payload: spec.payload,
+            state: TaskState::Pending,
+            attempts: 0,
+            worker: None,
+            result: None,
+            error: None,
+            submitted_at: SystemTime::now(),
+            finished_at: None,
+            attempt_history: Vec::new(),
+        };
+        Entry {
+            record,
+            kind: c.kind,
+            timeout: c.timeout,
+            max_attempts: c.max_attempts,
+            failures: 0,
+            running: None,
+            retry_timer: None,
+            queued: None,
+            tried: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The request for attempt number `attempt` of this task.
+    pub(super) fn request(&self, id: &str, attempt: u32) -> TaskRequest {
+        TaskRequest {
+            v: WIRE_VERSION,
+            task_id: id.to_string(),
+            attempt,
+            task_type: self.kind.name().to_string(),
+            payload: self.record.payload.clone(),
+            required_capabilities: self.kind.capability().map(|c| vec![c.to_string()]).unwrap_or_default(),
+            deadline_ms: self.timeout.as_millis() as u64,
+        }
+    }
+
+    /// Sets how the latest attempt in the history ended.
+    pub(super) fn note_attempt(&mut self, outcome: AttemptOutcome, error: Option<String>) {
+        if let Some(last) = self.record.attempt_history.last_mut() {
+            last.outcome = outcome.as_str().to_string();
+            last.error = error;
+        }
+    }
+
+    /// The error of a task that failed for good: every attempt's error, in order.
+    pub(super) fn error_summary(&self) -> String {
+        let reasons: Vec<String> = self
+            .record
+            .attempt_history
+            .iter()
+            .filter_map(|a| a.error.as_ref().map(|err| format!("attempt {} on {}: {}", a.attempt, a.worker, err)))
+            .collect();
+        format!("failed after {} attempt(s): {}", self.failures.max(1), reasons.join("; "))
+    }
+
+    pub(super) fn type_label(&self) -> TypeLabels {
+        TypeLabels { r#type: self.kind.name().to_string() }
+    }
+}

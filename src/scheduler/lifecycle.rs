@@ -1,0 +1,117 @@
+//! A task's record from acceptance to being forgotten: creating it, bringing it to its one
+//! final state (counted, logged, and handed to whoever waits for it), and pruning it later.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::oneshot;
+
+use super::admission::Checked;
+use super::entry::Entry;
+use super::gateway::Gateway;
+use super::record::{AttemptOutcome, TaskRecord, TaskState};
+use super::types::{CancelError, TaskSpec};
+
+/// Final records kept at most, whatever the retention, to bound memory.
+const MAX_FINISHED_RECORDS: usize = 200_000;
+
+impl Gateway {
+    /// Records a checked task and queues it; the caller pumps.
+    pub(super) fn accept(&mut self, spec: TaskSpec, checked: Checked) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let entry = Entry::new(id.clone(), spec, checked);
+        self.metrics.tasks_submitted.get_or_create(&entry.type_label()).inc();
+        tracing::debug!(task_id = %id, r#type = entry.kind.name(), "task accepted");
+        self.entries.insert(id.clone(), entry);
+        self.enqueue(&id, false);
+        id
+    }
+
+    /// Stops whatever still drives `id` (its running attempt, noted as `outcome`, its place
+    /// in a queue, its retry backoff) so that it can be finished from outside.
+    pub(super) fn halt(&mut self, id: &str, outcome: AttemptOutcome, error: Option<String>) {
+        if let Some((attempt, peer)) =
+            self.entries.get(id).and_then(|e| e.running.as_ref()).map(|r| (r.attempt, r.peer))
+        {
+            self.end_attempt(id, attempt, &peer, true);
+            self.note_attempt(id, outcome, error);
+        }
+        self.unqueue(id);
+        if let Some(key) = self.entries.get_mut(id).and_then(|e| e.retry_timer.take()) {
+            self.timers.disarm(&key);
+        }
+    }
+
+    /// Fails `id` for good, with every attempt's error as the task's error.
+    pub(super) fn give_up(&mut self, id: &str) {
+        let Some(e) = self.entries.get(id) else { return };
+        let error = e.error_summary();
+        self.finish(id, TaskState::Failed, None, Some(error));
+    }
+
+    pub(super) fn finish(&mut self, id: &str, state: TaskState, result: Option<String>, error: Option<String>) {
+        let Some(e) = self.entries.get_mut(id) else { return };
+        debug_assert!(!e.record.state.is_final(), "a task reaches exactly one final state");
+        if e.record.state.is_final() {
+            return;
+        }
+        e.record.state = state;
+        e.record.result = result;
+        e.record.error = error;
+        e.record.finished_at = Some(SystemTime::now());
+        let labels = e.type_label();
+        match state {
+            TaskState::Completed => self.metrics.tasks_completed.get_or_create(&labels).inc(),
+            TaskState::Failed => self.metrics.tasks_failed.get_or_create(&labels).inc(),
+            _ => self.metrics.tasks_cancelled.get_or_create(&labels).inc(),
+        };
+        self.metrics.task_duration.get_or_create(&labels).observe(e.started.elapsed().as_secs_f64());
+        // One line per completed task would be thousands a second under load: completions are
+        // debug (metrics count them), the rest stay visible.
+        if state == TaskState::Completed {
+            tracing::debug!(task_id = %id, attempts = e.record.attempts, "task finished");
+        } else {
+            tracing::info!(task_id = %id, state = state.as_str(), attempts = e.record.attempts,
+                error = e.record.error.as_deref().unwrap_or(""), "task finished");
+        }
+        if let Some(waiters) = self.waiters.remove(id) {
+            for w in waiters {
+                let _ = w.send(e.record.clone());
+            }
+        }
+        self.finished.push_back((Instant::now(), id.to_string()));
+    }
+
+    /// Resolves `reply` when the task is final (at once if it already is).
+    pub fn wait(&mut self, id: &str, reply: oneshot::Sender<TaskRecord>) -> Result<(), CancelError> {
+        let e = self.entries.get(id).ok_or_else(|| CancelError::NotFound(id.to_string()))?;
+        if e.record.state.is_final() {
+            let _ = reply.send(e.record.clone());
+        } else {
+            self.waiters.entry(id.to_string()).or_default().push(reply);
+        }
+        Ok(())
+    }
+
+    /// Forgets final records older than the retention (or beyond the hard cap).
+    pub fn prune(&mut self, now: Instant) {
+        let retention = Duration::from_secs(self.config.retention_secs);
+        while let Some((at, _)) = self.finished.front() {
+            if now.duration_since(*at) < retention && self.finished.len() <= MAX_FINISHED_RECORDS {
+                break;
+            }
+            if let Some((_, id)) = self.finished.pop_front() {
+                self.entries.remove(&id);
+            }
+        }
+    }
+
+    /// Fails every unfinished task (the node is going away and cannot drive them further).
+    pub fn abandon_all(&mut self, why: &str) {
+        let open: Vec<String> =
+            self.entries.iter().filter(|(_, e)| !e.record.state.is_final()).map(|(id, _)| id.clone()).collect();
+        for id in open {
+            self.halt(&id, AttemptOutcome::Lost, Some(why.to_string()));
+            self.finish(&id, TaskState::Failed, None, Some(format!("gateway {why}")));
+        }
+    }
+}
