@@ -55,7 +55,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The cluster name the shipped configs use; the probe must match it or Identify rejects it.
 const PROTOCOL_VERSION: &str = "p2p-network";
-/// Kademlia parallelism the nodes are built with (`network/swarm.rs`).
+/// Kademlia parallelism the nodes are built with (`network/names.rs`).
 const KAD_ALPHA: f64 = 3.0;
 /// Margin kept at the end of `--max-secs` for printing the table.
 const OUTPUT_MARGIN: Duration = Duration::from_secs(3);
@@ -566,7 +566,7 @@ fn start_probe() -> anyhow::Result<Probe> {
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
         .with_behaviour(|key| {
-            // The nodes' own gossipsub settings (network/swarm.rs), so the probe is an ordinary mesh member.
+            // The nodes' own gossipsub settings (network/gossip_settings.rs), so the probe is an ordinary mesh member.
             let config = gossip_config(&ProtocolNames::new(PROTOCOL_VERSION))
                 .heartbeat_interval(Duration::from_millis(700))
                 .max_transmit_size(16 * 1024 + MAX_ENVELOPE_OVERHEAD)
