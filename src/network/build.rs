@@ -4,12 +4,14 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, MemoryTransport};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::pnet::PnetConfig;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    PeerId, Swarm, SwarmBuilder, Transport, autonat, connection_limits, dcutr, identify, kad, mdns,
+    PeerId, Swarm, SwarmBuilder, Transport as _, autonat, connection_limits, dcutr, identify, kad, mdns,
     memory_connection_limits, noise, ping, relay, request_response, tcp, tls, yamux,
 };
 use prometheus_client::registry::Registry;
@@ -27,6 +29,8 @@ use crate::protocol::{
 /// and tasks must not pay for a dial.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("transport setup failed: {0}")]
@@ -39,31 +43,98 @@ pub enum BuildError {
     Psk(#[from] crate::identity::IdentityError),
 }
 
-/// Builds the swarm and starts listening.
+/// What carries the swarm's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transport {
+    /// TCP, and QUIC when enabled, on `node.listen_address` and `node.listen_port`.
+    Tcp,
+    /// libp2p's in-process memory transport on a fresh `/memory/<n>`, under the same
+    /// upgrades and behaviours: the whole stack above the socket, in one process, no ports.
+    Memory,
+}
+
+/// What every transport's swarm is finished with.
+struct Setup<'a> {
+    config: &'a Config,
+    names: &'a ProtocolNames,
+    registry: &'a mut Registry,
+    metrics: &'a Metrics,
+    handshake_timeout: Duration,
+}
+
+/// Builds the swarm on `transport` and starts listening.
 pub(super) fn swarm(
     config: &Config,
     names: &ProtocolNames,
     keypair: Keypair,
     registry: &mut Registry,
     metrics: &Metrics,
+    transport: Transport,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let handshake_timeout = Duration::from_secs(config.network.connection_timeout);
-
-    macro_rules! finish {
-        ($builder:expr) => {
-            $builder
-                .with_dns()
-                .map_err(|e| BuildError::Transport(e.to_string()))?
-                .with_relay_client(noise::Config::new, yamux::Config::default)
-                .map_err(|e| BuildError::Transport(e.to_string()))?
-                .with_bandwidth_metrics(registry)
-                .with_behaviour(|key, relay_client| make_behaviour(config, names, key, relay_client, metrics))
-                .map_err(|e| BuildError::Behaviour(e.to_string()))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-                .with_connection_timeout(handshake_timeout)
-                .build()
-        };
+    let psk = config.security.psk_file.as_deref().map(crate::identity::read_psk).transpose()?;
+    if let Some(key) = &psk {
+        tracing::info!(fingerprint = %key.fingerprint(), "private cluster: pre-shared key required on every connection");
     }
+    let mut setup = Setup { config, names, registry, metrics, handshake_timeout };
+    let mut swarm = match transport {
+        Transport::Tcp => tcp_swarm(&mut setup, keypair, psk)?,
+        Transport::Memory => memory_swarm(&mut setup, keypair, psk)?,
+    };
+
+    // Pods and local processes never get a confirmed external address on their own, so waiting
+    // for one would leave every node a DHT client. AutoNAT demotes a worker behind NAT later.
+    swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+
+    for addr in listen_addresses(config, transport) {
+        let ma: libp2p::Multiaddr =
+            addr.parse().map_err(|e| BuildError::Listen { addr: addr.clone(), reason: format!("{e}") })?;
+        swarm.listen_on(ma).map_err(|e| BuildError::Listen { addr, reason: e.to_string() })?;
+    }
+    for addr in &config.node.external_addresses {
+        swarm.add_external_address(addr.clone());
+    }
+    Ok(swarm)
+}
+
+fn listen_addresses(config: &Config, transport: Transport) -> Vec<String> {
+    if transport == Transport::Memory {
+        // Port 0: the memory transport picks a free one, like TCP's port 0.
+        return vec!["/memory/0".into()];
+    }
+    let ip = config.node.listen_address;
+    let port = config.node.listen_port;
+    let ip_proto = if ip.is_ipv4() { "ip4" } else { "ip6" };
+    let mut listen = vec![format!("/{ip_proto}/{ip}/tcp/{port}")];
+    if config.network.enable_quic {
+        listen.push(format!("/{ip_proto}/{ip}/udp/{port}/quic-v1"));
+    }
+    listen
+}
+
+/// The layers above every transport: DNS, the relay client, bandwidth metrics, the
+/// behaviours and the swarm's settings.
+macro_rules! finish {
+    ($builder:expr, $setup:expr) => {{
+        let setup: &mut Setup = $setup;
+        let (config, names, metrics) = (setup.config, setup.names, setup.metrics);
+        $builder
+            .with_dns()
+            .map_err(|e| BuildError::Transport(e.to_string()))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| BuildError::Transport(e.to_string()))?
+            .with_bandwidth_metrics(setup.registry)
+            .with_behaviour(|key, relay_client| make_behaviour(config, names, key, relay_client, metrics))
+            .map_err(|e| BuildError::Behaviour(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_connection_timeout(setup.handshake_timeout)
+            .build()
+    }};
+}
+
+/// The swarm on TCP (and QUIC on an open cluster).
+fn tcp_swarm(setup: &mut Setup, keypair: Keypair, psk: Option<PreSharedKey>) -> Result<Swarm<Behaviour>, BuildError> {
+    let handshake_timeout = setup.handshake_timeout;
     // A private cluster: every TCP connection proves the pre-shared key (pnet) before
     // multistream-select, so a node without it never reaches a security handshake, let alone
     // an application protocol. QUIC cannot be wrapped; config validation keeps it off.
@@ -72,7 +143,7 @@ pub(super) fn swarm(
             let (psk, tcp_config) = ($psk, $tcp_config);
             SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()
-                .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                .with_other_transport(|key| -> Result<_, BoxError> {
                     Ok(tcp::tokio::Transport::new(tcp_config)
                         .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
                         .upgrade(Version::V1Lazy)
@@ -85,50 +156,75 @@ pub(super) fn swarm(
     }
 
     let tcp_config = tcp::Config::default().nodelay(true);
-    let psk = config.security.psk_file.as_deref().map(crate::identity::read_psk).transpose()?;
-    if let Some(key) = &psk {
-        tracing::info!(fingerprint = %key.fingerprint(), "private cluster: pre-shared key required on every connection");
-    }
     // Both security protocols are offered on an open cluster; the configured one is preferred.
-    let mut swarm: Swarm<Behaviour> = match (psk, config.network.security) {
-        (Some(psk), Security::Noise) => finish!(private_tcp!(psk, tcp_config, noise::Config)),
-        (Some(psk), Security::Tls) => finish!(private_tcp!(psk, tcp_config, tls::Config)),
+    Ok(match (psk, setup.config.network.security) {
+        (Some(psk), Security::Noise) => finish!(private_tcp!(psk, tcp_config, noise::Config), setup),
+        (Some(psk), Security::Tls) => finish!(private_tcp!(psk, tcp_config, tls::Config), setup),
         (None, Security::Noise) => finish!(
             SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()
                 .with_tcp(tcp_config, (noise::Config::new, tls::Config::new), yamux::Config::default)
                 .map_err(|e| BuildError::Transport(e.to_string()))?
-                .with_quic()
+                .with_quic(),
+            setup
         ),
         (None, Security::Tls) => finish!(
             SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()
                 .with_tcp(tcp_config, (tls::Config::new, noise::Config::new), yamux::Config::default)
                 .map_err(|e| BuildError::Transport(e.to_string()))?
-                .with_quic()
+                .with_quic(),
+            setup
         ),
-    };
+    })
+}
 
-    // Pods and local processes never get a confirmed external address on their own, so waiting
-    // for one would leave every node a DHT client. AutoNAT demotes a worker behind NAT later.
-    swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+/// The swarm on libp2p's memory transport (for tests in one process).
+fn memory_swarm(
+    setup: &mut Setup,
+    keypair: Keypair,
+    psk: Option<PreSharedKey>,
+) -> Result<Swarm<Behaviour>, BuildError> {
+    let (security, timeout) = (setup.config.network.security, setup.handshake_timeout);
+    Ok(finish!(
+        SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| memory_transport(key, psk, security, timeout))
+            .map_err(|e| BuildError::Transport(e.to_string()))?,
+        setup
+    ))
+}
 
-    let ip = config.node.listen_address;
-    let port = config.node.listen_port;
-    let ip_proto = if ip.is_ipv4() { "ip4" } else { "ip6" };
-    let mut listen = vec![format!("/{ip_proto}/{ip}/tcp/{port}")];
-    if config.network.enable_quic {
-        listen.push(format!("/{ip_proto}/{ip}/udp/{port}/quic-v1"));
+/// The memory transport upgraded as TCP is: the pre-shared key when the cluster has one,
+/// then the configured security (only that one: every node of a test is configured alike)
+/// and yamux. Boxed, so that the four combinations build one swarm type.
+fn memory_transport(
+    key: &Keypair,
+    psk: Option<PreSharedKey>,
+    security: Security,
+    timeout: Duration,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
+    macro_rules! upgraded {
+        ($base:expr, $security:path) => {
+            $base
+                .upgrade(Version::V1Lazy)
+                .authenticate(<$security>::new(key)?)
+                .multiplex(yamux::Config::default())
+                .timeout(timeout)
+                .boxed()
+        };
     }
-    for addr in listen {
-        let ma: libp2p::Multiaddr =
-            addr.parse().map_err(|e| BuildError::Listen { addr: addr.clone(), reason: format!("{e}") })?;
-        swarm.listen_on(ma).map_err(|e| BuildError::Listen { addr, reason: e.to_string() })?;
-    }
-    for addr in &config.node.external_addresses {
-        swarm.add_external_address(addr.clone());
-    }
-    Ok(swarm)
+    let memory = MemoryTransport::default();
+    Ok(match (psk, security) {
+        (Some(psk), Security::Noise) => {
+            upgraded!(memory.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket)), noise::Config)
+        }
+        (Some(psk), Security::Tls) => {
+            upgraded!(memory.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket)), tls::Config)
+        }
+        (None, Security::Noise) => upgraded!(memory, noise::Config),
+        (None, Security::Tls) => upgraded!(memory, tls::Config),
+    })
 }
 
 fn make_behaviour(
@@ -137,7 +233,7 @@ fn make_behaviour(
     key: &Keypair,
     relay_client: relay::client::Behaviour,
     metrics: &Metrics,
-) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Behaviour, BoxError> {
     let peer_id = key.public().to_peer_id();
     let net = &config.network;
     let gossipsub = if net.mesh_network { Some(super::gossip_settings::behaviour(config, names)?) } else { None };
