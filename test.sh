@@ -68,8 +68,9 @@ stage_build() {
 }
 
 stage_unit() {
-  # Unit tests (pure logic) and in-process swarms (several nodes in one test process).
-  cargo test --release --locked --lib --bins --test in_process --test hostile
+  # Unit tests (pure logic), the event loop on the memory transport (swarm) and in-process
+  # swarms on 127.0.0.1 (several nodes in one test process).
+  cargo test --release --locked --lib --bins --test swarm --test in_process --test hostile
 }
 
 stage_process() {

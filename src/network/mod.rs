@@ -57,10 +57,37 @@ pub fn new(
     metrics: Metrics,
     tracker: TaskTracker,
 ) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), BuildError> {
+    assemble(config, keypair, registry, metrics, tracker, build::Transport::Tcp)
+}
+
+/// [`new`] on libp2p's in-process memory transport instead of TCP and QUIC: listens on a
+/// fresh `/memory/<n>` (reported as `NetworkEvent::Listening`); security, multiplexing, every
+/// behaviour and the event loop are the ones [`new`] builds. For tests in one process;
+/// bootstrap peers cannot be memory addresses (configuration requires TCP or QUIC), so such a
+/// test connects its nodes with `Client::dial`.
+#[doc(hidden)]
+pub fn new_in_memory(
+    config: &Config,
+    keypair: Keypair,
+    registry: &mut Registry,
+    metrics: Metrics,
+    tracker: TaskTracker,
+) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), BuildError> {
+    assemble(config, keypair, registry, metrics, tracker, build::Transport::Memory)
+}
+
+fn assemble(
+    config: &Config,
+    keypair: Keypair,
+    registry: &mut Registry,
+    metrics: Metrics,
+    tracker: TaskTracker,
+    transport: build::Transport,
+) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), BuildError> {
     let names = ProtocolNames::new(&config.network.protocol_version);
     // The event loop seals gossip with it; the swarm takes the other copy.
     let signing_key = keypair.clone();
-    let swarm = build::swarm(config, &names, keypair, registry, &metrics)?;
+    let swarm = build::swarm(config, &names, keypair, registry, &metrics, transport)?;
     let (command_tx, commands) = mpsc::channel(COMMAND_CHANNEL);
     let (events_tx, events) = mpsc::channel(EVENT_CHANNEL);
     let client = Client::new(command_tx, *swarm.local_peer_id());
