@@ -301,7 +301,7 @@ fn kad(config: &Config, names: &ProtocolNames, peer_id: PeerId) -> kad::Behaviou
         .set_query_timeout(Duration::from_secs(10))
         // The event loop refreshes the routing table itself, less often in a large cluster.
         .set_periodic_bootstrap_interval(None)
-        // The event loop fills the routing table (`EventLoop::learn_address`): left to insert
+        // The event loop fills the routing table (`Dht::learn_address`): left to insert
         // on every outbound connection, Kademlia would check a full bucket's disconnected
         // entries by dialing them, and outside the active view those are disconnected on purpose.
         .set_kbucket_inserts(kad::BucketInserts::Manual);
