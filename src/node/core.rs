@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
+use super::health::{Health, Readiness, now_ms};
 use super::views::{
     CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, Request, StatusView, TaskCounts,
 };
@@ -32,30 +33,6 @@ const AD_REFRESH_HEARTBEATS: u64 = 5;
 const SUBSCRIBE_AD_GAP: Duration = Duration::from_secs(1);
 /// Probe requests this node answers for others at once (SWIM's ping-req); beyond it, "unreachable".
 const MAX_FORWARDED_PROBES: usize = 256;
-
-/// Liveness and readiness, shared with the HTTP API.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Milliseconds since the epoch of the core loop's last turn.
-    pub last_turn_ms: AtomicU64,
-    pub ready: AtomicBool,
-    pub shutting_down: AtomicBool,
-}
-
-impl Health {
-    pub fn touch(&self) {
-        self.last_turn_ms.store(now_ms(), Ordering::Relaxed);
-    }
-
-    /// The core loop turned recently.
-    pub fn is_live(&self, within: Duration) -> bool {
-        now_ms().saturating_sub(self.last_turn_ms.load(Ordering::Relaxed)) <= within.as_millis() as u64
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 struct Conn {
     address: Multiaddr,
@@ -653,13 +630,19 @@ impl Core {
         if members != self.cluster_size_sent && self.network.set_cluster_size(members).await.is_ok() {
             self.cluster_size_sent = members;
         }
-        let joined = if self.config.network.bootstrap_peers.is_empty() {
-            // The seed of a cluster is ready as soon as it listens: others join it.
-            !self.listen_addresses.is_empty()
-        } else {
-            !self.connections.is_empty() && self.routing_table_size > 0
-        };
-        let ready = joined && !self.health.shutting_down.load(Ordering::Relaxed);
+        self.update_readiness();
+        self.update_metrics();
+    }
+
+    fn update_readiness(&mut self) {
+        let ready = Readiness {
+            seed: self.config.network.bootstrap_peers.is_empty(),
+            listening: !self.listen_addresses.is_empty(),
+            connected: !self.connections.is_empty(),
+            routing_table_size: self.routing_table_size,
+            shutting_down: self.health.shutting_down.load(Ordering::Relaxed),
+        }
+        .is_ready();
         if self.health.ready.swap(ready, Ordering::Relaxed) != ready {
             tracing::info!(
                 ready,
@@ -669,7 +652,6 @@ impl Core {
             );
         }
         self.metrics.node_ready.set(i64::from(ready));
-        self.update_metrics();
     }
 
     fn update_metrics(&mut self) {

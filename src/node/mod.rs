@@ -2,6 +2,7 @@
 //! servers. `run` takes the shutdown signal as a future so tests can drive it.
 
 mod core;
+mod health;
 mod views;
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use self::core::Health;
+pub use self::health::Health;
 pub use self::views::{
     CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, Request, StatusView, TaskCounts,
 };
