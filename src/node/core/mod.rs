@@ -2,6 +2,8 @@
 //! and API requests, and carries out what they decide. Nothing here touches the swarm; it
 //! speaks to the network only through `network::Client`.
 
+mod advertise;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
+use self::advertise::Advertiser;
 use super::health::{Health, Readiness, now_ms};
 use super::views::{
     CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, Request, StatusView, TaskCounts,
@@ -18,19 +21,12 @@ use crate::config::Config;
 use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
 use crate::metrics::{Metrics, PeerLabels, StateLabels};
 use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
-use crate::protocol::{CapabilityAdvertisement, GossipMessage, HeartBeat, MAX_RUMORS, WIRE_VERSION, WireRumor};
+use crate::protocol::WIRE_VERSION;
 use crate::scheduler::{Effect, Gateway, WorkerView};
 use crate::worker::{Executor, LocalAnswer, Origin};
 
 /// Housekeeping period: membership timeouts, readiness, metrics.
 const TICK: Duration = Duration::from_millis(100);
-/// Advertisements are batched: at most one per this period when load changes.
-const AD_MIN_INTERVAL: Duration = Duration::from_millis(500);
-/// Advertisements go out when their content changes; unchanged, every this many heartbeats.
-const AD_REFRESH_HEARTBEATS: u64 = 5;
-/// A new subscriber is sent our advertisement, but at most once per this gap: when many nodes
-/// join at once, one advertisement serves them all instead of one each.
-const SUBSCRIBE_AD_GAP: Duration = Duration::from_secs(1);
 /// Probe requests this node answers for others at once (SWIM's ping-req); beyond it, "unreachable".
 const MAX_FORWARDED_PROBES: usize = 256;
 
@@ -60,18 +56,7 @@ pub struct Core {
     /// Cached; rebuilt only when membership or an advertisement changed it.
     workers: Arc<[WorkerView]>,
     workers_dirty: bool,
-    ad_due: Option<Instant>,
-    last_ad_load: Option<u32>,
-    last_ad_at: Instant,
-    /// GossipSub subscriptions of peers seen so far, and how many had been seen when we last
-    /// advertised (0: that advertisement reached nobody).
-    subscriptions: u64,
-    ad_audience: u64,
-    heartbeats: u64,
-    /// The `seq` of our next gossip message: counted from our start time in milliseconds, so a
-    /// restarted node never repeats a message of its previous run (see
-    /// [`CapabilityAdvertisement::seq`](crate::protocol::CapabilityAdvertisement::seq)).
-    gossip_seq: u64,
+    advertiser: Advertiser,
     routing_table_size: usize,
     /// The cluster size last told the network (it sizes the active view).
     cluster_size_sent: usize,
@@ -129,13 +114,7 @@ impl Core {
             started: Instant::now(),
             workers: Arc::from(Vec::new()),
             workers_dirty: true,
-            ad_due: Some(Instant::now()),
-            last_ad_load: None,
-            last_ad_at: Instant::now(),
-            subscriptions: 0,
-            ad_audience: 0,
-            heartbeats: 0,
-            gossip_seq: now_ms(),
+            advertiser: Advertiser::new(Instant::now(), now_ms()),
             routing_table_size: 0,
             cluster_size_sent: 0,
             peer_labels_seen: Vec::new(),
@@ -184,10 +163,7 @@ impl Core {
                 }
                 _ = heartbeat.tick() => {
                     self.publish_heartbeat().await;
-                    self.heartbeats += 1;
-                    if self.heartbeats.is_multiple_of(AD_REFRESH_HEARTBEATS) {
-                        self.ad_due.get_or_insert(Instant::now());
-                    }
+                    self.advertiser.heartbeat_sent(Instant::now());
                 }
                 else => break,
             }
@@ -235,7 +211,7 @@ impl Core {
         let task_id = response.task_id.clone();
         let attempt = response.attempt;
         self.gateway.on_answer(peer, &task_id, attempt, Ok(response), &workers);
-        self.ad_due.get_or_insert(Instant::now() + AD_MIN_INTERVAL);
+        self.advertiser.task_finished(Instant::now());
     }
 
     async fn apply_effects(&mut self) {
@@ -307,7 +283,7 @@ impl Core {
         let actions = match event {
             NetworkEvent::Listening(addr) => {
                 self.listen_addresses.push(addr);
-                self.ad_due.get_or_insert(now);
+                self.advertiser.content_changed(now);
                 Vec::new()
             }
             NetworkEvent::PeerConnected { peer, address, relayed, role } => {
@@ -334,22 +310,9 @@ impl Core {
             NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
             NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
             NetworkEvent::Subscribed { peer } => {
-                self.subscriptions += 1;
-                // In a cluster larger than the active view, connections between members come and
-                // go (a lookup's, a probe's): a member we know as alive and advertising has had
-                // our advertisement, and re-advertising to the whole cluster for each such
-                // connection made most of the gossip at 100 nodes. A newcomer still gets it.
-                let known = view::partial(self.cluster_size_sent, self.config.network.active_peers)
-                    && self.membership.get(&peer).is_some_and(|m| m.state == MemberState::Alive && m.info.is_some());
-                if !known {
-                    // The gap between advertisements counts only from one somebody could hear: a
-                    // node's first advertisement goes out before any peer subscribed, and waiting
-                    // a gap after it kept a joining worker unschedulable for its first second.
-                    let soon = now + Duration::from_millis(50);
-                    let earliest =
-                        if self.ad_audience == 0 { soon } else { soon.max(self.last_ad_at + SUBSCRIBE_AD_GAP) };
-                    self.ad_due = Some(self.ad_due.map_or(earliest, |due| due.min(earliest)));
-                }
+                let partial = view::partial(self.cluster_size_sent, self.config.network.active_peers);
+                let has_our_ad = advertise::has_our_advertisement(partial, &self.membership, &peer);
+                self.advertiser.on_subscribed(now, has_our_ad);
                 Vec::new()
             }
             NetworkEvent::HeartBeat { from, message } => {
@@ -472,7 +435,7 @@ impl Core {
             NetworkEvent::Nat(status) => {
                 self.nat = status;
                 // What we advertise depends on it (behind NAT: only relay circuits).
-                self.ad_due.get_or_insert(now);
+                self.advertiser.content_changed(now);
                 Vec::new()
             }
         };
@@ -549,28 +512,9 @@ impl Core {
     }
 
     async fn publish_heartbeat(&mut self) {
-        let rumors: Vec<WireRumor> = self
-            .membership
-            .active_rumors()
-            .into_iter()
-            .take(MAX_RUMORS)
-            .map(|r| WireRumor { peer: r.peer.to_string(), state: r.state, incarnation: r.incarnation })
-            .collect();
-        let hb = GossipMessage::HeartBeat(HeartBeat {
-            v: WIRE_VERSION,
-            node: self.local.to_string(),
-            incarnation: self.membership.local_incarnation(),
-            state: self.membership.local_state(),
-            load: self.load(),
-            seq: self.next_gossip_seq(),
-            rumors,
-        });
+        let seq = self.advertiser.next_seq();
+        let hb = advertise::heartbeat(&self.membership, self.load(), seq);
         let _ = self.network.publish(hb).await;
-    }
-
-    fn next_gossip_seq(&mut self) -> u64 {
-        self.gossip_seq = self.gossip_seq.wrapping_add(1);
-        self.gossip_seq
     }
 
     fn load(&self) -> u32 {
@@ -579,34 +523,18 @@ impl Core {
 
     async fn publish_advertisement(&mut self) {
         let load = self.load();
-        self.last_ad_load = Some(load);
-        self.last_ad_at = Instant::now();
-        self.ad_audience = self.subscriptions;
-        let mut addresses: Vec<String> = self.config.node.external_addresses.iter().map(|a| a.to_string()).collect();
-        let loopback_ok = self.config.node.listen_address.is_loopback();
-        // Behind NAT only the relay circuit reaches us; a private LAN address would lead a
-        // dialer to some other host (or itself) on a network numbered like ours.
-        let behind_nat = self.nat == NatStatus::Private;
-        addresses.extend(
-            self.listen_addresses
-                .iter()
-                .filter(|a| !crate::network::is_unroutable(a))
-                .filter(|a| loopback_ok || !crate::network::is_loopback(a))
-                .filter(|a| !behind_nat || a.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit))
-                .map(|a| a.to_string()),
-        );
-        addresses.truncate(16);
-        let ad = GossipMessage::CapabilityAdvertisement(CapabilityAdvertisement {
-            v: WIRE_VERSION,
-            node: self.local.to_string(),
-            incarnation: self.membership.local_incarnation(),
-            role: self.config.node.role.to_string(),
-            capabilities: self.config.node.capabilities.clone(),
-            capacity: self.executor.as_ref().map_or(0, |e| e.capacity()),
+        self.advertiser.advertised(Instant::now(), load);
+        let capacity = self.executor.as_ref().map_or(0, |e| e.capacity());
+        let seq = self.advertiser.next_seq();
+        let ad = advertise::advertisement(
+            &self.membership,
+            &self.config.node,
+            &self.listen_addresses,
+            self.nat,
+            capacity,
             load,
-            addresses,
-            seq: self.next_gossip_seq(),
-        });
+            seq,
+        );
         let _ = self.network.publish(ad).await;
     }
 
@@ -617,12 +545,7 @@ impl Core {
         self.on_actions(actions).await;
         self.gateway.prune(now);
 
-        let load = self.load();
-        if self.last_ad_load != Some(load) && now.duration_since(self.last_ad_at) >= AD_MIN_INTERVAL {
-            self.ad_due.get_or_insert(now);
-        }
-        if self.ad_due.is_some_and(|due| due <= now) {
-            self.ad_due = None;
+        if self.advertiser.take_due(now, self.load()) {
             self.publish_advertisement().await;
         }
 
