@@ -3,6 +3,7 @@
 //! speaks to the network only through `network::Client`.
 
 mod advertise;
+mod probe_forward;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use self::advertise::Advertiser;
+use self::probe_forward::{PingVerdict, ProbeAnswer, ProbeEffect, ProbeForwarder};
 use super::health::{Health, Readiness, now_ms};
 use super::views::{
     CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, Request, StatusView, TaskCounts,
@@ -20,15 +22,13 @@ use super::views::{
 use crate::config::Config;
 use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
 use crate::metrics::{Metrics, PeerLabels, StateLabels};
-use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
+use crate::network::{Client, NatStatus, NetworkEvent, view};
 use crate::protocol::WIRE_VERSION;
 use crate::scheduler::{Effect, Gateway, WorkerView};
 use crate::worker::{Executor, LocalAnswer, Origin};
 
 /// Housekeeping period: membership timeouts, readiness, metrics.
 const TICK: Duration = Duration::from_millis(100);
-/// Probe requests this node answers for others at once (SWIM's ping-req); beyond it, "unreachable".
-const MAX_FORWARDED_PROBES: usize = 256;
 
 struct Conn {
     address: Multiaddr,
@@ -57,16 +57,11 @@ pub struct Core {
     workers: Arc<[WorkerView]>,
     workers_dirty: bool,
     advertiser: Advertiser,
+    probes: ProbeForwarder,
     routing_table_size: usize,
     /// The cluster size last told the network (it sizes the active view).
     cluster_size_sent: usize,
     peer_labels_seen: Vec<PeerLabels>,
-    /// Others' probe requests about a member, answered when our own direct ping of it ends.
-    forwarded_probes: HashMap<PeerId, Vec<InboundId>>,
-    /// Members pinged for our own failure detection (not only on someone else's behalf): only
-    /// their failed pings start a probe here, or one overloaded node's timeouts would fan out
-    /// into probes by every helper it asked, and by theirs.
-    own_pings: std::collections::HashSet<PeerId>,
     /// SWIM protocol periods so far: a node in poor local health pings every (1 + score)th.
     ping_periods: u64,
 }
@@ -94,6 +89,8 @@ impl Core {
             // Three missed heartbeats before a member we only hear through gossip is probed.
             silence_timeout: p.config.heartbeat_interval() * 3,
         };
+        let probes =
+            ProbeForwarder::new(Duration::from_millis(m.ping_interval_ms), Duration::from_millis(m.probe_timeout_ms));
         // Starting from the wall clock means a restarted node always outranks its old self.
         let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let gateway = Gateway::new(local, p.config.tasks.clone(), p.metrics.clone());
@@ -115,11 +112,10 @@ impl Core {
             workers: Arc::from(Vec::new()),
             workers_dirty: true,
             advertiser: Advertiser::new(Instant::now(), now_ms()),
+            probes,
             routing_table_size: 0,
             cluster_size_sent: 0,
             peer_labels_seen: Vec::new(),
-            forwarded_probes: HashMap::new(),
-            own_pings: Default::default(),
             ping_periods: 0,
             config: p.config,
         }
@@ -157,7 +153,7 @@ impl Core {
                     if self.ping_periods.is_multiple_of(stretch)
                         && let Some(target) = self.membership.next_ping(view::partial(self.cluster_size_sent, self.config.network.active_peers))
                     {
-                        self.own_pings.insert(target);
+                        self.probes.own_ping(target);
                         self.ping(target).await;
                     }
                 }
@@ -376,54 +372,15 @@ impl Core {
                 if failed { self.membership.on_request_failed(now, peer) } else { Vec::new() }
             }
             NetworkEvent::ProbeRequested { id, request, .. } => {
-                // SWIM's ping-req: vouch for a member only while connected to it and recently
-                // heard first-hand, else ping it and answer with the outcome. Evidence alone,
-                // without the connection, made helpers vouch for a crashed node until their
-                // evidence aged, so a crash took 5 s to be declared; a shorter window than this
-                // one turns a loaded node's late heartbeats into suspicions.
-                let m = &self.config.membership;
-                let fresh = Duration::from_millis(m.ping_interval_ms * 2 + m.probe_timeout_ms);
-                match request.target.parse::<PeerId>() {
-                    Ok(t) if t == self.local => {
-                        let alive = self.membership.local_state() == MemberState::Alive;
-                        let _ = self.network.respond_probe(id, t, alive).await;
-                    }
-                    Ok(t)
-                        if self.membership.get(&t).is_some_and(|m| m.connected)
-                            && self.membership.heard_within(&t, now, fresh) =>
-                    {
-                        let _ = self.network.respond_probe(id, t, true).await;
-                    }
-                    Ok(t)
-                        if self.membership.get(&t).is_some_and(|m| m.state != MemberState::Left)
-                            && self.forwarded_probes.values().map(Vec::len).sum::<usize>() < MAX_FORWARDED_PROBES =>
-                    {
-                        let waiting = self.forwarded_probes.entry(t).or_default();
-                        waiting.push(id);
-                        if waiting.len() == 1 {
-                            self.ping(t).await;
-                        }
-                    }
-                    Ok(t) => {
-                        let _ = self.network.respond_probe(id, t, false).await;
-                    }
-                    Err(_) => {
-                        let _ = self.network.respond_probe(id, self.local, false).await;
-                    }
+                match self.probes.on_request(now, id, &request.target, &self.membership) {
+                    Some(ProbeEffect::Respond(answer)) => self.answer_probes(vec![answer]).await,
+                    Some(ProbeEffect::Ping(target)) => self.ping(target).await,
+                    None => {}
                 }
                 Vec::new()
             }
             NetworkEvent::ProbeAnswered { via, target, reachable, rtt } if via == target => {
-                // Our direct ping: answer whoever asked us about the target, then judge it.
-                self.answer_forwarded(target, reachable).await;
-                let ours = self.own_pings.remove(&target);
-                if reachable {
-                    self.membership.on_ping(now, target, rtt)
-                } else if ours {
-                    self.membership.on_ping_failed(now, target)
-                } else {
-                    Vec::new()
-                }
+                self.on_ping_answered(now, target, reachable, rtt).await
             }
             NetworkEvent::ProbeAnswered { target, reachable, .. } => {
                 self.membership.on_probe_result(now, target, reachable)
@@ -448,14 +405,15 @@ impl Core {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::PingTimedOut { target } => {
-                    self.answer_forwarded(target, false).await;
-                    if self.own_pings.remove(&target) {
+                    let (answers, verdict) = self.probes.ping_ended(target, false);
+                    self.answer_probes(answers).await;
+                    if verdict == PingVerdict::Failed {
                         queue.extend(self.membership.on_ping_failed(Instant::now(), target));
                     }
                 }
                 Action::Probe { target, via } => {
                     tracing::debug!(%target, helpers = via.len(), "probing unresponsive member");
-                    self.own_pings.insert(target);
+                    self.probes.own_ping(target);
                     self.ping(target).await;
                     for helper in via {
                         let _ = self.network.send_probe(helper, target).await;
@@ -500,13 +458,30 @@ impl Core {
         }
         if self.network.send_probe(target, target).await.is_err() {
             // The network is gone: nobody will ever answer those waiting for this ping.
-            self.answer_forwarded(target, false).await;
+            let answers = self.probes.answers(target, false);
+            self.answer_probes(answers).await;
         }
     }
 
-    /// Answers everyone who asked us about `target` with the outcome of our direct ping of it.
-    async fn answer_forwarded(&mut self, target: PeerId, reachable: bool) {
-        for id in self.forwarded_probes.remove(&target).unwrap_or_default() {
+    /// Our direct ping: answer whoever asked us about the target, then judge it.
+    async fn on_ping_answered(
+        &mut self,
+        now: Instant,
+        target: PeerId,
+        reachable: bool,
+        rtt: Duration,
+    ) -> Vec<Action<PeerId>> {
+        let (answers, verdict) = self.probes.ping_ended(target, reachable);
+        self.answer_probes(answers).await;
+        match verdict {
+            PingVerdict::Answered => self.membership.on_ping(now, target, rtt),
+            PingVerdict::Failed => self.membership.on_ping_failed(now, target),
+            PingVerdict::NotOurs => Vec::new(),
+        }
+    }
+
+    async fn answer_probes(&self, answers: Vec<ProbeAnswer>) {
+        for ProbeAnswer { id, target, reachable } in answers {
             let _ = self.network.respond_probe(id, target, reachable).await;
         }
     }
