@@ -8,6 +8,7 @@
 
 mod core;
 pub mod handle;
+mod health;
 pub mod views;
 
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::core::Health;
 pub use self::handle::{BatchSubmitted, HandleError, NodeHandle, Request, Submitted};
+pub use self::health::Health;
 pub use self::views::{
     CapabilitiesView, ClusterCapability, LocalCapabilities, MemberCounts, PeerView, StatusView, TaskCounts,
 };

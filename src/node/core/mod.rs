@@ -1,0 +1,591 @@
+//! The node core: one task that owns membership and the gateway, feeds them network events
+//! and API requests, and carries out what they decide. Nothing here touches the swarm; it
+//! speaks to the network only through `network::Client`. The decisions are made by pure
+//! parts (membership, the gateway, [`advertise`], [`probe_forward`], [`views`], readiness in
+//! [`super::health`]); this file routes events to them and carries out their effects, and
+//! [`requests`] answers the API.
+
+mod advertise;
+mod probe_forward;
+mod requests;
+mod views;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+use self::advertise::Advertiser;
+use self::probe_forward::{PingVerdict, ProbeAnswer, ProbeEffect, ProbeForwarder};
+use super::handle::Request;
+use super::health::{Health, Readiness, now_ms};
+use crate::config::Config;
+use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
+use crate::metrics::{Metrics, PeerLabels, StateLabels};
+use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
+use crate::protocol::{CapabilityAdvertisement, TaskRequest, WIRE_VERSION};
+use crate::scheduler::{Effect, Gateway, Timer, WorkerView};
+use crate::worker::{Executor, LocalAnswer, Origin};
+
+/// Housekeeping period: membership timeouts, readiness, metrics.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Conn {
+    address: Multiaddr,
+    relayed: bool,
+    /// From Identify; the advertisement's role wins once it arrives.
+    role: Option<String>,
+}
+
+pub struct Core {
+    config: Arc<Config>,
+    local: PeerId,
+    network: Client,
+    events: mpsc::Receiver<NetworkEvent>,
+    requests: mpsc::Receiver<Request>,
+    local_answers: mpsc::Receiver<LocalAnswer>,
+    membership: Membership<PeerId>,
+    gateway: Gateway,
+    executor: Option<Executor>,
+    connections: HashMap<PeerId, Conn>,
+    listen_addresses: Vec<Multiaddr>,
+    nat: NatStatus,
+    health: Arc<Health>,
+    metrics: Metrics,
+    started: Instant,
+    /// Cached; rebuilt only when membership or an advertisement changed it.
+    workers: Arc<[WorkerView]>,
+    workers_dirty: bool,
+    advertiser: Advertiser,
+    probes: ProbeForwarder,
+    routing_table_size: usize,
+    /// The cluster size last told the network (it sizes the active view).
+    cluster_size_sent: usize,
+    peer_labels_seen: Vec<PeerLabels>,
+    /// SWIM protocol periods so far: a node in poor local health pings every (1 + score)th.
+    ping_periods: u64,
+}
+
+pub struct CoreParts {
+    pub config: Arc<Config>,
+    pub network: Client,
+    pub events: mpsc::Receiver<NetworkEvent>,
+    pub requests: mpsc::Receiver<Request>,
+    pub local_answers: mpsc::Receiver<LocalAnswer>,
+    pub executor: Option<Executor>,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+}
+
+impl Core {
+    pub fn new(p: CoreParts) -> Self {
+        let local = p.network.local_peer_id();
+        let m = &p.config.membership;
+        let membership_config = MembershipConfig {
+            suspect_timeout: Duration::from_millis(m.suspect_timeout_ms),
+            dead_retention: Duration::from_secs(m.dead_retention_secs),
+            indirect_probes: m.indirect_probes,
+            probe_timeout: Duration::from_millis(m.probe_timeout_ms),
+            // Three missed heartbeats before a member we only hear through gossip is probed.
+            silence_timeout: p.config.heartbeat_interval() * 3,
+        };
+        let probes =
+            ProbeForwarder::new(Duration::from_millis(m.ping_interval_ms), Duration::from_millis(m.probe_timeout_ms));
+        // Starting from the wall clock means a restarted node always outranks its old self.
+        let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let gateway = Gateway::new(local, p.config.tasks.clone(), p.metrics.clone());
+        Self {
+            membership: Membership::new(local, incarnation, membership_config),
+            gateway,
+            local,
+            network: p.network,
+            events: p.events,
+            requests: p.requests,
+            local_answers: p.local_answers,
+            executor: p.executor,
+            connections: HashMap::new(),
+            listen_addresses: Vec::new(),
+            nat: NatStatus::Unknown,
+            health: p.health,
+            metrics: p.metrics,
+            started: Instant::now(),
+            workers: Arc::from(Vec::new()),
+            workers_dirty: true,
+            advertiser: Advertiser::new(Instant::now(), now_ms()),
+            probes,
+            routing_table_size: 0,
+            cluster_size_sent: 0,
+            peer_labels_seen: Vec::new(),
+            ping_periods: 0,
+            config: p.config,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then leaves the cluster and drains for at most `drain`.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>, drain: Duration) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // SWIM's protocol period: one member pinged directly per period.
+        let mut ping = tokio::time::interval(Duration::from_millis(self.config.membership.ping_interval_ms));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(answer) = self.local_answers.recv() => self.on_local_answer(answer),
+                Some(event) = self.events.recv() => self.on_network_event(event).await,
+                Some(request) = self.requests.recv() => self.on_request(request).await,
+                Some(timer) = self.gateway.next_timer(), if self.gateway.has_timers() => self.on_gateway_timer(timer),
+                due = tick.tick() => {
+                    // How late our own timer fired is the most direct sign of a starved node.
+                    self.membership.on_late(Instant::now(), due.elapsed());
+                    self.on_tick().await;
+                }
+                _ = ping.tick() => self.on_protocol_period().await,
+                _ = heartbeat.tick() => {
+                    self.publish_heartbeat().await;
+                    self.advertiser.heartbeat_sent(Instant::now());
+                }
+                else => break,
+            }
+            self.apply_effects().await;
+        }
+        self.leave(drain).await;
+    }
+
+    /// Orderly leave: stop being ready, tell the cluster, let running work finish.
+    async fn leave(&mut self, drain: Duration) {
+        tracing::info!("leaving the cluster");
+        self.health.shutting_down.store(true, Ordering::Relaxed);
+        self.health.ready.store(false, Ordering::Relaxed);
+        self.metrics.node_ready.set(0);
+        if let Some(ex) = &self.executor {
+            ex.drain();
+        }
+        let actions = self.membership.leave(Instant::now());
+        self.on_actions(actions).await;
+        let deadline = Instant::now() + drain;
+        while Instant::now() < deadline
+            && (self.gateway.unfinished() > 0 || self.executor.as_ref().is_some_and(|e| e.load() > 0))
+        {
+            let step = tokio::time::sleep(TICK);
+            tokio::select! {
+                biased;
+                Some(answer) = self.local_answers.recv() => self.on_local_answer(answer),
+                Some(event) = self.events.recv() => self.on_network_event(event).await,
+                Some(request) = self.requests.recv() => self.on_request(request).await,
+                Some(timer) = self.gateway.next_timer(), if self.gateway.has_timers() => self.on_gateway_timer(timer),
+                _ = step => {}
+            }
+            self.apply_effects().await;
+            self.health.touch();
+        }
+        self.gateway.abandon_all("shut down before the task finished");
+    }
+
+    fn on_gateway_timer(&mut self, timer: Timer) {
+        let workers = self.workers();
+        self.gateway.on_timer(timer, &workers);
+    }
+
+    fn on_local_answer(&mut self, answer: LocalAnswer) {
+        let workers = self.workers();
+        let LocalAnswer { peer, response } = answer;
+        let task_id = response.task_id.clone();
+        let attempt = response.attempt;
+        self.gateway.on_answer(peer, &task_id, attempt, Ok(response), &workers);
+        self.advertiser.task_finished(Instant::now());
+    }
+
+    /// Carries out what the gateway decided, including what answering a refused local
+    /// attempt made it decide in turn.
+    async fn apply_effects(&mut self) {
+        loop {
+            let effects = self.gateway.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for effect in effects {
+                self.apply(effect).await;
+            }
+        }
+    }
+
+    async fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Dispatch { peer, request } => {
+                let addresses = self.dial_addresses(&peer);
+                let _ = self.network.send_task(peer, addresses, request).await;
+            }
+            Effect::RunLocal { request } => match &self.executor {
+                Some(ex) => {
+                    if let Some(response) = ex.submit(Origin::Local, request) {
+                        self.on_local_answer(LocalAnswer { peer: self.local, response });
+                    }
+                }
+                None => tracing::error!(task_id = %request.task_id, "placed on this node, which is not a worker"),
+            },
+        }
+    }
+
+    /// Where to dial `peer`: nowhere while connected (no dial is needed, and parsing its
+    /// addresses for every task showed up in profiles), else where it last said it can be
+    /// reached (behind NAT: its relay circuits only).
+    fn dial_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        if self.connections.contains_key(peer) {
+            return Vec::new();
+        }
+        self.membership
+            .get(peer)
+            .and_then(|m| m.info.as_ref())
+            .map(|i| i.addresses.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Alive workers as placement sees them (this node included when it is one).
+    fn workers(&mut self) -> Arc<[WorkerView]> {
+        if self.workers_dirty {
+            self.workers_dirty = false;
+            let local = self.executor.as_ref().map(|ex| WorkerView {
+                id: self.local,
+                capacity: ex.capacity(),
+                capabilities: self.config.node.capabilities.clone(),
+            });
+            self.workers = views::workers(&self.membership, &self.config.security.allowed_workers, local).into();
+        }
+        Arc::clone(&self.workers)
+    }
+
+    async fn on_network_event(&mut self, event: NetworkEvent) {
+        let now = Instant::now();
+        let actions = match event {
+            NetworkEvent::Listening(addr) => {
+                self.listen_addresses.push(addr);
+                self.advertiser.content_changed(now);
+                Vec::new()
+            }
+            NetworkEvent::PeerConnected { peer, address, relayed, role } => {
+                self.connections.insert(peer, Conn { address, relayed, role });
+                self.membership.on_connected(now, peer)
+            }
+            NetworkEvent::ConnectionKind { peer, relayed } => {
+                if let Some(c) = self.connections.get_mut(&peer) {
+                    c.relayed = relayed;
+                }
+                Vec::new()
+            }
+            NetworkEvent::PeerDisconnected { peer, failure } => self.on_disconnected(now, peer, failure),
+            // A probe's outcome is its direct ping's (which fails too when the dial does), not the dial's.
+            NetworkEvent::DialFailed { .. } => Vec::new(),
+            NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
+            NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
+            NetworkEvent::Subscribed { peer } => {
+                let partial = view::partial(self.cluster_size_sent, self.config.network.active_peers);
+                let has_our_ad = advertise::has_our_advertisement(partial, &self.membership, &peer);
+                self.advertiser.on_subscribed(now, has_our_ad);
+                Vec::new()
+            }
+            NetworkEvent::HeartBeat { from, message } => self.on_heartbeat(now, from, message),
+            NetworkEvent::Advertisement { from, message } => self.on_advertisement(now, from, message),
+            NetworkEvent::TaskRequested { id, peer, request } => {
+                self.on_task_requested(id, peer, request).await;
+                Vec::new()
+            }
+            NetworkEvent::TaskAnswered { peer, task_id, attempt, result } => {
+                let workers = self.workers();
+                let failed = result.is_err();
+                self.gateway.on_answer(peer, &task_id, attempt, result, &workers);
+                if failed { self.membership.on_request_failed(now, peer) } else { Vec::new() }
+            }
+            NetworkEvent::ProbeRequested { id, request, .. } => {
+                match self.probes.on_request(now, id, &request.target, &self.membership) {
+                    Some(ProbeEffect::Respond(answer)) => self.answer_probes(vec![answer]).await,
+                    Some(ProbeEffect::Ping(target)) => self.ping(target).await,
+                    None => {}
+                }
+                Vec::new()
+            }
+            NetworkEvent::ProbeAnswered { via, target, reachable, rtt } if via == target => {
+                self.on_ping_answered(now, target, reachable, rtt).await
+            }
+            NetworkEvent::ProbeAnswered { target, reachable, .. } => {
+                self.membership.on_probe_result(now, target, reachable)
+            }
+            NetworkEvent::RoutingTable { size } => {
+                self.routing_table_size = size;
+                Vec::new()
+            }
+            NetworkEvent::Nat(status) => {
+                self.nat = status;
+                // What we advertise depends on it (behind NAT: only relay circuits).
+                self.advertiser.content_changed(now);
+                Vec::new()
+            }
+        };
+        self.on_actions(actions).await;
+    }
+
+    fn on_disconnected(&mut self, now: Instant, peer: PeerId, failure: bool) -> Vec<Action<PeerId>> {
+        self.connections.remove(&peer);
+        if failure {
+            self.membership.on_disconnected(now, peer)
+        } else {
+            self.membership.on_parted(peer);
+            Vec::new()
+        }
+    }
+
+    fn on_heartbeat(&mut self, now: Instant, from: PeerId, message: crate::protocol::HeartBeat) -> Vec<Action<PeerId>> {
+        let mut actions = self.membership.on_heartbeat(now, from, message.incarnation, message.state);
+        for r in message.rumors {
+            if let Ok(peer) = r.peer.parse::<PeerId>() {
+                actions
+                    .extend(self.membership.on_rumor(now, Rumor { peer, state: r.state, incarnation: r.incarnation }));
+            } else {
+                self.metrics.dropped(crate::metrics::DropReason::RumorBadPeerId);
+            }
+        }
+        actions
+    }
+
+    fn on_advertisement(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        message: CapabilityAdvertisement,
+    ) -> Vec<Action<PeerId>> {
+        // Placement sees role, capabilities and capacity; a load-only update (most
+        // advertisements) leaves the worker list as it is.
+        let known = self.membership.get(&from).and_then(|m| m.info.as_ref());
+        if !known.is_some_and(|i| {
+            i.role == message.role && i.capabilities == message.capabilities && i.capacity == message.capacity
+        }) {
+            self.workers_dirty = true;
+        }
+        let info = MemberInfo {
+            role: message.role,
+            capabilities: message.capabilities,
+            capacity: message.capacity,
+            load: message.load,
+            addresses: message.addresses,
+        };
+        let actions = self.membership.on_advertisement(now, from, message.incarnation, info);
+        // A worker just became (or stayed) schedulable: queued tasks may go now.
+        let workers = self.workers();
+        self.gateway.pump(&workers);
+        actions
+    }
+
+    async fn on_task_requested(&mut self, id: InboundId, peer: PeerId, request: TaskRequest) {
+        match &self.executor {
+            Some(ex) => {
+                if let Some(response) = ex.submit(Origin::Remote(id), request) {
+                    let _ = self.network.respond_task(id, response).await;
+                }
+            }
+            None => {
+                tracing::debug!(%peer, task_id = %request.task_id, "task sent to a node that is not a worker");
+                let response = crate::protocol::TaskResponse {
+                    v: WIRE_VERSION,
+                    task_id: request.task_id,
+                    attempt: request.attempt,
+                    worker: self.local.to_string(),
+                    outcome: crate::protocol::TaskOutcome::Err(crate::protocol::TaskError::MissingCapability(
+                        "worker".into(),
+                    )),
+                };
+                let _ = self.network.respond_task(id, response).await;
+            }
+        }
+    }
+
+    /// Our direct ping: answer whoever asked us about the target, then judge it.
+    async fn on_ping_answered(
+        &mut self,
+        now: Instant,
+        target: PeerId,
+        reachable: bool,
+        rtt: Duration,
+    ) -> Vec<Action<PeerId>> {
+        let (answers, verdict) = self.probes.ping_ended(target, reachable);
+        self.answer_probes(answers).await;
+        match verdict {
+            PingVerdict::Answered => self.membership.on_ping(now, target, rtt),
+            PingVerdict::Failed => self.membership.on_ping_failed(now, target),
+            PingVerdict::NotOurs => Vec::new(),
+        }
+    }
+
+    async fn answer_probes(&self, answers: Vec<ProbeAnswer>) {
+        for ProbeAnswer { id, target, reachable } in answers {
+            let _ = self.network.respond_probe(id, target, reachable).await;
+        }
+    }
+
+    async fn on_actions(&mut self, actions: Vec<Action<PeerId>>) {
+        let mut announce = false;
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::PingTimedOut { target } => {
+                    let (answers, verdict) = self.probes.ping_ended(target, false);
+                    self.answer_probes(answers).await;
+                    if verdict == PingVerdict::Failed {
+                        queue.extend(self.membership.on_ping_failed(Instant::now(), target));
+                    }
+                }
+                Action::Probe { target, via } => {
+                    tracing::debug!(%target, helpers = via.len(), "probing unresponsive member");
+                    self.probes.own_ping(target);
+                    self.ping(target).await;
+                    for helper in via {
+                        let _ = self.network.send_probe(helper, target).await;
+                    }
+                }
+                Action::Announce(_) => announce = true,
+                Action::StateChanged { peer, from, to } => self.on_state_changed(peer, from, to).await,
+            }
+        }
+        if announce {
+            // Suspicions and refutations must spread now, not at the next heartbeat.
+            self.publish_heartbeat().await;
+        }
+    }
+
+    async fn on_state_changed(&mut self, peer: PeerId, from: Option<MemberState>, to: MemberState) {
+        self.workers_dirty = true;
+        if peer == self.local {
+            return;
+        }
+        tracing::info!(%peer, from = from.map(|s| s.as_str()).unwrap_or("new"), to = to.as_str(), "member state changed");
+        match to {
+            MemberState::Dead | MemberState::Left => {
+                let _ = self.network.forget(peer).await;
+                let workers = self.workers();
+                self.gateway.on_worker_lost(peer, to.as_str(), &workers);
+            }
+            MemberState::Alive => {
+                let workers = self.workers();
+                self.gateway.pump(&workers);
+            }
+            MemberState::Suspect => {}
+        }
+    }
+
+    /// One SWIM protocol period: ping the next member, unless poor local health stretches
+    /// the period.
+    async fn on_protocol_period(&mut self) {
+        self.ping_periods += 1;
+        let stretch = u64::from(self.membership.local_health()) + 1;
+        if self.ping_periods.is_multiple_of(stretch)
+            && let Some(target) =
+                self.membership.next_ping(view::partial(self.cluster_size_sent, self.config.network.active_peers))
+        {
+            self.probes.own_ping(target);
+            self.ping(target).await;
+        }
+    }
+
+    /// A direct ping: a probe request to the member about itself, answered as
+    /// `ProbeAnswered { via: target, .. }`. Not connected, it is dialed at the addresses it
+    /// advertised (behind NAT, its relay circuits) as well as any the network knows.
+    async fn ping(&mut self, target: PeerId) {
+        self.membership.ping_sent(Instant::now(), target);
+        let addresses = self.dial_addresses(&target);
+        if !addresses.is_empty() {
+            let _ = self.network.dial(target, addresses).await;
+        }
+        if self.network.send_probe(target, target).await.is_err() {
+            // The network is gone: nobody will ever answer those waiting for this ping.
+            let answers = self.probes.answers(target, false);
+            self.answer_probes(answers).await;
+        }
+    }
+
+    async fn publish_heartbeat(&mut self) {
+        let seq = self.advertiser.next_seq();
+        let hb = advertise::heartbeat(&self.membership, self.load(), seq);
+        let _ = self.network.publish(hb).await;
+    }
+
+    fn load(&self) -> u32 {
+        self.executor.as_ref().map_or(0, |e| e.load())
+    }
+
+    async fn publish_advertisement(&mut self) {
+        let load = self.load();
+        self.advertiser.advertised(Instant::now(), load);
+        let capacity = self.executor.as_ref().map_or(0, |e| e.capacity());
+        let seq = self.advertiser.next_seq();
+        let ad = advertise::advertisement(
+            &self.membership,
+            &self.config.node,
+            &self.listen_addresses,
+            self.nat,
+            capacity,
+            load,
+            seq,
+        );
+        let _ = self.network.publish(ad).await;
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.health.touch();
+        let actions = self.membership.tick(now);
+        self.on_actions(actions).await;
+        self.gateway.prune(now);
+        if self.advertiser.take_due(now, self.load()) {
+            self.publish_advertisement().await;
+        }
+        let members = 1 + self.membership.count(MemberState::Alive) + self.membership.count(MemberState::Suspect);
+        if members != self.cluster_size_sent && self.network.set_cluster_size(members).await.is_ok() {
+            self.cluster_size_sent = members;
+        }
+        self.update_readiness();
+        self.update_metrics();
+    }
+
+    fn update_readiness(&mut self) {
+        let ready = Readiness {
+            seed: self.config.network.bootstrap_peers.is_empty(),
+            listening: !self.listen_addresses.is_empty(),
+            connected: !self.connections.is_empty(),
+            routing_table_size: self.routing_table_size,
+            shutting_down: self.health.shutting_down.load(Ordering::Relaxed),
+        }
+        .is_ready();
+        if self.health.ready.swap(ready, Ordering::Relaxed) != ready {
+            tracing::info!(
+                ready,
+                peers = self.connections.len(),
+                routing_table = self.routing_table_size,
+                "readiness changed"
+            );
+        }
+        self.metrics.node_ready.set(i64::from(ready));
+    }
+
+    fn update_metrics(&mut self) {
+        let health = i64::from(self.membership.local_health());
+        let before = self.metrics.local_health.set(health);
+        if (before == 0) != (health == 0) {
+            tracing::info!(score = health, "local health changed: failure-detection timeouts stretch by 1 + score");
+        }
+        for (state, n) in views::member_counts_by_state(&self.membership) {
+            self.metrics.members.get_or_create(&StateLabels { state }).set(n as i64);
+        }
+        for (labels, n) in views::peer_label_counts(&self.membership, &self.connections, &self.peer_labels_seen) {
+            self.metrics.peers_connected.get_or_create(&labels).set(n);
+            if !self.peer_labels_seen.contains(&labels) {
+                self.peer_labels_seen.push(labels);
+            }
+        }
+    }
+}
