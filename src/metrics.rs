@@ -216,66 +216,87 @@ impl Metrics {
             connections_trimmed: Counter::default(),
             started: Arc::new(std::time::Instant::now()),
         };
-        r.register("peers_connected", "Connected cluster peers by role and transport", m.peers_connected.clone());
+        m.register_peers(r);
+        m.register_tasks(r);
+        m.register_node(r);
+        m.node_up.set(1);
+        m
+    }
+
+    /// Peers, messages and what was dropped of them.
+    fn register_peers(&self, r: &mut Registry) {
+        r.register("peers_connected", "Connected cluster peers by role and transport", self.peers_connected.clone());
         r.register(
             "peers_rejected",
             "Connections closed because the peer is not of this cluster",
-            m.peers_rejected.clone(),
+            self.peers_rejected.clone(),
         );
-        r.register("messages", "Application messages sent and received by protocol", m.messages.clone());
-        r.register("message_bytes", "Application message bytes by protocol", m.message_bytes.clone());
+        r.register("messages", "Application messages sent and received by protocol", self.messages.clone());
+        r.register("message_bytes", "Application message bytes by protocol", self.message_bytes.clone());
         r.register(
             "messages_dropped",
             "Peer messages dropped as malformed, oversized or unexpected",
-            m.messages_dropped.clone(),
+            self.messages_dropped.clone(),
         );
-        r.register("tasks_submitted", "Tasks accepted at this gateway", m.tasks_submitted.clone());
-        r.register("tasks_completed", "Tasks that completed (gateway view)", m.tasks_completed.clone());
-        r.register("tasks_failed", "Tasks that ended failed after their attempts", m.tasks_failed.clone());
-        r.register("tasks_retried", "Attempts retried on another worker", m.tasks_retried.clone());
-        r.register("tasks_cancelled", "Tasks cancelled by a user", m.tasks_cancelled.clone());
-        r.register("tasks_rejected", "Submissions refused before acceptance", m.tasks_rejected.clone());
-        r.register("task_duration_seconds", "Time from submission to final state", m.task_duration.clone());
-        r.register("task_queue_depth", "Tasks waiting for a free worker", m.queue_depth.clone());
-        r.register("tasks_running", "Tasks dispatched and awaiting an answer", m.tasks_running.clone());
+    }
+
+    /// Tasks at the gateway and attempts on the worker.
+    fn register_tasks(&self, r: &mut Registry) {
+        r.register("tasks_submitted", "Tasks accepted at this gateway", self.tasks_submitted.clone());
+        r.register("tasks_completed", "Tasks that completed (gateway view)", self.tasks_completed.clone());
+        r.register("tasks_failed", "Tasks that ended failed after their attempts", self.tasks_failed.clone());
+        r.register("tasks_retried", "Attempts retried on another worker", self.tasks_retried.clone());
+        r.register("tasks_cancelled", "Tasks cancelled by a user", self.tasks_cancelled.clone());
+        r.register("tasks_rejected", "Submissions refused before acceptance", self.tasks_rejected.clone());
+        r.register("task_duration_seconds", "Time from submission to final state", self.task_duration.clone());
+        r.register("task_queue_depth", "Tasks waiting for a free worker", self.queue_depth.clone());
+        r.register("tasks_running", "Tasks dispatched and awaiting an answer", self.tasks_running.clone());
         r.register(
             "tasks_executing",
             "Task attempts admitted on this worker (executing or waiting for a slot)",
-            m.tasks_executing.clone(),
+            self.tasks_executing.clone(),
         );
-        r.register("tasks_executed", "Task attempts executed on this worker", m.tasks_executed.clone());
-        r.register("ping_rtt_seconds", "Ping round-trip time to peers", m.ping_rtt.clone());
-        r.register("node_up", "1 while the node runs", m.node_up.clone());
-        r.register("node_ready", "1 once the node has joined the cluster", m.node_ready.clone());
-        r.register("node_uptime_seconds", "Seconds since the node started", m.uptime.clone());
-        r.register("nat_status", "1 for the current AutoNAT status", m.nat_status.clone());
-        r.register("membership_members", "Known cluster members by SWIM state", m.members.clone());
+        r.register("tasks_executed", "Task attempts executed on this worker", self.tasks_executed.clone());
+    }
+
+    /// The node itself: liveness, membership, NAT, limits, gossip, build.
+    fn register_node(&self, r: &mut Registry) {
+        r.register("ping_rtt_seconds", "Ping round-trip time to peers", self.ping_rtt.clone());
+        r.register("node_up", "1 while the node runs", self.node_up.clone());
+        r.register("node_ready", "1 once the node has joined the cluster", self.node_ready.clone());
+        r.register("node_uptime_seconds", "Seconds since the node started", self.uptime.clone());
+        r.register("nat_status", "1 for the current AutoNAT status", self.nat_status.clone());
+        r.register("membership_members", "Known cluster members by SWIM state", self.members.clone());
         r.register(
             "membership_local_health",
             "Lifeguard local health score: 0 healthy, up to 8; this node's failure-detection timeouts stretch by 1 + score",
-            m.local_health.clone(),
+            self.local_health.clone(),
         );
-        r.register("relay_reservations", "Active relay reservations held by this node", m.relay_reservations.clone());
-        r.register("holepunch", "DCUtR hole-punch outcomes", m.holepunch.clone());
+        r.register(
+            "relay_reservations",
+            "Active relay reservations held by this node",
+            self.relay_reservations.clone(),
+        );
+        r.register("holepunch", "DCUtR hole-punch outcomes", self.holepunch.clone());
         r.register(
             "limit_hits",
             "Times a configured limit refused a connection, stream or request",
-            m.limit_hits.clone(),
+            self.limit_hits.clone(),
         );
         r.register(
             "gossip_validation",
             "GossipSub messages by application validation outcome (accept, reject, ignore)",
-            m.gossip_validation.clone(),
+            self.gossip_validation.clone(),
         );
         r.register(
             "gossip_graylisted_peers",
             "Connected peers whose GossipSub score is below the graylist threshold",
-            m.gossip_graylisted.clone(),
+            self.gossip_graylisted.clone(),
         );
         r.register(
             "connections_trimmed",
             "Idle connections closed because they lie outside the active view",
-            m.connections_trimmed.clone(),
+            self.connections_trimmed.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -285,8 +306,6 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "Version and commit of this binary", build);
-        m.node_up.set(1);
-        m
     }
 
     /// Refreshes gauges that are derived from time at scrape.

@@ -6,6 +6,7 @@
 //! [`requests`] answers the API.
 
 mod advertise;
+mod gossip;
 mod probe_forward;
 mod requests;
 mod views;
@@ -23,10 +24,10 @@ use self::probe_forward::{PingVerdict, ProbeAnswer, ProbeEffect, ProbeForwarder}
 use super::handle::Request;
 use super::health::{Health, Readiness, now_ms};
 use crate::config::Config;
-use crate::membership::{Action, MemberInfo, MemberState, Membership, MembershipConfig, Rumor};
+use crate::membership::{Action, MemberState, Membership, MembershipConfig};
 use crate::metrics::{Metrics, PeerLabels, StateLabels};
 use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
-use crate::protocol::{CapabilityAdvertisement, TaskRequest, WIRE_VERSION};
+use crate::protocol::{TaskRequest, WIRE_VERSION};
 use crate::scheduler::{Effect, Gateway, Timer, WorkerView};
 use crate::worker::{Executor, LocalAnswer, Origin};
 
@@ -341,47 +342,6 @@ impl Core {
         }
     }
 
-    fn on_heartbeat(&mut self, now: Instant, from: PeerId, message: crate::protocol::HeartBeat) -> Vec<Action<PeerId>> {
-        let mut actions = self.membership.on_heartbeat(now, from, message.incarnation, message.state);
-        for r in message.rumors {
-            if let Ok(peer) = r.peer.parse::<PeerId>() {
-                actions
-                    .extend(self.membership.on_rumor(now, Rumor { peer, state: r.state, incarnation: r.incarnation }));
-            } else {
-                self.metrics.dropped(crate::metrics::DropReason::RumorBadPeerId);
-            }
-        }
-        actions
-    }
-
-    fn on_advertisement(
-        &mut self,
-        now: Instant,
-        from: PeerId,
-        message: CapabilityAdvertisement,
-    ) -> Vec<Action<PeerId>> {
-        // Placement sees role, capabilities and capacity; a load-only update (most
-        // advertisements) leaves the worker list as it is.
-        let known = self.membership.get(&from).and_then(|m| m.info.as_ref());
-        if !known.is_some_and(|i| {
-            i.role == message.role && i.capabilities == message.capabilities && i.capacity == message.capacity
-        }) {
-            self.workers_dirty = true;
-        }
-        let info = MemberInfo {
-            role: message.role,
-            capabilities: message.capabilities,
-            capacity: message.capacity,
-            load: message.load,
-            addresses: message.addresses,
-        };
-        let actions = self.membership.on_advertisement(now, from, message.incarnation, info);
-        // A worker just became (or stayed) schedulable: queued tasks may go now.
-        let workers = self.workers();
-        self.gateway.pump(&workers);
-        actions
-    }
-
     async fn on_task_requested(&mut self, id: InboundId, peer: PeerId, request: TaskRequest) {
         match &self.executor {
             Some(ex) => {
@@ -508,31 +468,8 @@ impl Core {
         }
     }
 
-    async fn publish_heartbeat(&mut self) {
-        let seq = self.advertiser.next_seq();
-        let hb = advertise::heartbeat(&self.membership, self.load(), seq);
-        let _ = self.network.publish(hb).await;
-    }
-
     fn load(&self) -> u32 {
         self.executor.as_ref().map_or(0, |e| e.load())
-    }
-
-    async fn publish_advertisement(&mut self) {
-        let load = self.load();
-        self.advertiser.advertised(Instant::now(), load);
-        let capacity = self.executor.as_ref().map_or(0, |e| e.capacity());
-        let seq = self.advertiser.next_seq();
-        let ad = advertise::advertisement(
-            &self.membership,
-            &self.config.node,
-            &self.listen_addresses,
-            self.nat,
-            capacity,
-            load,
-            seq,
-        );
-        let _ = self.network.publish(ad).await;
     }
 
     async fn on_tick(&mut self) {
