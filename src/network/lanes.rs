@@ -116,8 +116,11 @@ pub struct OutboundLane {
 }
 
 impl OutboundLane {
-    /// Starts a lane to `peer` on `tasks`: opens its stream on one of the connections to it,
-    /// then sends what is queued. Answers and failures go back to the event loop.
+    /// Starts a lane to `peer` on `tasks` carrying `first`: opens its stream on one of the
+    /// connections to it, then sends what is queued. Answers and failures go back to the
+    /// event loop. `first` is queued before the lane's task starts, so a lane that ends at
+    /// once (a worker without lanes answers that quickly) still hands it back or fails it,
+    /// and never leaves it to the caller to lose.
     pub fn open(
         peer: PeerId,
         control: Control,
@@ -125,8 +128,10 @@ impl OutboundLane {
         back: mpsc::Sender<LaneEvent>,
         metrics: Metrics,
         tasks: &TaskTracker,
+        first: TaskRequest,
     ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+        tx.try_send(first).expect("a new channel of capacity MAX_IN_FLIGHT takes its first message");
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
         let lane = Outbound { peer, back, metrics, in_flight: in_flight.clone() };
         tasks.spawn(lane.run(control, protocol, rx));

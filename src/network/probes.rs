@@ -2,7 +2,7 @@
 //! member itself), matched to their answers by request id, and the ones others send us, held
 //! until the application answers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
@@ -23,7 +23,7 @@ pub(super) struct Probes {
     pending: HashMap<InboundId, (PeerId, ResponseChannel<ProbeResponse>)>,
     next_inbound: u64,
     /// Dials `Client::dial` asked for (to ping a member); only their failures are reported.
-    dials: HashMap<ConnectionId, PeerId>,
+    dials: HashSet<ConnectionId>,
     metrics: Metrics,
 }
 
@@ -34,7 +34,7 @@ impl Probes {
             outbound: HashMap::new(),
             pending: HashMap::new(),
             next_inbound: 0,
-            dials: HashMap::new(),
+            dials: HashSet::new(),
             metrics,
         }
     }
@@ -52,19 +52,14 @@ impl Probes {
         }
     }
 
-    /// A dial to ping `peer` started on `connection`.
-    pub fn dialing(&mut self, connection: ConnectionId, peer: PeerId) {
-        self.dials.insert(connection, peer);
+    /// A dial to ping a member started on `connection`.
+    pub fn dialing(&mut self, connection: ConnectionId) {
+        self.dials.insert(connection);
     }
 
-    /// `connection` was established; whether it was a dial of ours.
-    pub fn dial_connected(&mut self, connection: ConnectionId) -> bool {
-        self.dials.remove(&connection).is_some()
-    }
-
-    /// `connection` failed to establish; whether it was a dial of ours (then reported).
-    pub fn dial_failed(&mut self, connection: ConnectionId) -> bool {
-        self.dials.remove(&connection).is_some()
+    /// `connection` was established or failed; whether it was a dial of ours.
+    pub fn dial_ended(&mut self, connection: ConnectionId) -> bool {
+        self.dials.remove(&connection)
     }
 
     /// Whether a probe is in flight with `peer`, either way.

@@ -173,11 +173,8 @@ impl TaskRouter {
             self.lane_events.clone(),
             self.metrics.clone(),
             &self.tracker,
+            request,
         );
-        if let Err(NotQueued::Ended(request) | NotQueued::Full(request)) = lane.send(request) {
-            let err = DispatchError::ConnectionLost("task lane ended at once".into());
-            out.push_back(NetworkEvent::task_failed(peer, request, err));
-        }
         self.lanes.insert(peer, lane);
     }
 

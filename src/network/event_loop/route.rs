@@ -59,7 +59,7 @@ impl EventLoop {
         let opts = self.policy.dial_opts(peer, addresses);
         let connection = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => self.probes.dialing(connection, peer),
+            Ok(()) => self.probes.dialing(connection),
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "dial not started");
                 self.emit(NetworkEvent::DialFailed { peer });
@@ -211,7 +211,7 @@ impl EventLoop {
             let learned = endpoint.is_dialer().then(|| address.clone());
             self.dht.on_joined(&mut self.swarm, peer, learned);
         }
-        let probe = self.probes.dial_connected(connection);
+        let probe = self.probes.dial_ended(connection);
         let change = self.peers.on_established(peer, connection, relayed);
         self.emit_some(change);
         self.tasks.on_connected(&mut self.swarm, peer, &mut self.outbox);
@@ -246,7 +246,7 @@ impl EventLoop {
             tracing::debug!(%peer, %error, "dial failed");
         }
         self.tasks.on_dial_failed(&mut self.swarm, peer, connection, error, &mut self.outbox);
-        if self.probes.dial_failed(connection) && !self.swarm.is_connected(&peer) {
+        if self.probes.dial_ended(connection) && !self.swarm.is_connected(&peer) {
             self.emit(NetworkEvent::DialFailed { peer });
         }
     }
