@@ -450,11 +450,13 @@ impl Spawner {
         let boot = bootstrap.map(|b| format!("[\"{b}\"]")).unwrap_or_else(|| "[]".into());
         let key = serde_json::to_string(&self.dir.join(format!("{name}.key")).display().to_string())
             .expect("a string serializes");
+        let data = serde_json::to_string(&self.dir.join(format!("{name}-data")).display().to_string())
+            .expect("a string serializes");
         let (hb, api) = (self.args.heartbeat_secs, self.free_port());
         format!(
             "node:\n  role: {role}\n  listen_address: 127.0.0.1\n  listen_port: 0\n  capabilities: {caps}\n  \
              max_connections: {max_conn}\n  heartbeat_interval: {hb}\n  identity_file: {key}\n  \
-             max_concurrent_tasks: 2\n\
+             data_dir: {data}\n  max_concurrent_tasks: 2\n\
              network:\n  protocol_version: {PROTOCOL_VERSION}\n  enable_mdns: false\n  enable_quic: false\n  \
              bootstrap_peers: {boot}\n\
              api:\n  listen: \"127.0.0.1:{api}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\n\

@@ -65,6 +65,8 @@ impl From<SubmitError> for ApiError {
             SubmitError::NoCapableWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_capable_worker"),
             SubmitError::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            SubmitError::StoreFull => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
+            SubmitError::NotStored(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_stored"),
         };
         Self::new(status, code, e.to_string())
     }

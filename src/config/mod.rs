@@ -87,6 +87,9 @@ pub struct NodeConfig {
     pub external_addresses: Vec<Multiaddr>,
     /// Where the ed25519 key lives; relative paths are relative to the config file.
     pub identity_file: PathBuf,
+    /// The node's durable store (task records, DHT records); relative paths are relative to
+    /// the config file. One node per directory: a second process is refused at start.
+    pub data_dir: PathBuf,
     /// 0 means one per CPU.
     pub max_concurrent_tasks: usize,
     /// Attempts that may wait on this worker for a free slot; beyond, it answers busy.
@@ -253,6 +256,7 @@ impl Default for NodeConfig {
             heartbeat_interval: 30,
             external_addresses: Vec::new(),
             identity_file: PathBuf::from("identity.key"),
+            data_dir: PathBuf::from("data"),
             max_concurrent_tasks: 0,
             task_backlog: 32,
         }
@@ -327,6 +331,10 @@ impl Config {
         if config.node.identity_file.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.node.identity_file = base.join(&config.node.identity_file);
+        }
+        if config.node.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.node.data_dir = base.join(&config.node.data_dir);
         }
         if let Some(psk) = config.security.psk_file.as_mut()
             && psk.is_relative()

@@ -66,6 +66,9 @@ fn node(n: &NodeConfig) -> Check {
     if n.identity_file.as_os_str().is_empty() {
         return Err(("node.identity_file", "must not be empty".into()));
     }
+    if n.data_dir.as_os_str().is_empty() {
+        return Err(("node.data_dir", "must not be empty".into()));
+    }
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
     Network(#[from] crate::network::BuildError),
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
     #[error("api.listen {addr}: cannot bind: {source}")]
     ApiBind { addr: String, source: std::io::Error },
     #[error("metrics.listen {addr}: cannot bind: {source}")]
@@ -60,6 +62,7 @@ pub struct Node {
     registry: prometheus_client::registry::Registry,
     metrics: Metrics,
     health: Arc<Health>,
+    store: crate::store::Store,
 }
 
 impl Node {
@@ -69,6 +72,7 @@ impl Node {
         let peer_id = keypair.public().to_peer_id();
         tracing::info!(%peer_id, role = %config.node.role, identity = %config.node.identity_file.display(),
             created, "starting node");
+        let store = crate::store::Store::open(&config.node.data_dir)?;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
         let api_listener = tokio::net::TcpListener::bind(config.api.listen)
@@ -97,6 +101,7 @@ impl Node {
             registry,
             metrics,
             health,
+            store,
         })
     }
 
@@ -134,6 +139,7 @@ impl Node {
             registry,
             metrics,
             health,
+            store,
         } = self;
         let stop_network = CancellationToken::new();
         let stop_servers = CancellationToken::new();
@@ -151,6 +157,7 @@ impl Node {
             crate::metrics::serve(metrics_listener, registry, metrics.clone(), stop_servers.clone().cancelled_owned());
         crash.0.push(tasks.spawn(scrape).abort_handle());
 
+        let (task_log, committed) = crate::store::tasks::TaskLog::start(store);
         let core = self::core::Core::new(self::core::CoreParts {
             config: config.clone(),
             network,
@@ -160,6 +167,8 @@ impl Node {
             executor,
             health: health.clone(),
             metrics: metrics.clone(),
+            task_log,
+            committed,
         });
         core.run(shutdown, DRAIN_TIMEOUT).await;
 

@@ -80,6 +80,7 @@ impl Gateway {
         e.running = Some(Running { attempt, peer, deadline });
         let request = e.request(id, attempt);
         self.load.started(peer);
+        self.touch(id);
         tracing::debug!(task_id = %id, attempt, worker = %peer, "dispatching");
         self.effects.push(if peer == self.local {
             Effect::RunLocal { request }
@@ -106,6 +107,7 @@ impl Gateway {
     pub(super) fn note_attempt(&mut self, id: &str, outcome: AttemptOutcome, error: Option<String>) {
         if let Some(e) = self.entries.get_mut(id) {
             e.note_attempt(outcome, error);
+            self.touch(id);
         }
     }
 

@@ -7,6 +7,7 @@ use libp2p::PeerId;
 use tokio_util::time::delay_queue;
 
 use super::admission::Checked;
+use super::durable::Stored;
 use super::record::{AttemptOutcome, TaskRecord, TaskState};
 use super::types::TaskSpec;
 use crate::metrics::TypeLabels;
@@ -31,6 +32,8 @@ pub(super) struct Entry {
     pub(super) queued: Option<(u64, delay_queue::Key)>,
     pub(super) tried: Vec<PeerId>,
     pub(super) started: Instant,
+    /// Changed since the record last went to the store.
+    pub(super) dirty: bool,
 }
 
 impl Entry {
@@ -59,6 +62,24 @@ impl Entry {
             queued: None,
             tried: Vec::new(),
             started: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    /// A task a previous run of the gateway accepted, as the store kept it.
+    pub(super) fn restored(s: Stored, kind: TaskKind) -> Self {
+        Entry {
+            record: s.record,
+            kind,
+            timeout: Duration::from_millis(s.timeout_ms),
+            max_attempts: s.max_attempts,
+            failures: s.failures,
+            running: None,
+            retry_timer: None,
+            queued: None,
+            tried: s.tried,
+            started: Instant::now(),
+            dirty: false,
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{self, Refused};
 use super::attempts::judge;
+use super::durable::Durable;
 use super::entry::Entry;
 use super::load::Load;
 use super::queue::Queues;
@@ -31,6 +32,7 @@ use crate::config::TasksConfig;
 use crate::metrics::{DropReason, Limit, Metrics, ReasonLabels};
 use crate::network::DispatchError;
 use crate::protocol::{TaskError, TaskOutcome, TaskResponse};
+use crate::store::tasks::TaskLog;
 
 pub struct Gateway {
     pub(super) local: PeerId,
@@ -48,10 +50,13 @@ pub struct Gateway {
     /// Workers' ids as text, for records: base58 encoding a PeerId per dispatch showed up in
     /// profiles. Forgotten when a worker is lost.
     pub(super) names: HashMap<PeerId, String>,
+    /// Records on their way to the store, and what waits for them to get there.
+    pub(super) durable: Durable,
 }
 
 impl Gateway {
-    pub fn new(local: PeerId, config: TasksConfig, metrics: Metrics) -> Self {
+    /// `log`: where records are kept durably; `None` keeps them in memory only (tests).
+    pub fn new(local: PeerId, config: TasksConfig, metrics: Metrics, log: Option<TaskLog>) -> Self {
         Self {
             local,
             config,
@@ -66,6 +71,7 @@ impl Gateway {
             effects: Vec::new(),
             rng: StdRng::from_entropy(),
             names: HashMap::new(),
+            durable: Durable::new(log),
         }
     }
 
@@ -89,6 +95,9 @@ impl Gateway {
     /// Accepts a task or refuses it at once with the reason.
     pub fn submit(&mut self, spec: TaskSpec, workers: &[WorkerView]) -> Result<String, SubmitError> {
         let checked = admission::check(&spec, workers, &self.config).map_err(|r| self.refuse(r))?;
+        if self.durable.full {
+            return Err(self.store_full());
+        }
         if self.queued() >= self.config.queue_capacity {
             return Err(self.queue_full());
         }
@@ -109,6 +118,9 @@ impl Gateway {
             checked.push(admission::check(spec, workers, &self.config).map_err(|r| (i, self.refuse(r)))?);
         }
         // Tasks a free worker takes at once never wait; the rest need queue room.
+        if self.durable.full {
+            return Err((0, self.store_full()));
+        }
         let room = self.config.queue_capacity.saturating_sub(self.queued()) + self.load.free_slots(workers);
         if specs.len() > room {
             return Err((0, self.queue_full()));
@@ -122,6 +134,10 @@ impl Gateway {
     fn refuse(&self, Refused(reason, error): Refused) -> SubmitError {
         self.metrics.tasks_rejected.get_or_create(&ReasonLabels { reason: reason.label().into() }).inc();
         error
+    }
+
+    fn store_full(&self) -> SubmitError {
+        self.refuse(Refused(Rejection::StoreFull, SubmitError::StoreFull))
     }
 
     fn queue_full(&self) -> SubmitError {
@@ -194,7 +210,12 @@ impl Gateway {
     }
 
     pub fn cancel(&mut self, id: &str) -> Result<TaskRecord, CancelError> {
-        let e = self.entries.get(id).ok_or_else(|| CancelError::NotFound(id.to_string()))?;
+        let Some(e) = self.entries.get(id) else {
+            return Err(match self.stored(id) {
+                Some(r) => CancelError::AlreadyFinal(id.to_string(), r.state.as_str()),
+                None => CancelError::NotFound(id.to_string()),
+            });
+        };
         if e.record.state.is_final() {
             return Err(CancelError::AlreadyFinal(id.to_string(), e.record.state.as_str()));
         }
@@ -204,14 +225,21 @@ impl Gateway {
     }
 
     pub fn get(&self, id: &str) -> Option<TaskRecord> {
-        self.entries.get(id).map(|e| e.record.clone())
+        self.entries.get(id).map(|e| e.record.clone()).or_else(|| self.stored(id))
     }
 
-    /// Most recently submitted first.
+    /// Most recently submitted first: the ones in memory and, with a store, the stored ones.
     pub fn list(&self, limit: usize) -> Vec<TaskRecord> {
-        let mut all: Vec<&Entry> = self.entries.values().collect();
-        all.sort_by_key(|e| std::cmp::Reverse(e.started));
-        all.into_iter().take(limit).map(|e| e.record.clone()).collect()
+        let mut all: Vec<TaskRecord> = self.entries.values().map(|e| e.record.clone()).collect();
+        if let Some(log) = self.durable.log() {
+            let stored = log.recent(limit).unwrap_or_default();
+            let more = stored.iter().filter_map(|b| super::durable::decode(b).ok().map(|s| s.record));
+            let mut seen: std::collections::HashSet<String> = all.iter().map(|r| r.id.clone()).collect();
+            all.extend(more.filter(|r| seen.insert(r.id.clone())));
+        }
+        all.sort_by_key(|r| std::cmp::Reverse(r.submitted_at));
+        all.truncate(limit);
+        all
     }
 
     pub fn has_timers(&self) -> bool {

@@ -22,6 +22,8 @@ impl Gateway {
         self.metrics.tasks_submitted.get_or_create(&entry.type_label()).inc();
         tracing::debug!(task_id = %id, r#type = entry.kind.name(), "task accepted");
         self.entries.insert(id.clone(), entry);
+        self.touch(&id);
+        self.hold_accepted(&id);
         self.enqueue(&id, false);
         id
     }
@@ -73,17 +75,23 @@ impl Gateway {
             tracing::info!(task_id = %id, state = state.as_str(), attempts = e.record.attempts,
                 error = e.record.error.as_deref().unwrap_or(""), "task finished");
         }
-        if let Some(waiters) = self.waiters.remove(id) {
+        let record = self.waiters.contains_key(id).then(|| e.record.clone());
+        self.touch(id);
+        if let (Some(waiters), Some(record)) = (self.waiters.remove(id), record) {
             for w in waiters {
-                let _ = w.send(e.record.clone());
+                self.hold_waiter(w, record.clone());
             }
         }
-        self.finished.push_back((Instant::now(), id.to_string()));
+        self.hold_evict(id);
     }
 
     /// Resolves `reply` when the task is final (at once if it already is).
     pub fn wait(&mut self, id: &str, reply: oneshot::Sender<TaskRecord>) -> Result<(), CancelError> {
-        let e = self.entries.get(id).ok_or_else(|| CancelError::NotFound(id.to_string()))?;
+        let Some(e) = self.entries.get(id) else {
+            let record = self.stored(id).ok_or_else(|| CancelError::NotFound(id.to_string()))?;
+            let _ = reply.send(record);
+            return Ok(());
+        };
         if e.record.state.is_final() {
             let _ = reply.send(e.record.clone());
         } else {
@@ -94,6 +102,10 @@ impl Gateway {
 
     /// Forgets final records older than the retention (or beyond the hard cap).
     pub fn prune(&mut self, now: Instant) {
+        if self.durable.enabled() {
+            self.prune_stored();
+            return;
+        }
         let retention = Duration::from_secs(self.config.retention_secs);
         while let Some((at, _)) = self.finished.front() {
             if now.duration_since(*at) < retention && self.finished.len() <= MAX_FINISHED_RECORDS {

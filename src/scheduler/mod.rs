@@ -2,6 +2,7 @@
 
 mod admission;
 mod attempts;
+mod durable;
 mod entry;
 mod gateway;
 mod lifecycle;
@@ -15,6 +16,7 @@ mod timers;
 mod types;
 
 pub use admission::MAX_TIMEOUT_MS;
+pub use durable::Reply;
 pub use gateway::Gateway;
 pub use record::{AttemptRecord, TaskRecord, TaskState};
 pub use timers::Timer;

@@ -74,6 +74,7 @@ impl Gateway {
         let key = self.timers.arm(Timer::QueueDeadline { id: id.to_string(), seq }, e.timeout);
         e.queued = Some((seq, key));
         e.record.state = TaskState::Pending;
+        self.touch(id);
     }
 
     /// Takes a task out of the waiting count and cancels its queue deadline. The id itself

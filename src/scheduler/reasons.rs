@@ -11,6 +11,7 @@ pub(super) enum Rejection {
     BadMaxAttempts,
     NoCapableWorker,
     QueueFull,
+    StoreFull,
 }
 
 impl Rejection {
@@ -22,6 +23,7 @@ impl Rejection {
             Rejection::BadMaxAttempts => "bad_max_attempts",
             Rejection::NoCapableWorker => "no_capable_worker",
             Rejection::QueueFull => "queue_full",
+            Rejection::StoreFull => "store_full",
         }
     }
 }

@@ -24,6 +24,10 @@ pub enum SubmitError {
     NoCapableWorker { capability: String, alive: usize },
     #[error("task queue is full ({0} tasks waiting); retry later")]
     QueueFull(usize),
+    #[error("the node's data dir is full: it cannot store new tasks")]
+    StoreFull,
+    #[error("the task could not be stored: {0}")]
+    NotStored(String),
     #[error("node is shutting down")]
     ShuttingDown,
 }

@@ -93,10 +93,11 @@ pub async fn start_with_env(
     let boot = bootstrap.map(|b| format!("[\"{b}\"]")).unwrap_or_else(|| "[]".into());
     let yaml = format!(
         "node:\n  role: {role}\n  listen_address: 127.0.0.1\n  listen_port: 0\n  capabilities: {caps}\n  \
-         heartbeat_interval: 1\n  identity_file: {}\n  max_concurrent_tasks: 2\n\
+         heartbeat_interval: 1\n  identity_file: {}\n  data_dir: {}\n  max_concurrent_tasks: 2\n\
          network:\n  enable_mdns: false\n  enable_quic: false\n  bootstrap_peers: {boot}\n\
          api:\n  listen: \"127.0.0.1:{}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\ntasks:\n  compute_difficulty: 4\n{extra}",
         dir.join(format!("{name}.key")).display(),
+        dir.join(format!("{name}-data")).display(),
         free_port()
     );
     let config = Config::from_yaml_str(&yaml, name, env).unwrap();

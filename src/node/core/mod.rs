@@ -29,6 +29,7 @@ use crate::metrics::{Metrics, PeerLabels, StateLabels};
 use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
 use crate::protocol::{TaskRequest, WIRE_VERSION};
 use crate::scheduler::{Effect, Gateway, Timer, WorkerView};
+use crate::store::tasks::{Committed, TaskLog};
 use crate::worker::{Executor, LocalAnswer, Origin};
 
 /// Housekeeping period: membership timeouts, readiness, metrics.
@@ -68,6 +69,8 @@ pub struct Core {
     peer_labels_seen: Vec<PeerLabels>,
     /// SWIM protocol periods so far: a node in poor local health pings every (1 + score)th.
     ping_periods: u64,
+    /// The store's writer reporting commits of the gateway's records.
+    committed: mpsc::UnboundedReceiver<Committed>,
 }
 
 pub struct CoreParts {
@@ -79,6 +82,8 @@ pub struct CoreParts {
     pub executor: Option<Executor>,
     pub health: Arc<Health>,
     pub metrics: Metrics,
+    pub task_log: TaskLog,
+    pub committed: mpsc::UnboundedReceiver<Committed>,
 }
 
 impl Core {
@@ -97,7 +102,12 @@ impl Core {
             ProbeForwarder::new(Duration::from_millis(m.ping_interval_ms), Duration::from_millis(m.probe_timeout_ms));
         // Starting from the wall clock means a restarted node always outranks its old self.
         let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let gateway = Gateway::new(local, p.config.tasks.clone(), p.metrics.clone());
+        let mut gateway = Gateway::new(local, p.config.tasks.clone(), p.metrics.clone(), Some(p.task_log));
+        match gateway.restore() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "resuming the unfinished tasks of the previous run"),
+            Err(e) => tracing::error!(error = %e, "cannot read the unfinished tasks of the previous run"),
+        }
         Self {
             membership: Membership::new(local, incarnation, membership_config),
             gateway,
@@ -121,6 +131,7 @@ impl Core {
             cluster_size_sent: 0,
             peer_labels_seen: Vec::new(),
             ping_periods: 0,
+            committed: p.committed,
             config: p.config,
         }
     }
@@ -139,6 +150,7 @@ impl Core {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                Some(c) = self.committed.recv() => self.gateway.on_committed(c.seq, c.result),
                 Some(answer) = self.local_answers.recv() => self.on_local_answer(answer),
                 Some(event) = self.events.recv() => self.on_network_event(event).await,
                 Some(request) = self.requests.recv() => self.on_request(request).await,
@@ -156,6 +168,7 @@ impl Core {
                 else => break,
             }
             self.apply_effects().await;
+            self.gateway.flush();
         }
         self.leave(drain).await;
     }
@@ -178,6 +191,7 @@ impl Core {
             let step = tokio::time::sleep(TICK);
             tokio::select! {
                 biased;
+                Some(c) = self.committed.recv() => self.gateway.on_committed(c.seq, c.result),
                 Some(answer) = self.local_answers.recv() => self.on_local_answer(answer),
                 Some(event) = self.events.recv() => self.on_network_event(event).await,
                 Some(request) = self.requests.recv() => self.on_request(request).await,
@@ -185,9 +199,23 @@ impl Core {
                 _ = step => {}
             }
             self.apply_effects().await;
+            self.gateway.flush();
             self.health.touch();
         }
-        self.gateway.abandon_all("shut down before the task finished");
+        // Unfinished tasks stay in the store as they are: the next start resumes them.
+        let left = self.gateway.unfinished();
+        if left > 0 {
+            tracing::info!(tasks = left, "unfinished tasks kept in the store for the next start");
+        }
+        self.gateway.flush();
+        // Let the last batches commit, so that their submitters and waiters get answers.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.gateway.holding() {
+            match tokio::time::timeout_at(deadline, self.committed.recv()).await {
+                Ok(Some(c)) => self.gateway.on_committed(c.seq, c.result),
+                _ => break,
+            }
+        }
     }
 
     fn on_gateway_timer(&mut self, timer: Timer) {

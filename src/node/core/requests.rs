@@ -18,11 +18,20 @@ impl Core {
                     return;
                 }
                 let workers = self.workers();
-                let result = self.gateway.submit(spec, &workers);
-                if let (Ok(id), Some(waiter)) = (&result, waiter) {
-                    let _ = self.gateway.wait(id, waiter);
+                match self.gateway.submit(spec, &workers) {
+                    Ok(id) => {
+                        if let Some(waiter) = waiter {
+                            let _ = self.gateway.wait(&id, waiter);
+                        }
+                        // Acknowledged once the task's record is stored.
+                        self.gateway.after_commit(Box::new(move |stored| {
+                            let _ = reply.send(stored.map(|()| id));
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                let _ = reply.send(result);
             }
             Request::SubmitBatch { specs, waiters, reply } => {
                 if self.health.shutting_down.load(Ordering::Relaxed) {
@@ -30,13 +39,19 @@ impl Core {
                     return;
                 }
                 let workers = self.workers();
-                let result = self.gateway.submit_batch(specs, &workers);
-                if let Ok(ids) = &result {
-                    for (id, waiter) in ids.iter().zip(waiters) {
-                        let _ = self.gateway.wait(id, waiter);
+                match self.gateway.submit_batch(specs, &workers) {
+                    Ok(ids) => {
+                        for (id, waiter) in ids.iter().zip(waiters) {
+                            let _ = self.gateway.wait(id, waiter);
+                        }
+                        self.gateway.after_commit(Box::new(move |stored| {
+                            let _ = reply.send(stored.map(|()| ids).map_err(|e| (0, e)));
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
-                let _ = reply.send(result);
             }
             Request::Get { id, reply } => {
                 let _ = reply.send(self.gateway.get(&id));

@@ -26,6 +26,7 @@ mod admission;
 mod answers;
 mod busy;
 mod cancel;
+mod durable;
 mod lifecycle;
 mod placement;
 mod queue_deadline;
@@ -46,7 +47,7 @@ fn config() -> TasksConfig {
 }
 
 fn gateway_with(config: TasksConfig) -> Gateway {
-    let mut gw = Gateway::new(PeerId::random(), config, Metrics::new(&mut Registry::default()));
+    let mut gw = Gateway::new(PeerId::random(), config, Metrics::new(&mut Registry::default()), None);
     // Placement is random; seed it so a failing run can be replayed. No test depends on
     // which of several equally good workers is picked.
     gw.rng = StdRng::seed_from_u64(0x5eed);

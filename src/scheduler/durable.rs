@@ -1,0 +1,283 @@
+//! What makes the gateway's promises outlive its process: every record that changed is
+//! handed to the store's writer in numbered batches (one per pass of the node's loop), and
+//! what must not be said before the record is on disk waits for that batch's commit: the
+//! submitter's acknowledgement, the final record for whoever waits on it. Final records
+//! then leave memory: the store serves them from there on, so resident memory does not grow
+//! with the number of records the retention keeps.
+//!
+//! On start, [`Gateway::restore`] resumes the unfinished tasks the store holds: a new attempt,
+//! attempt numbers continuing (so an answer to an attempt from before the crash can never
+//! match), the same failure count against `max_attempts`.
+//!
+//! Without a store (the scheduler's own tests) everything is acknowledged at once and final
+//! records stay in memory until pruned.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::entry::Entry;
+use super::gateway::Gateway;
+use super::record::{AttemptOutcome, TaskRecord, TaskState};
+use super::types::SubmitError;
+use crate::store::StoreError;
+use crate::store::tasks::{TaskLog, TaskWrite};
+use crate::tasks::TaskKind;
+
+/// How often final records past the retention are deleted from the store.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// A task as the store keeps it: the record users see and what drives the rest of its life.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Stored {
+    pub(super) record: TaskRecord,
+    pub(super) timeout_ms: u64,
+    pub(super) max_attempts: u32,
+    pub(super) failures: u32,
+    pub(super) tried: Vec<PeerId>,
+}
+
+/// Told whether everything changed before it was stored, and if not, what to tell a submitter.
+pub type Reply = Box<dyn FnOnce(Result<(), SubmitError>) + Send + Sync>;
+
+/// Something said only once the batch it depends on is durable.
+enum Held {
+    /// Whatever the caller wanted to do (answer a submitter); told whether the write held.
+    Reply(Reply),
+    /// A final record for someone waiting on it.
+    Waiter(oneshot::Sender<TaskRecord>, TaskRecord),
+    /// A final record that may now leave memory.
+    Evict(String),
+    /// A task accepted in the batch: if the batch did not commit, it was never accepted.
+    Accepted(String),
+}
+
+pub(super) struct Durable {
+    log: Option<TaskLog>,
+    dirty: Vec<String>,
+    /// The number the next batch gets.
+    next: u64,
+    held: VecDeque<(u64, Held)>,
+    /// The last commit failed for lack of space: new submissions are refused.
+    pub(super) full: bool,
+    last_prune: Option<Instant>,
+}
+
+impl Durable {
+    pub(super) fn new(log: Option<TaskLog>) -> Self {
+        Durable { log, dirty: Vec::new(), next: 1, held: VecDeque::new(), full: false, last_prune: None }
+    }
+
+    pub(super) fn enabled(&self) -> bool {
+        self.log.is_some()
+    }
+
+    pub(super) fn log(&self) -> Option<&TaskLog> {
+        self.log.as_ref()
+    }
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Stored, String> {
+    cbor4ii::serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+fn encode(e: &Entry) -> Vec<u8> {
+    let stored = StoredRef {
+        record: &e.record,
+        timeout_ms: e.timeout.as_millis() as u64,
+        max_attempts: e.max_attempts,
+        failures: e.failures,
+        tried: &e.tried,
+    };
+    cbor4ii::serde::to_vec(Vec::new(), &stored).expect("a task record always encodes")
+}
+
+/// [`Stored`] borrowed, so that writing a record does not clone it.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    record: &'a TaskRecord,
+    timeout_ms: u64,
+    max_attempts: u32,
+    failures: u32,
+    tried: &'a [PeerId],
+}
+
+impl Gateway {
+    /// Notes that `id`'s record changed; it goes to the store with the next batch.
+    pub(super) fn touch(&mut self, id: &str) {
+        if let Some(e) = self.entries.get_mut(id)
+            && !e.dirty
+        {
+            e.dirty = true;
+            self.durable.dirty.push(id.to_string());
+        }
+    }
+
+    fn hold(&mut self, item: Held) {
+        if self.durable.enabled() {
+            self.durable.held.push_back((self.durable.next, item));
+        } else {
+            self.release(item, &Ok(()));
+        }
+    }
+
+    /// Runs `reply` once everything changed so far is durable (at once without a store),
+    /// telling it whether the write held.
+    pub fn after_commit(&mut self, reply: Reply) {
+        self.hold(Held::Reply(reply));
+    }
+
+    /// Answers `waiter` with the final record once it is durable.
+    pub(super) fn hold_waiter(&mut self, waiter: oneshot::Sender<TaskRecord>, record: TaskRecord) {
+        self.hold(Held::Waiter(waiter, record));
+    }
+
+    pub(super) fn hold_accepted(&mut self, id: &str) {
+        if self.durable.enabled() {
+            self.hold(Held::Accepted(id.to_string()));
+        }
+    }
+
+    /// A final record leaves memory once it is durable (without a store, `prune` drops it).
+    pub(super) fn hold_evict(&mut self, id: &str) {
+        if self.durable.enabled() {
+            self.hold(Held::Evict(id.to_string()));
+        } else {
+            self.finished.push_back((Instant::now(), id.to_string()));
+        }
+    }
+
+    /// Something still waits for a commit.
+    pub fn holding(&self) -> bool {
+        !self.durable.held.is_empty()
+    }
+
+    /// Hands the records changed since the last call to the store's writer as one batch.
+    /// The node calls it after every input it fed the gateway.
+    pub fn flush(&mut self) {
+        let Some(log) = self.durable.log.clone() else { return };
+        let waiting = self.durable.held.back().is_some_and(|(seq, _)| *seq == self.durable.next);
+        if self.durable.dirty.is_empty() && !waiting {
+            return;
+        }
+        let seq = self.durable.next;
+        self.durable.next += 1;
+        let mut writes = Vec::with_capacity(self.durable.dirty.len());
+        for id in std::mem::take(&mut self.durable.dirty) {
+            let Some(e) = self.entries.get_mut(&id) else { continue };
+            e.dirty = false;
+            writes.push(TaskWrite {
+                submitted_ms: epoch_ms(e.record.submitted_at),
+                finished_ms: e.record.finished_at.map(epoch_ms),
+                bytes: encode(e),
+                id,
+            });
+        }
+        log.write(seq, writes);
+    }
+
+    /// The writer committed every batch up to `seq` (or failed to).
+    pub fn on_committed(&mut self, seq: u64, result: Result<(), StoreError>) {
+        let outcome = match result {
+            Ok(()) => {
+                self.durable.full = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.durable.full = matches!(e, StoreError::Full(_));
+                tracing::error!(error = %e, "task records not stored: their tasks' submitters are refused");
+                Err(if self.durable.full { SubmitError::StoreFull } else { SubmitError::NotStored(e.to_string()) })
+            }
+        };
+        while self.durable.held.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, item) = self.durable.held.pop_front().expect("checked non-empty");
+            self.release(item, &outcome);
+        }
+    }
+
+    fn release(&mut self, item: Held, outcome: &Result<(), SubmitError>) {
+        let ok = outcome.is_ok();
+        match item {
+            Held::Reply(reply) => reply(outcome.clone()),
+            Held::Waiter(waiter, record) => {
+                let _ = waiter.send(record);
+            }
+            Held::Evict(id) if ok => {
+                if self.entries.get(&id).is_some_and(|e| e.record.state.is_final() && !e.dirty) {
+                    self.entries.remove(&id);
+                }
+            }
+            // Not on disk yet: write it again with the next batch, keep it in memory meanwhile.
+            Held::Evict(id) => {
+                self.touch(&id);
+                self.hold_evict(&id);
+            }
+            Held::Accepted(_) if ok => {}
+            Held::Accepted(id) => {
+                if self.entries.get(&id).is_some_and(|e| !e.record.state.is_final()) {
+                    self.halt(&id, AttemptOutcome::Cancelled, None);
+                    self.finish(
+                        &id,
+                        TaskState::Cancelled,
+                        None,
+                        Some("not accepted: its record could not be stored".into()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A final record from the store, when memory no longer holds it.
+    pub(super) fn stored(&self, id: &str) -> Option<TaskRecord> {
+        let bytes = self.durable.log()?.get(id).ok()??;
+        decode(&bytes).ok().map(|s| s.record)
+    }
+
+    /// Deletes final records older than the retention from the store.
+    pub(super) fn prune_stored(&mut self) {
+        let Some(log) = self.durable.log().cloned() else { return };
+        if self.durable.last_prune.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.durable.last_prune = Some(Instant::now());
+        let cutoff = SystemTime::now() - Duration::from_secs(self.config.retention_secs);
+        log.prune(epoch_ms(cutoff));
+    }
+
+    /// Resumes the unfinished tasks a previous run of this gateway left in the store. Returns
+    /// how many; records that do not decode are skipped with a warning.
+    pub fn restore(&mut self) -> Result<usize, StoreError> {
+        let Some(log) = self.durable.log() else { return Ok(0) };
+        let mut resumed = 0;
+        for bytes in log.unfinished()? {
+            let stored = match decode(&bytes) {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::warn!(%why, "skipping a stored task record that does not decode");
+                    continue;
+                }
+            };
+            let Some(kind) = TaskKind::parse(&stored.record.task_type) else { continue };
+            let id = stored.record.id.clone();
+            let mut entry = Entry::restored(stored, kind);
+            // The attempt that ran when the gateway died is lost; it is not the task's fault,
+            // so it costs no attempt from the budget.
+            if entry.record.attempt_history.last().is_some_and(|a| a.outcome == AttemptOutcome::Running.as_str()) {
+                entry.note_attempt(AttemptOutcome::Lost, Some("the gateway restarted while the attempt ran".into()));
+            }
+            entry.record.state = TaskState::Pending;
+            self.entries.insert(id.clone(), entry);
+            self.touch(&id);
+            self.enqueue(&id, false);
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+}

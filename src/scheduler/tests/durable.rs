@@ -1,0 +1,126 @@
+//! The gateway with a store: acknowledgements wait for the commit, final records leave
+//! memory, and a new gateway on the same store resumes what the old one left unfinished.
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::*;
+use crate::store::Store;
+use crate::store::tasks::{Committed, TaskLog};
+
+fn durable_gateway(log: TaskLog) -> Gateway {
+    let mut gw = Gateway::new(PeerId::random(), config(), Metrics::new(&mut Registry::default()), Some(log));
+    gw.rng = StdRng::seed_from_u64(0x5eed);
+    gw
+}
+
+/// Hands the changed records to the writer and feeds its reports back until all is durable.
+async fn settle(gw: &mut Gateway, committed: &mut UnboundedReceiver<Committed>) {
+    gw.flush();
+    while gw.holding() {
+        let c = committed.recv().await.expect("the writer reports");
+        gw.on_committed(c.seq, c.result);
+    }
+}
+
+#[tokio::test]
+async fn a_submission_is_acknowledged_only_once_its_record_is_stored() {
+    let (log, mut committed) = TaskLog::start(Store::in_memory());
+    let mut gw = durable_gateway(log.clone());
+    let w = worker(1, &[]);
+    let id = gw.submit(echo(), std::slice::from_ref(&w)).unwrap();
+    let (tx, mut ack) = oneshot::channel();
+    gw.after_commit(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    assert_eq!(ack.try_recv(), Err(TryRecvError::Empty), "acknowledged before the write");
+    assert!(log.get(&id).unwrap().is_none());
+    settle(&mut gw, &mut committed).await;
+    assert_eq!(ack.try_recv(), Ok(Ok(())));
+    let stored = super::super::durable::decode(&log.get(&id).unwrap().unwrap()).unwrap();
+    assert_eq!(stored.record.state, TaskState::Running, "dispatched in the same pass");
+    assert_eq!(stored.record.attempts, 1);
+}
+
+#[tokio::test]
+async fn a_final_record_leaves_memory_and_is_served_from_the_store() {
+    let (log, mut committed) = TaskLog::start(Store::in_memory());
+    let mut gw = durable_gateway(log);
+    let w = worker(1, &[]);
+    let id = gw.submit(echo(), std::slice::from_ref(&w)).unwrap();
+    let (waiter, mut done) = oneshot::channel();
+    gw.wait(&id, waiter).unwrap();
+    let (peer, request) = sent_one(&mut gw);
+    answer(&mut gw, peer, &request, ok("hello"), &[w]);
+    assert_eq!(done.try_recv().err(), Some(TryRecvError::Empty), "the final record is told before it is stored");
+    settle(&mut gw, &mut committed).await;
+    assert_eq!(done.try_recv().unwrap().state, TaskState::Completed);
+    assert!(!gw.entries.contains_key(&id), "a stored final record stays in memory");
+    assert_final(&gw, &id, TaskState::Completed);
+    assert_eq!(gw.list(10).len(), 1);
+    assert!(matches!(gw.cancel(&id), Err(CancelError::AlreadyFinal(_, "completed"))));
+    let (late, mut told) = oneshot::channel();
+    gw.wait(&id, late).unwrap();
+    assert_eq!(told.try_recv().unwrap().result.as_deref(), Some("hello"));
+}
+
+#[tokio::test]
+async fn a_new_gateway_resumes_unfinished_tasks_with_attempt_numbers_continuing() {
+    let store = Store::in_memory();
+    let (log, mut committed) = TaskLog::start(store.clone());
+    let mut old = durable_gateway(log);
+    let w = worker(2, &[]);
+    let running = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
+    let finished = old.submit(echo(), std::slice::from_ref(&w)).unwrap();
+    for (peer, request) in sent(&mut old) {
+        if request.task_id == finished {
+            answer(&mut old, peer, &request, ok("hello"), std::slice::from_ref(&w));
+        }
+    }
+    settle(&mut old, &mut committed).await;
+    drop(old); // the crash: nothing of it but the store remains
+
+    let (log, mut committed) = TaskLog::start(store);
+    let mut new = durable_gateway(log);
+    assert_eq!(new.restore().unwrap(), 1, "only the unfinished task is resumed");
+    assert_final(&new, &finished, TaskState::Completed);
+    let record = new.get(&running).unwrap();
+    assert_eq!(record.state, TaskState::Pending);
+    assert_eq!(record.attempt_history[0].outcome, "lost", "{record:#?}");
+    let w2 = worker(1, &[]);
+    new.pump(std::slice::from_ref(&w2));
+    let (peer, request) = sent_one(&mut new);
+    assert_eq!(request.attempt, 2, "attempt numbers continue");
+    // An answer to the attempt from before the crash can never complete it.
+    let stale = TaskRequest { attempt: 1, ..request.clone() };
+    answer(&mut new, w.id, &stale, ok("0"), std::slice::from_ref(&w2));
+    assert_eq!(state(&new, &running), TaskState::Running);
+    answer(&mut new, peer, &request, ok("0"), &[w2]);
+    settle(&mut new, &mut committed).await;
+    let record = new.get(&running).unwrap();
+    assert_eq!(record.state, TaskState::Completed);
+    assert_eq!(record.attempts, 2);
+}
+
+#[tokio::test]
+async fn the_budget_of_attempts_carries_over_a_restart() {
+    let store = Store::in_memory();
+    let (log, mut committed) = TaskLog::start(store.clone());
+    let mut old = durable_gateway(log);
+    let w = worker(1, &[]);
+    let spec = TaskSpec { max_attempts: Some(2), ..spec("sleep", "10") };
+    let id = old.submit(spec, std::slice::from_ref(&w)).unwrap();
+    let (peer, request) = sent_one(&mut old);
+    answer(&mut old, peer, &request, failed("boom"), std::slice::from_ref(&w));
+    settle(&mut old, &mut committed).await;
+    drop(old);
+
+    let (log, _committed) = TaskLog::start(store);
+    let mut new = durable_gateway(log);
+    new.restore().unwrap();
+    // The retry backoff did not survive; the task waits in the queue for its last attempt.
+    new.pump(std::slice::from_ref(&w));
+    let (peer, request) = sent_one(&mut new);
+    answer(&mut new, peer, &request, failed("boom again"), &[w]);
+    let record = assert_final(&new, &id, TaskState::Failed);
+    assert_eq!(record.attempts, 2, "{record:#?}");
+}

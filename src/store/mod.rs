@@ -1,0 +1,161 @@
+//! The node's durable store: one embedded database file under `node.data_dir`, owned by the
+//! node and shared by the parts that persist something (the gateway's task records in
+//! [`tasks`], the DHT's records).
+//!
+//! The database is redb: pure Rust, ACID with copy-on-write B-trees (a crash leaves the last
+//! committed transaction, never a torn one), a file lock against a second process, and
+//! checksums that catch a corrupt file at open. Opening checks the schema version so that a
+//! later release can migrate what an earlier one wrote.
+
+pub mod tasks;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// The layout this release writes. Bump it, and migrate in [`Store::open`], when a table or
+/// an encoding changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "node.redb";
+
+/// Page cache of the database. Small on purpose: records are read rarely (queries, restart)
+/// and resident memory must not grow with the number of records kept.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+const SCHEMA_KEY: &str = "schema_version";
+
+/// Why the store could not be opened: always names the path, so the one line a failed start
+/// prints says where to look.
+#[derive(Debug, thiserror::Error)]
+#[error("node.data_dir {path}: {cause}")]
+pub struct OpenError {
+    pub path: PathBuf,
+    pub cause: String,
+}
+
+/// A failure while the node runs (a write that did not commit, a read that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the data dir is full: {0}")]
+    Full(String),
+    #[error("store: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub(crate) fn from_redb(e: impl Into<redb::Error>) -> Self {
+        let e: redb::Error = e.into();
+        match &e {
+            redb::Error::Io(io) if is_full(io) => StoreError::Full(io.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+fn is_full(e: &std::io::Error) -> bool {
+    // ENOSPC and EDQUOT (quota): the two ways a disk says it has no room.
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// The open database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, or says in one line why it cannot.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let fail = |cause: String| OpenError { path: dir.to_path_buf(), cause };
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create the directory: {e}")))?;
+        let file = dir.join(DB_FILE);
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&file).map_err(|e| fail(open_cause(e)))?;
+        let store = Store { db: Arc::new(db), path: dir.to_path_buf() };
+        store.check_schema().map_err(fail)?;
+        Ok(store)
+    }
+
+    /// A store in memory only, for tests of the parts that persist (nothing survives it).
+    pub fn in_memory() -> Self {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory database always opens");
+        let store = Store { db: Arc::new(db), path: PathBuf::from(":memory:") };
+        store.check_schema().expect("a new in-memory database takes the schema");
+        store
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Writes the schema version into a new database, refuses one written by a newer release,
+    /// and creates every table so that readers never meet a missing one.
+    fn check_schema(&self) -> Result<(), String> {
+        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+            let found = meta.get(SCHEMA_KEY).map_err(|e| e.to_string())?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(format!(
+                        "written by a newer release (schema version {v}; this release reads up to {SCHEMA_VERSION})"
+                    ));
+                }
+                // Migrations from older versions go here, one step per version.
+                Some(_) => {}
+                None => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        tasks::create_tables(&txn).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let meta = txn.open_table(META).map_err(StoreError::from_redb)?;
+        Ok(meta.get(SCHEMA_KEY).map_err(StoreError::from_redb)?.map(|v| v.value()))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_schema_version(&self, v: u32) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(SCHEMA_KEY, v).unwrap();
+        txn.commit().unwrap();
+    }
+}
+
+/// What an operator should read for each way opening fails.
+fn open_cause(e: DatabaseError) -> String {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => {
+            "already in use by another process (is a second node running with the same data_dir?)".into()
+        }
+        DatabaseError::Storage(redb::StorageError::Io(io)) => match io.kind() {
+            std::io::ErrorKind::PermissionDenied => format!("permission denied: {io}"),
+            std::io::ErrorKind::ReadOnlyFilesystem => format!("read-only file system: {io}"),
+            _ if is_full(&io) => format!("no space left: {io}"),
+            _ => format!("cannot open {DB_FILE}: {io}"),
+        },
+        DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+            format!("{DB_FILE} is corrupt ({why}); move it away to start with an empty store")
+        }
+        DatabaseError::UpgradeRequired(v) => format!("{DB_FILE} has an old file format ({v}) that must be upgraded"),
+        other => format!("cannot open {DB_FILE}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

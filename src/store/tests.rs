@@ -1,0 +1,120 @@
+use super::tasks::{TaskLog, TaskWrite};
+use super::{DB_FILE, SCHEMA_VERSION, Store};
+
+fn write(id: &str, submitted_ms: u64, finished_ms: Option<u64>) -> TaskWrite {
+    TaskWrite { id: id.into(), submitted_ms, finished_ms, bytes: format!("record of {id}").into_bytes() }
+}
+
+async fn commit(
+    log: &TaskLog,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<super::tasks::Committed>,
+    seq: u64,
+    w: Vec<TaskWrite>,
+) {
+    log.write(seq, w);
+    loop {
+        let c = rx.recv().await.expect("the writer reports");
+        c.result.expect("the commit holds");
+        if c.seq >= seq {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn records_survive_closing_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (log, mut rx) = TaskLog::start(store);
+        commit(&log, &mut rx, 1, vec![write("a", 1, None), write("b", 2, Some(5))]).await;
+    }
+    // The writer thread ends with its last handle; the file lock goes with the database.
+    let store = loop {
+        match Store::open(dir.path()) {
+            Ok(s) => break s,
+            Err(e) if e.cause.contains("already in use") => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+    let (log, _rx) = TaskLog::start(store);
+    assert_eq!(log.get("a").unwrap().unwrap(), b"record of a");
+    assert_eq!(log.unfinished().unwrap(), vec![b"record of a".to_vec()]);
+    assert_eq!(log.len().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn indexes_follow_a_task_to_its_final_state_and_pruning() {
+    let (log, mut rx) = TaskLog::start(Store::in_memory());
+    commit(&log, &mut rx, 1, vec![write("old", 10, None), write("new", 20, None)]).await;
+    assert_eq!(log.unfinished().unwrap().len(), 2);
+    commit(&log, &mut rx, 2, vec![write("old", 10, Some(100)), write("new", 20, Some(300))]).await;
+    assert!(log.unfinished().unwrap().is_empty(), "final tasks are not resumed");
+    assert_eq!(log.recent(1).unwrap(), vec![b"record of new".to_vec()], "newest first");
+    log.prune(200);
+    // The prune is ordered before this batch on the writer's queue.
+    commit(&log, &mut rx, 3, Vec::new()).await;
+    assert!(log.get("old").unwrap().is_none(), "finished before the cutoff: pruned");
+    assert!(log.get("new").unwrap().is_some(), "finished after the cutoff: kept");
+    assert_eq!(log.recent(10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn batches_queued_during_a_commit_are_committed_together() {
+    let (log, mut rx) = TaskLog::start(Store::in_memory());
+    for seq in 1..=500u64 {
+        log.write(seq, vec![write(&format!("t{seq}"), seq, None)]);
+    }
+    let mut reports = 0;
+    loop {
+        let c = rx.recv().await.unwrap();
+        c.result.unwrap();
+        reports += 1;
+        if c.seq == 500 {
+            break;
+        }
+    }
+    assert!(reports < 500, "500 batches queued at once took {reports} commits: no grouping");
+    assert_eq!(log.len().unwrap(), 500);
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    let line = e.to_string();
+    assert!(line.starts_with(&format!("node.data_dir {}:", dir.path().display())), "{line}");
+    assert!(line.contains("already in use"), "{line}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().set_schema_version(SCHEMA_VERSION + 1);
+    let line = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(line.contains(&format!("schema version {}", SCHEMA_VERSION + 1)), "{line}");
+    assert!(line.contains(&format!("reads up to {SCHEMA_VERSION}")), "{line}");
+}
+
+#[test]
+fn a_corrupt_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 64 * 1024]).unwrap();
+    let line = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(line.contains(DB_FILE), "{line}");
+    assert!(!line.contains('\n'), "one line: {line}");
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let line = Store::open(&file).unwrap_err().to_string();
+    assert!(line.starts_with(&format!("node.data_dir {}:", file.display())), "{line}");
+    assert!(line.contains("cannot create the directory"), "{line}");
+}
