@@ -338,9 +338,16 @@ pub fn task_cluster(root: &Path, workers: Vec<Spec>) -> (NodeProc, Vec<NodeProc>
     let addr = boot.p2p_addr();
     let ws: Vec<NodeProc> =
         workers.into_iter().map(|s| NodeProc::start(root, s.bootstrap(std::slice::from_ref(&addr)))).collect();
-    let expected = ws.len();
+    wait_schedulable(&boot, &ws);
+    (boot, ws)
+}
+
+/// Waits until every one of `workers` is schedulable at `gateway`.
+pub fn wait_schedulable(gateway: &NodeProc, workers: &[NodeProc]) {
+    let expected = workers.len();
     wait_until(Duration::from_secs(15), "workers to be schedulable at the gateway", || {
-        boot.get("/v1/capabilities")
+        gateway
+            .get("/v1/capabilities")
             .map(|v| {
                 v["cluster"]
                     .as_object()
@@ -351,11 +358,10 @@ pub fn task_cluster(root: &Path, workers: Vec<Spec>) -> (NodeProc, Vec<NodeProc>
                             .collect();
                         ids.sort();
                         ids.dedup();
-                        ids.iter().filter(|id| ws.iter().any(|w| w.peer_id == **id)).count() == expected
+                        ids.iter().filter(|id| workers.iter().any(|w| w.peer_id == **id)).count() == expected
                     })
                     .unwrap_or(false)
             })
             .unwrap_or(false)
     });
-    (boot, ws)
 }

@@ -1,0 +1,231 @@
+//! Multi-process tests of the durable store: accepted tasks outlive a `kill -9` of their
+//! gateway, and a data dir that cannot be used stops the node at start with one line.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{BIN, NodeProc, Spec, free_port, scratch, wait_schedulable};
+use serde_json::{Value, json};
+
+/// A gateway on a fixed port (so its workers find it again after a restart) and `n` workers.
+fn cluster(root: &std::path::Path, n: usize) -> (NodeProc, Vec<NodeProc>) {
+    let gw = NodeProc::start(root, Spec::new("gateway", "bootstrap").port(free_port()));
+    let addr = gw.p2p_addr();
+    let workers: Vec<NodeProc> = (1..=n)
+        .map(|i| {
+            NodeProc::start(
+                root,
+                Spec::new(&format!("w{i}"), "worker").concurrency(8).bootstrap(std::slice::from_ref(&addr)),
+            )
+        })
+        .collect();
+    wait_schedulable(&gw, &workers);
+    (gw, workers)
+}
+
+fn submit_batch(gw: &NodeProc, tasks: &[Value]) -> Vec<String> {
+    let r = gw.call("POST", "/v1/tasks/batch", Some(json!({ "tasks": tasks }))).expect("batch accepted");
+    r["ids"].as_array().expect("ids").iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// Polls every id until all are final (bounded); returns the final records by id.
+fn wait_final(gw: &NodeProc, ids: &[String], within: Duration) -> HashMap<String, Value> {
+    let mut done: HashMap<String, Value> = HashMap::new();
+    let started = Instant::now();
+    while done.len() < ids.len() {
+        for id in ids.iter().filter(|id| !done.contains_key(*id)).cloned().collect::<Vec<_>>() {
+            if let Ok(rec) = gw.get(&format!("/v1/tasks/{id}"))
+                && matches!(rec["state"].as_str(), Some("completed" | "failed" | "cancelled"))
+            {
+                done.insert(id, rec);
+            }
+        }
+        assert!(
+            started.elapsed() < within,
+            "{} of {} tasks final after {within:?}; gateway log tail:\n{}",
+            done.len(),
+            ids.len(),
+            gw.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        if done.len() < ids.len() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    done
+}
+
+/// A moment to kill at: random, printed, and replayable with `P2P_KILL_AFTER_MS`.
+fn kill_after(max_ms: u64) -> Duration {
+    let ms = std::env::var("P2P_KILL_AFTER_MS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        u64::from(nanos) % max_ms
+    });
+    eprintln!("killing the gateway {ms} ms into the run (replay with P2P_KILL_AFTER_MS={ms})");
+    Duration::from_millis(ms)
+}
+
+#[test]
+fn every_accepted_task_reaches_one_final_state_across_a_kill_9_of_its_gateway() {
+    let dir = scratch("gwkill");
+    let (mut gw, workers) = cluster(dir.path(), 3);
+    let tasks: Vec<Value> = (0..1000)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"type": "echo", "payload": format!("p{i}")})
+            } else {
+                json!({"type": "sleep", "payload": format!("{}", 50 + (i * 37) % 451)})
+            }
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in tasks.chunks(250) {
+        ids.extend(submit_batch(&gw, chunk));
+    }
+    assert_eq!(ids.len(), 1000);
+    std::thread::sleep(kill_after(3000));
+    gw.restart(); // kill -9, then the same node again on the same data dir
+    let started = Instant::now();
+    let records = wait_final(&gw, &ids, Duration::from_secs(90));
+    eprintln!("all 1000 final {:?} after the restart", started.elapsed());
+
+    let worker_ids: Vec<&str> = workers.iter().map(|w| w.peer_id.as_str()).collect();
+    let mut resumed = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let rec = &records[id];
+        assert_eq!(rec["state"], "completed", "{rec}");
+        // The result came from a worker: it ran there at least once.
+        assert!(worker_ids.contains(&rec["worker"].as_str().unwrap()), "{rec}");
+        if i % 2 == 0 {
+            assert_eq!(rec["result"], format!("p{i}"), "{rec}");
+        }
+        let history = rec["attempt_history"].as_array().unwrap();
+        if history.iter().any(|a| a["error"].as_str().is_some_and(|e| e.contains("gateway restarted"))) {
+            resumed += 1;
+        }
+    }
+    // Execution is at least once across a crash; the final record exactly once.
+    let executed: f64 = workers.iter().map(|w| w.metric_sum("p2p_tasks_executed_total")).sum();
+    eprintln!(
+        "{resumed} tasks were running at the kill and resumed; {} executions for 1000 tasks ({} ran twice)",
+        executed,
+        executed - 1000.0
+    );
+    assert!(executed >= 1000.0, "{executed} executions for 1000 completed tasks");
+    // Final means final: a second look finds every record as it was.
+    std::thread::sleep(Duration::from_secs(1));
+    for id in ids.iter().step_by(7) {
+        let again = gw.get(&format!("/v1/tasks/{id}")).unwrap();
+        assert_eq!(again["state"], records[id]["state"], "{again}");
+        assert_eq!(again["finished_at"], records[id]["finished_at"], "{again}");
+    }
+}
+
+#[test]
+fn a_kill_9_during_a_ten_thousand_task_batch_leaves_a_store_that_opens_and_tasks_that_end() {
+    let dir = scratch("gwbatch");
+    let (mut gw, _workers) = cluster(dir.path(), 2);
+    let tasks: Vec<Value> = (0..10_000).map(|i| json!({"type": "echo", "payload": format!("b{i}")})).collect();
+    let api = gw.api.clone();
+    let submitter = std::thread::spawn(move || {
+        common::block_on(api.call(
+            hyper::Method::POST,
+            "/v1/tasks/batch",
+            Some(json!({ "tasks": tasks })),
+            Duration::from_secs(30),
+        ))
+    });
+    std::thread::sleep(kill_after(1500));
+    gw.restart();
+    let acknowledged: Vec<String> = match submitter.join().unwrap() {
+        Ok(v) => v["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+        Err(e) => {
+            eprintln!("the batch was not acknowledged before the kill: {e}");
+            Vec::new()
+        }
+    };
+    // Whatever the store holds, acknowledged or not, ends final.
+    let held = gw.get("/v1/tasks?limit=10000").unwrap();
+    let mut ids: Vec<String> =
+        held["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+    eprintln!("{} tasks acknowledged, {} held by the restarted gateway", acknowledged.len(), ids.len());
+    for id in &acknowledged {
+        assert!(ids.contains(id), "acknowledged task {id} was lost");
+    }
+    ids.sort();
+    let records = wait_final(&gw, &ids, Duration::from_secs(90));
+    assert!(records.values().all(|r| r["state"] == "completed"), "every held task completes");
+}
+
+/// Runs the node on `config` expecting it to refuse to start; returns its stderr.
+fn start_error(config: &std::path::Path, as_user: Option<u32>) -> String {
+    let mut cmd = match as_user {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), BIN.into()]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let out = cmd.arg("--config").arg(config).arg("run").output().expect("run p2p-node");
+    assert!(!out.status.success(), "the node started on a data dir it cannot use");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default().to_string()
+}
+
+fn config_with_data_dir(dir: &std::path::Path, name: &str, data_dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join(format!("{name}.yaml"));
+    let yaml = format!(
+        "node:\n  role: bootstrap\n  listen_address: 127.0.0.1\n  listen_port: 0\n  identity_file: {name}.key\n  \
+         data_dir: {data}\napi:\n  listen: \"127.0.0.1:{api}\"\nmetrics:\n  listen: \"127.0.0.1:{metrics}\"\n",
+        data = json!(data_dir.display().to_string()),
+        api = free_port(),
+        metrics = free_port(),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    config
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_used_stops_the_start_with_one_line_naming_it() {
+    let dir = scratch("datadir");
+    // Not a directory.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let line = start_error(&config_with_data_dir(dir.path(), "file", &file), None);
+    assert!(line.contains(&format!("node.data_dir {}: cannot create the directory", file.display())), "{line}");
+
+    // Held by another node.
+    let mut first = NodeProc::start(dir.path(), Spec::new("first", "bootstrap"));
+    let line = start_error(&config_with_data_dir(dir.path(), "second", &first.dir.join("data")), None);
+    assert!(line.contains("already in use by another process"), "{line}");
+    first.kill();
+
+    // Unreadable and read-only, for the user the node runs as. Root reads and writes
+    // everything, so as root the node is run as `nobody`, as a pod's non-root user would be.
+    use std::os::unix::fs::PermissionsExt;
+    let uid = is_root().then_some(65534);
+    let mode = |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(dir.path(), 0o777);
+    // Unreadable: its database file is not the node's to read.
+    let unreadable = dir.path().join("unreadable");
+    std::fs::create_dir(&unreadable).unwrap();
+    mode(&unreadable, 0o777);
+    std::fs::write(unreadable.join("node.redb"), b"").unwrap();
+    mode(&unreadable.join("node.redb"), 0o000);
+    // Read-only: nothing can be created in it.
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    mode(&read_only, 0o555);
+    for (name, data) in [("unreadable", &unreadable), ("read-only", &read_only)] {
+        let line = start_error(&config_with_data_dir(dir.path(), name, data), uid);
+        assert!(line.contains(&format!("node.data_dir {}: permission denied", data.display())), "{name}: {line}");
+    }
+}
+
+/// Whether the test runs as root (from `id -u`, so no `unsafe` libc call is needed).
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
