@@ -105,6 +105,7 @@ start() {
   local cmd=(env P2P_NODE__LISTEN_ADDRESS=127.0.0.1
     P2P_NODE__LISTEN_PORT="$(p2p_port "$i")"
     P2P_NODE__IDENTITY_FILE="$dir/$name.key"
+    P2P_NODE__DATA_DIR="$dir/$name-data"
     P2P_NETWORK__ENABLE_MDNS=false
     P2P_API__LISTEN="127.0.0.1:$(api_port "$i")"
     P2P_METRICS__LISTEN="127.0.0.1:$(metrics_port "$i")"

@@ -39,7 +39,7 @@ PULL_POLICY = {"kind": "Never", "minikube": "Never", "private": "Never"}
 # The config keys of the interface contract (unknown keys are a hard error in the node).
 CONTRACT_KEYS = {
     "node": {"role", "listen_address", "listen_port", "capabilities", "max_connections",
-             "heartbeat_interval", "external_addresses", "identity_file", "max_concurrent_tasks"},
+             "heartbeat_interval", "external_addresses", "identity_file", "data_dir", "max_concurrent_tasks"},
     "network": {"protocol_version", "mesh_network", "enable_mdns", "enable_relay", "enable_quic",
                 "security", "connection_timeout", "bootstrap_peers"},
     "api": {"listen"},
@@ -73,7 +73,7 @@ PROMISED = {
 }
 
 # Keys an in-cluster config (k8s/base/config/*.yaml) may change relative to config/*.yaml.
-IN_CLUSTER_DIFFERENCES = {"api.listen", "network.enable_mdns", "node.identity_file"}
+IN_CLUSTER_DIFFERENCES = {"api.listen", "network.enable_mdns", "node.identity_file", "node.data_dir"}
 
 
 class Report:
@@ -152,6 +152,8 @@ def check_cluster_config(r: Report, subject: str, role: str, config) -> None:
     r.check(subject, "mDNS off", flat.get("network.enable_mdns") is False)
     ident = str(flat.get("node.identity_file", ""))
     r.check(subject, "identity_file on /data or /identity", ident.startswith(("/data/", "/identity/")), f"is {ident!r}")
+    data = str(flat.get("node.data_dir", ""))
+    r.check(subject, "data_dir on the /data volume", data.startswith("/data/"), f"is {data!r}")
     r.check(subject, f"metrics.listen on :{METRICS_PORT}", str(flat.get("metrics.listen", "")).endswith(f":{METRICS_PORT}"))
     r.check(subject, f"listen_port {P2P_PORT}", flat.get("node.listen_port") == P2P_PORT)
     if role != "bootstrap":
