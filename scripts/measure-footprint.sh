@@ -34,7 +34,7 @@ node() {
   local name=$1 role=$2 i=$3
   shift 3
   env P2P_NODE__ROLE="$role" P2P_NODE__LISTEN_ADDRESS=127.0.0.1 P2P_NODE__LISTEN_PORT=$((base + i)) \
-    P2P_NODE__IDENTITY_FILE="$dir/$name.key" P2P_NETWORK__ENABLE_MDNS=false \
+    P2P_NODE__IDENTITY_FILE="$dir/$name.key" P2P_NODE__DATA_DIR="$dir/$name-data" P2P_NETWORK__ENABLE_MDNS=false \
     P2P_API__LISTEN="127.0.0.1:$((base + 100 + i))" P2P_METRICS__LISTEN="127.0.0.1:$((base + 200 + i))" \
     "$@" "$binary" --config config/worker.yaml run >"$dir/$name.log" 2>&1 &
   pids+=($!)

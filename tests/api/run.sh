@@ -120,14 +120,14 @@ start_cluster() {
   local net_off='network: {enable_mdns: false, enable_relay: false}'
   # main cluster: a bootstrap (the gateway under test) and two workers
   cat >"$WORK/boot.yaml" <<EOF
-node: {role: bootstrap, listen_port: $p2p_boot, listen_address: 127.0.0.1, capabilities: [bootstrap, discovery], identity_file: boot.key, heartbeat_interval: 2}
+node: {role: bootstrap, listen_port: $p2p_boot, listen_address: 127.0.0.1, capabilities: [bootstrap, discovery], identity_file: boot.key, data_dir: boot-data, heartbeat_interval: 2}
 $net_off
 api: {listen: "127.0.0.1:$((b + 80))"}
 metrics: {listen: "127.0.0.1:$((b + 90))"}
 EOF
   for i in 1 2; do
     cat >"$WORK/w$i.yaml" <<EOF
-node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, identity_file: w$i.key, heartbeat_interval: 2}
+node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, identity_file: w$i.key, data_dir: w$i-data, heartbeat_interval: 2}
 network: {enable_mdns: false, bootstrap_peers: ["/ip4/127.0.0.1/tcp/$p2p_boot"]}
 api: {listen: "127.0.0.1:$((b + 80 + i))"}
 metrics: {listen: "127.0.0.1:$((b + 90 + i))"}
@@ -135,21 +135,21 @@ EOF
   done
   # small cluster: a gateway with a queue of 2, one storage-only worker running one task at a time
   cat >"$WORK/small.yaml" <<EOF
-node: {role: bootstrap, listen_port: $p2p_small, listen_address: 127.0.0.1, capabilities: [bootstrap], identity_file: small.key, heartbeat_interval: 2}
+node: {role: bootstrap, listen_port: $p2p_small, listen_address: 127.0.0.1, capabilities: [bootstrap], identity_file: small.key, data_dir: small-data, heartbeat_interval: 2}
 $net_off
 api: {listen: "127.0.0.1:$((b + 83))"}
 metrics: {listen: "127.0.0.1:$((b + 93))"}
 tasks: {queue_capacity: 2}
 EOF
   cat >"$WORK/small-w.yaml" <<EOF
-node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, capabilities: [storage], max_concurrent_tasks: 1, task_backlog: 0, identity_file: small-w.key, heartbeat_interval: 2}
+node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, capabilities: [storage], max_concurrent_tasks: 1, task_backlog: 0, identity_file: small-w.key, data_dir: small-w-data, heartbeat_interval: 2}
 network: {enable_mdns: false, bootstrap_peers: ["/ip4/127.0.0.1/tcp/$p2p_small"]}
 api: {listen: "127.0.0.1:$((b + 84))"}
 metrics: {listen: "127.0.0.1:$((b + 94))"}
 EOF
   # a worker whose bootstrap peer does not exist: never joins
   cat >"$WORK/lone.yaml" <<EOF
-node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, identity_file: lone.key, heartbeat_interval: 2}
+node: {role: worker, listen_port: 0, listen_address: 127.0.0.1, identity_file: lone.key, data_dir: lone-data, heartbeat_interval: 2}
 network: {enable_mdns: false, enable_relay: false, bootstrap_peers: ["/ip4/127.0.0.1/tcp/$p2p_nobody"]}
 api: {listen: "127.0.0.1:$((b + 85))"}
 metrics: {listen: "127.0.0.1:$((b + 95))"}
