@@ -7,26 +7,43 @@
 #   ./stress-test.sh --short          the quick form ./test.sh runs
 #   ./stress-test.sh --k8s            against the Kubernetes deployment in namespace net-test,
 #                                     killing worker pods with kubectl delete pod
+#   ./stress-test.sh --kill gateway   local: kill -9 the gateway (the bootstrap, which takes
+#                                     every submission) and restart it on its data dir; tasks
+#                                     are submitted without waiting and polled until final
 # Options: --tasks N --concurrency C --duration T --kill-every S --workers W --json FILE
 set -euo pipefail
 cd "$(dirname "$0")"
 
-tasks=2000 concurrency=64 duration=120 kill_every=5 workers=4 mode=local
+tasks=2000 concurrency=64 duration=120 kill_every=5 workers=4 mode=local kill=workers kill_every_set=0
 json=stress-report.json
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --short) tasks=400; concurrency=32; duration=60; kill_every=3; shift ;;
     --k8s) mode=k8s; shift ;;
+    --kill) kill=$2; shift 2 ;;
     --tasks) tasks=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
-    --kill-every) kill_every=$2; shift 2 ;;
+    --kill-every) kill_every=$2; kill_every_set=1; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+case "$kill" in
+  workers) ;;
+  gateway)
+    # A restarted gateway needs a few seconds to hear from its workers again; killed more
+    # often than that, it never places anything.
+    [[ $kill_every_set -eq 1 ]] || kill_every=10
+    # A pod's /data is an emptyDir: deleting the bootstrap pod loses its store, and taking
+    # over a lost gateway's tasks needs record copies on other nodes, which do not exist yet.
+    [[ $mode == local ]] || { echo "--kill gateway runs locally only (see the comment above)" >&2; exit 2; } ;;
+  *) echo "--kill must be workers or gateway, got: $kill" >&2; exit 2 ;;
+esac
+poll=()
 
 loadgen=target/release/p2p-load
 if [[ ! -x "$loadgen" ]]; then
@@ -57,6 +74,12 @@ if [[ $mode == local ]]; then
   # the bootstrap and the first worker, and kill only the others.
   apis="${BOOTSTRAP_API#http://},$(cut -d, -f1 <<<"${WORKER_APIS//http:\/\//}")"
   victims=("${names[@]:1}")
+  if [[ $kill == gateway ]]; then
+    # Every task goes through the bootstrap, which is killed: nothing it acknowledged may be lost.
+    apis="${BOOTSTRAP_API#http://}"
+    victims=(bootstrap)
+    poll=(--poll)
+  fi
   (
     end=$((SECONDS + duration))
     while [[ $SECONDS -lt $end ]]; do
@@ -88,10 +111,10 @@ else
   killer_pid=$!
 fi
 
-echo "[stress] $tasks sleep tasks (100-500 ms) at concurrency $concurrency for at most ${duration}s via $apis"
+echo "[stress] $tasks sleep tasks (100-500 ms) at concurrency $concurrency for at most ${duration}s via $apis, killing $kill"
 set +e
 "$loadgen" --api "$apis" --tasks "$tasks" --concurrency "$concurrency" --duration-secs "$duration" \
-  --type sleep --sleep-range 100-500 --label "stress ($mode)" --json "$json"
+  --type sleep --sleep-range 100-500 --label "stress ($mode, killing $kill)" --json "$json" ${poll[@]+"${poll[@]}"}
 rc=$?
 set -e
 echo "[stress] JSON report: $json"

@@ -86,7 +86,7 @@ stage_api() {
 
 stage_stress() {
   need_binary || return $?
-  ./stress-test.sh --short
+  ./stress-test.sh --short && ./stress-test.sh --short --kill gateway --json stress-gateway-report.json
 }
 
 stage_shell() {
