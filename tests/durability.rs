@@ -8,6 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{BIN, NodeProc, Spec, free_port, scratch, wait_schedulable};
+use hyper::Method;
+use p2p_network::cli::client::ClientError;
 use serde_json::{Value, json};
 
 /// A gateway on a fixed port (so its workers find it again after a restart) and `n` workers.
@@ -228,4 +230,114 @@ fn a_data_dir_that_cannot_be_used_stops_the_start_with_one_line_naming_it() {
 /// Whether the test runs as root (from `id -u`, so no `unsafe` libc call is needed).
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// A tmpfs mounted for one test and unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size_mib: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until the file system has about `leave` bytes free.
+fn fill_until(path: &std::path::Path, dir: &std::path::Path, leave: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while fs4::available_space(dir).unwrap() > leave + chunk.len() as u64 {
+        f.write_all(&chunk).unwrap();
+        f.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_data_dir_short_of_space_refuses_new_tasks_with_507_and_keeps_serving_the_stored_ones() {
+    let root = scratch("disk-full");
+    let Some(disk) = Tmpfs::mount(&root.path().join("small-disk"), 64) else {
+        // Mounting needs root (CI runs as root); without it there is no small disk to fill.
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let gw = NodeProc::start(
+        root.path(),
+        Spec::new("gateway", "bootstrap").env("P2P_NODE__DATA_DIR", disk.0.join("store").display()),
+    );
+    let addr = gw.p2p_addr();
+    let workers = vec![NodeProc::start(root.path(), Spec::new("w1", "worker").bootstrap(std::slice::from_ref(&addr)))];
+    wait_schedulable(&gw, &workers);
+
+    let echo = |payload: &str| json!({ "type": "echo", "payload": payload });
+    let before = gw.call("POST", "/v1/tasks?wait=true", Some(echo("before"))).expect("accepted with room");
+    assert_eq!(before["state"], "completed", "{before}");
+
+    // Below the watermark (32 MiB free), with room left for the store itself.
+    let filler = disk.0.join("filler");
+    fill_until(&filler, &disk.0, 16 << 20);
+    std::thread::sleep(Duration::from_millis(300)); // the free space is read at most every 100 ms
+    let refused =
+        common::block_on(gw.api.call(Method::POST, "/v1/tasks", Some(echo("refused")), Duration::from_secs(10)));
+    match refused {
+        Err(ClientError::Api { status, code, message }) => {
+            assert_eq!((status, code.as_str()), (507, "store_full"), "{message}");
+            assert!(message.contains("data dir is full"), "{message}");
+        }
+        other => panic!("expected 507 store_full, got {other:?}"),
+    }
+    let (code, _, stderr) = gw.cli(&["task", "echo", "refused"], None);
+    assert_ne!(code, 0, "the CLI accepted a task on a full data dir");
+    assert!(stderr.contains("data dir is full"), "CLI error: {stderr}");
+    // What it holds is still served.
+    let id = before["id"].as_str().unwrap();
+    assert_eq!(gw.get(&format!("/v1/tasks/{id}")).expect("stored task served")["state"], "completed");
+
+    // Space again: new tasks are taken.
+    std::fs::remove_file(&filler).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = gw.call("POST", "/v1/tasks?wait=true", Some(echo("after"))).expect("accepted once space is back");
+    assert_eq!(after["state"], "completed", "{after}");
+    drop(workers);
+    drop(gw);
+}
+
+#[test]
+fn a_dht_value_outlives_a_kill_9_and_restart_of_every_node_holding_it() {
+    let root = scratch("dht-restart");
+    let (mut gw, mut workers) = cluster(root.path(), 2);
+    let put = gw
+        .call("POST", "/v1/tasks?wait=true", Some(json!({ "type": "storage", "payload": "put shade teal" })))
+        .expect("put accepted");
+    assert_eq!(put["state"], "completed", "{put}");
+
+    // Every node's memory goes; only what each wrote to its data dir is left.
+    for node in workers.iter_mut().chain(std::iter::once(&mut gw)) {
+        node.kill();
+    }
+    gw.restart();
+    for w in &mut workers {
+        w.restart();
+    }
+    wait_schedulable(&gw, &workers);
+    let got = gw
+        .call("POST", "/v1/tasks?wait=true", Some(json!({ "type": "storage", "payload": "get shade" })))
+        .expect("get accepted");
+    assert_eq!(got["state"], "completed", "{got}");
+    assert_eq!(got["result"], "teal", "{got}");
+    assert!(
+        workers.iter().any(|w| w.log().contains("DHT records loaded from the store")),
+        "no worker reloaded a record"
+    );
 }

@@ -23,7 +23,7 @@ pub struct Behaviour {
     /// Liveness and round-trip time of every connection, input to membership.
     pub ping: ping::Behaviour,
     /// Peer routing and the storage capability's records, under the cluster's own protocol name.
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub kad: kad::Behaviour<crate::store::dht::DhtStore>,
     /// Heartbeats and capability advertisements; off when `network.mesh_network` is false.
     /// Messages are validated by the application before they are forwarded; peers are scored.
     pub gossipsub: Toggle<gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>>,

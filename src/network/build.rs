@@ -25,6 +25,8 @@ use crate::protocol::{
     MAX_PROBE_BYTES, MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, ProbeRequest, ProbeResponse, TaskRequest,
     TaskResponse,
 };
+use crate::store::Store;
+use crate::store::dht::DhtStore;
 /// Connections stay open while idle: membership reads a closed connection as a failure signal
 /// and tasks must not pay for a dial.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -59,6 +61,7 @@ struct Setup<'a> {
     names: &'a ProtocolNames,
     registry: &'a mut Registry,
     metrics: &'a Metrics,
+    store: Option<&'a Store>,
     handshake_timeout: Duration,
 }
 
@@ -69,6 +72,7 @@ pub(super) fn swarm(
     keypair: Keypair,
     registry: &mut Registry,
     metrics: &Metrics,
+    store: Option<&Store>,
     transport: Transport,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let handshake_timeout = Duration::from_secs(config.network.connection_timeout);
@@ -76,7 +80,7 @@ pub(super) fn swarm(
     if let Some(key) = &psk {
         tracing::info!(fingerprint = %key.fingerprint(), "private cluster: pre-shared key required on every connection");
     }
-    let mut setup = Setup { config, names, registry, metrics, handshake_timeout };
+    let mut setup = Setup { config, names, registry, metrics, store, handshake_timeout };
     let mut swarm = match transport {
         Transport::Tcp => tcp_swarm(&mut setup, keypair, psk)?,
         Transport::Memory => memory_swarm(&mut setup, keypair, psk)?,
@@ -117,14 +121,14 @@ fn listen_addresses(config: &Config, transport: Transport) -> Vec<String> {
 macro_rules! finish {
     ($builder:expr, $setup:expr) => {{
         let setup: &mut Setup = $setup;
-        let (config, names, metrics) = (setup.config, setup.names, setup.metrics);
+        let (config, names, metrics, store) = (setup.config, setup.names, setup.metrics, setup.store);
         $builder
             .with_dns()
             .map_err(|e| BuildError::Transport(e.to_string()))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| BuildError::Transport(e.to_string()))?
             .with_bandwidth_metrics(setup.registry)
-            .with_behaviour(|key, relay_client| make_behaviour(config, names, key, relay_client, metrics))
+            .with_behaviour(|key, relay_client| make_behaviour(config, names, key, relay_client, metrics, store))
             .map_err(|e| BuildError::Behaviour(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .with_connection_timeout(setup.handshake_timeout)
@@ -233,6 +237,7 @@ fn make_behaviour(
     key: &Keypair,
     relay_client: relay::client::Behaviour,
     metrics: &Metrics,
+    store: Option<&Store>,
 ) -> Result<Behaviour, BoxError> {
     let peer_id = key.public().to_peer_id();
     let net = &config.network;
@@ -253,7 +258,7 @@ fn make_behaviour(
         ),
         identify: identify(config, key),
         ping,
-        kad: kad(config, names, peer_id),
+        kad: kad(config, names, peer_id, store),
         gossipsub: Toggle::from(gossipsub),
         mdns: Toggle::from(mdns),
         autonat: autonat(config, peer_id),
@@ -290,7 +295,7 @@ fn identify(config: &Config, key: &Keypair) -> identify::Behaviour {
     )
 }
 
-fn kad(config: &Config, names: &ProtocolNames, peer_id: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+fn kad(config: &Config, names: &ProtocolNames, peer_id: PeerId, store: Option<&Store>) -> kad::Behaviour<DhtStore> {
     let mut kad_config = kad::Config::new(names.kad.clone());
     kad_config
         .set_kbucket_size(NonZeroUsize::new(KAD_K).expect("k is a non-zero constant"))
@@ -305,9 +310,11 @@ fn kad(config: &Config, names: &ProtocolNames, peer_id: PeerId) -> kad::Behaviou
         // on every outbound connection, Kademlia would check a full bucket's disconnected
         // entries by dialing them, and outside the active view those are disconnected on purpose.
         .set_kbucket_inserts(kad::BucketInserts::Manual);
-    let store = kad::store::MemoryStore::with_config(
+    // Records are written through to the node's store, so they outlive a restart.
+    let store = DhtStore::open(
         peer_id,
         kad::store::MemoryStoreConfig { max_records: 65_536, max_value_bytes: 64 * 1024, ..Default::default() },
+        store,
     );
     kad::Behaviour::with_config(peer_id, store, kad_config)
 }

@@ -46,18 +46,21 @@ pub use names::{ProtocolNames, gossip_topics};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// Builds the swarm and starts listening, and returns the network's three pieces: the
 /// client, the stream of events, and the event loop for the caller to run. Tasks the loop
 /// starts (task lanes) are spawned on `tracker`, so the node can await them at shutdown.
+/// Kademlia's records are kept in `store` as well as in memory.
 pub fn new(
     config: &Config,
     keypair: Keypair,
     registry: &mut Registry,
     metrics: Metrics,
     tracker: TaskTracker,
+    store: &Store,
 ) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), BuildError> {
-    assemble(config, keypair, registry, metrics, tracker, build::Transport::Tcp)
+    assemble(config, keypair, registry, metrics, tracker, Some(store), build::Transport::Tcp)
 }
 
 /// [`new`] on libp2p's in-process memory transport instead of TCP and QUIC: listens on a
@@ -73,7 +76,7 @@ pub fn new_in_memory(
     metrics: Metrics,
     tracker: TaskTracker,
 ) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), BuildError> {
-    assemble(config, keypair, registry, metrics, tracker, build::Transport::Memory)
+    assemble(config, keypair, registry, metrics, tracker, None, build::Transport::Memory)
 }
 
 fn assemble(
@@ -82,12 +85,13 @@ fn assemble(
     registry: &mut Registry,
     metrics: Metrics,
     tracker: TaskTracker,
+    store: Option<&Store>,
     transport: build::Transport,
 ) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), BuildError> {
     let names = ProtocolNames::new(&config.network.protocol_version);
     // The event loop seals gossip with it; the swarm takes the other copy.
     let signing_key = keypair.clone();
-    let swarm = build::swarm(config, &names, keypair, registry, &metrics, transport)?;
+    let swarm = build::swarm(config, &names, keypair, registry, &metrics, store, transport)?;
     let (command_tx, commands) = mpsc::channel(COMMAND_CHANNEL);
     let (events_tx, events) = mpsc::channel(EVENT_CHANNEL);
     let client = Client::new(command_tx, *swarm.local_peer_id());

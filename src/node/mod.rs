@@ -83,7 +83,7 @@ impl Node {
             .map_err(|source| StartError::MetricsBind { addr: config.metrics.listen.to_string(), source })?;
         let tasks = TaskTracker::new();
         let (network, network_events, event_loop) =
-            crate::network::new(&config, keypair, &mut registry, metrics.clone(), tasks.clone())?;
+            crate::network::new(&config, keypair, &mut registry, metrics.clone(), tasks.clone(), &store)?;
         let (tx, core_requests) = mpsc::channel(REQUEST_CHANNEL);
         let health = Arc::new(Health::default());
         health.touch();

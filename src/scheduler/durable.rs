@@ -154,6 +154,12 @@ impl Gateway {
         }
     }
 
+    /// New tasks cannot be stored: the last commit failed for lack of space, or the data dir
+    /// is below its free-space watermark.
+    pub(super) fn store_is_full(&self) -> bool {
+        self.durable.full || self.durable.log().is_some_and(|l| l.low_on_space().is_some())
+    }
+
     /// Something still waits for a commit.
     pub fn holding(&self) -> bool {
         !self.durable.held.is_empty()

@@ -7,7 +7,7 @@
 //!
 //! This file is the surface the node drives; each concern's workings are beside it:
 //! `admission`, `queue`, `attempts`, `load`, `timers` and `lifecycle` (which also holds
-//! `wait`, `prune` and `abandon_all`).
+//! `wait` and `prune`), and `durable` (records to the store and back).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -95,7 +95,7 @@ impl Gateway {
     /// Accepts a task or refuses it at once with the reason.
     pub fn submit(&mut self, spec: TaskSpec, workers: &[WorkerView]) -> Result<String, SubmitError> {
         let checked = admission::check(&spec, workers, &self.config).map_err(|r| self.refuse(r))?;
-        if self.durable.full {
+        if self.store_is_full() {
             return Err(self.store_full());
         }
         if self.queued() >= self.config.queue_capacity {
@@ -118,7 +118,7 @@ impl Gateway {
             checked.push(admission::check(spec, workers, &self.config).map_err(|r| (i, self.refuse(r)))?);
         }
         // Tasks a free worker takes at once never wait; the rest need queue room.
-        if self.durable.full {
+        if self.store_is_full() {
             return Err((0, self.store_full()));
         }
         let room = self.config.queue_capacity.saturating_sub(self.queued()) + self.load.free_slots(workers);

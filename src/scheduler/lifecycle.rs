@@ -116,14 +116,4 @@ impl Gateway {
             }
         }
     }
-
-    /// Fails every unfinished task (the node is going away and cannot drive them further).
-    pub fn abandon_all(&mut self, why: &str) {
-        let open: Vec<String> =
-            self.entries.iter().filter(|(_, e)| !e.record.state.is_final()).map(|(id, _)| id.clone()).collect();
-        for id in open {
-            self.halt(&id, AttemptOutcome::Lost, Some(why.to_string()));
-            self.finish(&id, TaskState::Failed, None, Some(format!("gateway {why}")));
-        }
-    }
 }

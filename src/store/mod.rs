@@ -7,10 +7,12 @@
 //! checksums that catch a corrupt file at open. Opening checks the schema version so that a
 //! later release can migrate what an earlier one wrote.
 
+pub mod dht;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -36,6 +38,15 @@ pub struct OpenError {
     pub path: PathBuf,
     pub cause: String,
 }
+
+/// Below this much free space in the data dir, new tasks are refused (`507`) while the ones
+/// already accepted can still be written to their final states: the disk never fills up
+/// under the store, which would fail its commits (and make redb refuse every later one until
+/// the node restarts). Elasticsearch's flood-stage watermark works the same way.
+pub const MIN_FREE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How long a reading of the free space is trusted (it is taken at most this often).
+const SPACE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// A failure while the node runs (a write that did not commit, a read that failed).
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +77,8 @@ fn is_full(e: &std::io::Error) -> bool {
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
+    /// The last reading of the data dir's free space; `None` for a store not on a disk.
+    space: Option<Arc<Mutex<(Instant, u64)>>>,
 }
 
 impl Store {
@@ -75,7 +88,9 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create the directory: {e}")))?;
         let file = dir.join(DB_FILE);
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(&file).map_err(|e| fail(open_cause(e)))?;
-        let store = Store { db: Arc::new(db), path: dir.to_path_buf() };
+        let free = fs4::available_space(dir).map_err(|e| fail(format!("cannot read its free space: {e}")))?;
+        let space = Some(Arc::new(Mutex::new((Instant::now(), free))));
+        let store = Store { db: Arc::new(db), path: dir.to_path_buf(), space };
         store.check_schema().map_err(fail)?;
         Ok(store)
     }
@@ -85,9 +100,31 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .expect("an in-memory database always opens");
-        let store = Store { db: Arc::new(db), path: PathBuf::from(":memory:") };
+        let store = Store { db: Arc::new(db), path: PathBuf::from(":memory:"), space: None };
         store.check_schema().expect("a new in-memory database takes the schema");
         store
+    }
+
+    /// A store on any redb backend (tests: a disk that fills up).
+    #[cfg(test)]
+    pub(crate) fn with_backend(backend: impl redb::StorageBackend) -> Self {
+        let db = Database::builder().create_with_backend(backend).expect("the test backend opens");
+        let store = Store { db: Arc::new(db), path: PathBuf::from(":test:"), space: None };
+        store.check_schema().expect("a new database takes the schema");
+        store
+    }
+
+    /// `Some(free bytes)` when the data dir has less than [`MIN_FREE_BYTES`] left.
+    pub fn low_on_space(&self) -> Option<u64> {
+        let space = self.space.as_ref()?;
+        let mut last = space.lock().unwrap_or_else(|p| p.into_inner());
+        if last.0.elapsed() >= SPACE_CHECK_EVERY {
+            // A failed reading keeps the last one: it says nothing about the space.
+            if let Ok(free) = fs4::available_space(&self.path) {
+                *last = (Instant::now(), free);
+            }
+        }
+        (last.1 < MIN_FREE_BYTES).then_some(last.1)
     }
 
     pub fn path(&self) -> &Path {
@@ -119,6 +156,7 @@ impl Store {
             }
         }
         tasks::create_tables(&txn).map_err(|e| e.to_string())?;
+        dht::create_tables(&txn).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
 

@@ -93,6 +93,11 @@ impl TaskLog {
         let _ = self.jobs.send(Job::Prune { before_ms });
     }
 
+    /// See [`Store::low_on_space`].
+    pub fn low_on_space(&self) -> Option<u64> {
+        self.store.low_on_space()
+    }
+
     pub fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.store.db().begin_read().map_err(StoreError::from_redb)?;
         let t = txn.open_table(TASKS).map_err(StoreError::from_redb)?;

@@ -118,3 +118,62 @@ fn a_data_dir_that_is_a_file_is_named() {
     assert!(line.starts_with(&format!("node.data_dir {}:", file.display())), "{line}");
     assert!(line.contains("cannot create the directory"), "{line}");
 }
+
+/// A disk in memory that can be made full: writes and growth fail with ENOSPC while `full`.
+#[derive(Debug)]
+pub(crate) struct FillableDisk {
+    inner: redb::backends::InMemoryBackend,
+    pub(crate) full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FillableDisk {
+    pub(crate) fn new() -> Self {
+        FillableDisk { inner: redb::backends::InMemoryBackend::new(), full: Default::default() }
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FillableDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_commit_as_full() {
+    let disk = FillableDisk::new();
+    let full = disk.full.clone();
+    let (log, mut rx) = TaskLog::start(Store::with_backend(disk));
+    commit(&log, &mut rx, 1, vec![write("before", 1, None)]).await;
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    log.write(2, vec![write("during", 2, None)]);
+    let c = rx.recv().await.unwrap();
+    assert_eq!(c.seq, 2);
+    assert!(matches!(c.result, Err(super::StoreError::Full(_))), "{:?}", c.result);
+    assert_eq!(log.get("before").unwrap().unwrap(), b"record of before", "what was stored stays readable");
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    log.write(3, vec![write("after", 3, None)]);
+    let c = rx.recv().await.unwrap();
+    eprintln!("commit after the disk has room again: {:?}", c.result);
+}

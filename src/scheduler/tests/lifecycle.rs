@@ -100,36 +100,6 @@ async fn prune_forgets_final_records_after_retention() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn abandon_all_fails_every_unfinished_task() {
-    let mut gw = gateway();
-    let workers = [worker(2, &[])];
-    let done = gw.submit(echo(), &workers).unwrap();
-    let running = gw.submit(echo(), &workers).unwrap();
-    let effects = sent(&mut gw);
-    let (w, rd) = effects.iter().find(|(_, r)| r.task_id == done).unwrap().clone();
-    answer(&mut gw, w, &rd, ok("x"), &workers);
-    let backoff = gw.submit(echo(), &workers).unwrap();
-    let (w, rb) = sent_one(&mut gw);
-    answer(&mut gw, w, &rb, failed("x"), &workers);
-    let _filler = gw.submit(echo(), &workers).unwrap();
-    let queued = gw.submit(echo(), &workers).unwrap();
-    assert_eq!(gw.queued(), 1);
-    assert_eq!(state(&gw, &backoff), TaskState::Pending);
-    check_invariants(&gw);
-
-    gw.abandon_all("shut down before the task finished");
-    assert_final(&gw, &done, TaskState::Completed);
-    for id in [&running, &backoff, &queued] {
-        let record = assert_final(&gw, id, TaskState::Failed);
-        assert_eq!(record.error.as_deref(), Some("gateway shut down before the task finished"));
-    }
-    assert_eq!((gw.unfinished(), gw.queued(), gw.running()), (0, 0, 0));
-    assert!(!gw.has_timers());
-    assert_eq!(count(&gw.metrics.tasks_failed, "echo"), 4);
-    check_invariants(&gw);
-}
-
-#[tokio::test(start_paused = true)]
 async fn many_tasks_each_reach_exactly_one_final_state() {
     // A mixed workload across busy, failing, slow, lost and well-behaved workers.
     let mut gw = gateway_with(TasksConfig { max_attempts: 4, ..config() });

@@ -40,20 +40,6 @@ async fn queue_depth_gauge_follows_cancel_and_queue_expiry() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn abandon_all_keeps_the_history_of_ended_attempts() {
-    let mut gw = gateway();
-    let workers = [worker(1, &[])];
-    let id = gw.submit(echo(), &workers).unwrap();
-    let (w, request) = sent_one(&mut gw);
-    answer(&mut gw, w, &request, failed("disk on fire"), &workers);
-    gw.abandon_all("shut down before the task finished");
-    let record = assert_final(&gw, &id, TaskState::Failed);
-    assert_eq!(record.attempt_history[0].outcome, "error", "{record:#?}");
-    assert_eq!(record.attempt_history[0].error.as_deref(), Some("task failed: disk on fire"));
-    check_invariants(&gw);
-}
-
-#[tokio::test(start_paused = true)]
 async fn failure_summary_counts_the_final_non_retryable_attempt() {
     let mut gw = gateway();
     let workers = [worker(1, &[]), worker(1, &[])];
