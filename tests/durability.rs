@@ -321,6 +321,8 @@ fn a_dht_value_outlives_a_kill_9_and_restart_of_every_node_holding_it() {
         .call("POST", "/v1/tasks?wait=true", Some(json!({ "type": "storage", "payload": "put shade teal" })))
         .expect("put accepted");
     assert_eq!(put["state"], "completed", "{put}");
+    let said = put["result"].as_str().unwrap_or_default();
+    assert!(said.starts_with("stored shade on ") && !said.contains("partial"), "{said}");
 
     // Every node's memory goes; only what each wrote to its data dir is left.
     for node in workers.iter_mut().chain(std::iter::once(&mut gw)) {

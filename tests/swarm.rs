@@ -10,7 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use p2p_network::config::Config;
 use p2p_network::membership::MemberState;
 use p2p_network::metrics::{Metrics, ReasonLabels};
-use p2p_network::network::{self, Client, DispatchError, InboundId, NetworkEvent};
+use p2p_network::network::{self, Client, DispatchError, InboundId, NetworkEvent, PutOutcome};
 use p2p_network::protocol::{
     GossipMessage, HeartBeat, TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION,
 };
@@ -440,9 +440,27 @@ async fn a_record_put_by_one_node_is_stored_by_the_other() {
     a.next("b in the routing table", |e| matches!(e, NetworkEvent::RoutingTable { size: 1 }).then_some(())).await;
 
     let stored = timeout(LIMIT, a.client.put_record(b"key".to_vec(), b"value".to_vec(), 1)).await.expect("put ends");
-    assert_eq!(stored, Ok(1), "b stored it");
+    assert_eq!(stored, Ok(PutOutcome { stored: 1, wanted: 1 }), "b stored it");
     let got = timeout(LIMIT, b.client.get_record(b"key".to_vec())).await.expect("get ends");
     assert_eq!(got, Ok(Some(b"value".to_vec())));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_only_some_peers_stored_is_reported_as_partial() {
+    let mut a = Node::start("worker", "").await;
+    let mut b = Node::start("worker", "").await;
+    let mut c = Node::start("worker", "").await;
+    connect(&mut a, &mut b).await;
+    connect(&mut a, &mut c).await;
+    a.next("b and c in the routing table", |e| matches!(e, NetworkEvent::RoutingTable { size: 2 }).then_some(())).await;
+    // c goes away but stays in a's routing table: only b can store the value.
+    c.stop().await;
+
+    let stored = timeout(LIMIT, a.client.put_record(b"key".to_vec(), b"value".to_vec(), 2)).await.expect("put ends");
+    assert_eq!(stored, Ok(PutOutcome { stored: 1, wanted: 2 }));
+    assert!(stored.unwrap().is_partial());
     a.stop().await;
     b.stop().await;
 }

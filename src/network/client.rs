@@ -15,7 +15,23 @@ pub const COMMAND_CHANNEL: usize = 4096;
 pub const EVENT_CHANNEL: usize = 4096;
 
 /// Where the answer to a DHT put goes: how many peers stored the record.
-pub(super) type PutReply = oneshot::Sender<Result<usize, String>>;
+pub(super) type PutReply = oneshot::Sender<Result<PutOutcome, String>>;
+
+/// How a DHT put went: `stored` remote peers hold the value, `wanted` were asked for (the
+/// replication factor, or fewer when the routing table knows fewer peers). The putting node
+/// keeps a copy too, not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub stored: usize,
+    pub wanted: usize,
+}
+
+impl PutOutcome {
+    /// Fewer peers stored it than were wanted.
+    pub fn is_partial(&self) -> bool {
+        self.stored < self.wanted
+    }
+}
 /// Where the answer to a DHT get goes.
 pub(super) type GetReply = oneshot::Sender<Result<Option<Vec<u8>>, String>>;
 
@@ -105,8 +121,9 @@ impl Client {
         self.send(Command::ClusterSize { members }).await
     }
 
-    /// Stores `value` under `key` in the DHT; resolves to the number of peers that stored it.
-    pub async fn put_record(&self, key: Vec<u8>, value: Vec<u8>, replication: usize) -> Result<usize, String> {
+    /// Stores `value` under `key` in the DHT on up to `replication` peers; resolves to how many
+    /// stored it (an error only when none did).
+    pub async fn put_record(&self, key: Vec<u8>, value: Vec<u8>, replication: usize) -> Result<PutOutcome, String> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::PutRecord { key, value, replication, reply }).await.map_err(|e| e.to_string())?;
         rx.await.map_err(|_| Closed.to_string())?

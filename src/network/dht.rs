@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad};
 
 use super::behaviour::Behaviour;
-use super::client::{GetReply, PutReply};
+use super::client::{GetReply, PutOutcome, PutReply};
 use super::event::NetworkEvent;
 use super::names::KAD_K;
 
@@ -29,7 +29,8 @@ const REFRESH_PARTIAL_VIEW: Duration = Duration::from_secs(300);
 pub(super) struct Dht {
     /// Our Kademlia protocol name: a peer that speaks it belongs in the routing table.
     protocol: StreamProtocol,
-    pending_puts: HashMap<kad::QueryId, PutReply>,
+    /// Each put's reply and how many peers it asked for.
+    pending_puts: HashMap<kad::QueryId, (PutReply, usize)>,
     pending_gets: HashMap<kad::QueryId, GetReply>,
     walks: u32,
     next_walk: Instant,
@@ -143,11 +144,11 @@ impl Dht {
         reply: PutReply,
     ) {
         let record = kad::Record::new(key, value);
-        let quorum = std::num::NonZeroUsize::new(replication.min(Self::routing_table_size(swarm)).max(1))
-            .map_or(kad::Quorum::One, kad::Quorum::N);
+        let wanted = replication.min(Self::routing_table_size(swarm)).max(1);
+        let quorum = std::num::NonZeroUsize::new(wanted).map_or(kad::Quorum::One, kad::Quorum::N);
         match swarm.behaviour_mut().kad.put_record(record, quorum) {
             Ok(qid) => {
-                self.pending_puts.insert(qid, reply);
+                self.pending_puts.insert(qid, (reply, wanted));
             }
             Err(e) => {
                 let _ = reply.send(Err(format!("local store refused the record: {e:?}")));
@@ -177,14 +178,15 @@ impl Dht {
     }
 
     fn on_put(&mut self, id: kad::QueryId, result: kad::PutRecordResult) {
-        if let Some(reply) = self.pending_puts.remove(&id) {
+        if let Some((reply, wanted)) = self.pending_puts.remove(&id) {
             let _ = reply.send(match result {
-                Ok(_) => Ok(1),
+                // The query ends as soon as the quorum (`wanted` peers) has stored it.
+                Ok(_) => Ok(PutOutcome { stored: wanted, wanted }),
                 Err(kad::PutRecordError::QuorumFailed { success, .. })
                 | Err(kad::PutRecordError::Timeout { success, .. })
                     if !success.is_empty() =>
                 {
-                    Ok(success.len())
+                    Ok(PutOutcome { stored: success.len(), wanted })
                 }
                 Err(e) => Err(format!("DHT put failed: {e}")),
             });

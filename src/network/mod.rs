@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 pub use addresses::{is_loopback, is_unroutable};
 pub use build::BuildError;
-pub use client::{COMMAND_CHANNEL, Client, Closed, EVENT_CHANNEL};
+pub use client::{COMMAND_CHANNEL, Client, Closed, EVENT_CHANNEL, PutOutcome};
 pub use event::{DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus};
 pub use event_loop::EventLoop;
 pub use gossip_settings::{gossip_config, gossip_scoring, gossip_thresholds};

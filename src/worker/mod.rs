@@ -220,7 +220,11 @@ impl Executor {
                         .put_record(StorageOp::dht_key(&key), value.into_bytes(), self.inner.replication)
                         .await
                         .map_err(TaskError::Failed)?;
-                    Ok(format!("stored {key} on {stored} peer(s)"))
+                    Ok(if stored.is_partial() {
+                        format!("stored {key} on {} of {} peer(s): partial replication", stored.stored, stored.wanted)
+                    } else {
+                        format!("stored {key} on {} peer(s)", stored.stored)
+                    })
                 }
                 StorageOp::Get { key } => {
                     match self.inner.network.get_record(StorageOp::dht_key(&key)).await.map_err(TaskError::Failed)? {
