@@ -241,7 +241,8 @@ impl SubmitBody {
 
 /// The span of a submission, child of the caller's `traceparent` when it sent a valid one
 /// (a malformed one is ignored: a fresh trace starts), and the trace its tasks join.
-fn submission(headers: &HeaderMap, route: &'static str) -> (tracing::Span, Option<Remote>) {
+/// OpenTelemetry's HTTP conventions name a server span after its method and route.
+fn submission(headers: &HeaderMap, name: &'static str, route: &'static str) -> (tracing::Span, Option<Remote>) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let caller = header("traceparent").and_then(|tp| {
         let parsed = Remote::parse(tp, header("tracestate"));
@@ -250,7 +251,7 @@ fn submission(headers: &HeaderMap, route: &'static str) -> (tracing::Span, Optio
         }
         parsed
     });
-    let span = tracing::info_span!(target: TARGET, parent: None, "submit", otel.name = route, otel.kind = "server",
+    let span = tracing::info_span!(target: TARGET, parent: None, "submit", otel.name = name, otel.kind = "server",
         http.request.method = "POST", http.route = route, http.response.status_code = Empty);
     if let Some(caller) = &caller {
         caller.adopt(&span);
@@ -265,7 +266,7 @@ fn answered(span: &tracing::Span, result: Result<Response, ApiError>) -> Result<
         Ok(r) => r.status().as_u16(),
         Err(e) => e.status,
     };
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     result
 }
 
@@ -275,7 +276,7 @@ async fn submit_batch(
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     body: BodyResult,
 ) -> Result<Response, ApiError> {
-    let (span, trace) = submission(&headers, "/v1/tasks/batch");
+    let (span, trace) = submission(&headers, "POST /v1/tasks/batch", "/v1/tasks/batch");
     let result = submit_batch_traced(h, query, body, trace).instrument(span.clone()).await;
     answered(&span, result)
 }
@@ -317,7 +318,7 @@ async fn submit_task(
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     body: BodyResult,
 ) -> Result<Response, ApiError> {
-    let (span, trace) = submission(&headers, "/v1/tasks");
+    let (span, trace) = submission(&headers, "POST /v1/tasks", "/v1/tasks");
     let result = submit_task_traced(h, query, body, trace).instrument(span.clone()).await;
     answered(&span, result)
 }

@@ -76,7 +76,7 @@ impl Gateway {
         let worker = self.names.entry(peer).or_insert_with(|| peer.to_string()).clone();
         e.record.worker = Some(worker.clone());
         e.attempt_span = tracing::info_span!(target: TARGET, parent: &e.span, "attempt", otel.kind = "client",
-            task.id = %id, task.attempt = attempt, worker.peer_id = %worker, worker.local = peer == self.local,
+            task.id = %id, task.attempt = i64::from(attempt), worker.peer_id = %worker, worker.local = peer == self.local,
             attempt.outcome = tracing::field::Empty, error.message = tracing::field::Empty);
         e.record.note(now_ms(), TimelineKind::Dispatched, Some(worker.clone()), None);
         let outcome = AttemptOutcome::Running.as_str().into();
@@ -171,7 +171,7 @@ impl Gateway {
         e.record.state = TaskState::Pending;
         let delay = self.policy.delay(e.failures, rand::random());
         e.backoff_span = tracing::info_span!(target: TARGET, parent: &e.span, "backoff", task.id = %id,
-            task.failures = e.failures, backoff.ms = delay.as_millis() as u64);
+            task.failures = i64::from(e.failures), backoff.ms = delay.as_millis() as i64);
         e.retry_timer = Some(self.timers.arm(Timer::RetryDue { id: id.to_string() }, delay));
     }
 

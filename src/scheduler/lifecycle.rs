@@ -73,7 +73,7 @@ impl Gateway {
         e.backoff_span = tracing::Span::none();
         let span = std::mem::replace(&mut e.span, tracing::Span::none());
         span.record("task.state", state.as_str());
-        span.record("task.attempts", e.record.attempts);
+        span.record("task.attempts", i64::from(e.record.attempts));
         if state != TaskState::Completed {
             span.record("otel.status_code", "error");
             span.record("error.message", e.record.error.as_deref().unwrap_or(""));

@@ -122,7 +122,7 @@ impl Executor {
         // Admission is its own short span: it ends (and is exported) at once, so even an
         // attempt whose worker dies mid-task leaves a trace of having arrived here.
         let admit = tracing::info_span!(target: TARGET, parent: None, "admit", otel.kind = "server",
-            task.id = %request.task_id, task.attempt = request.attempt, worker.peer_id = %inner.local_name,
+            task.id = %request.task_id, task.attempt = i64::from(request.attempt), worker.peer_id = %inner.local_name,
             admitted = Empty, error.message = Empty);
         if let Some(parent) = &parent {
             parent.adopt(&admit);
@@ -153,7 +153,7 @@ impl Executor {
         admit.record("admitted", true);
         drop(admit);
         let execute = tracing::info_span!(target: TARGET, parent: None, "execute", task.id = %request.task_id,
-            task.type = kind.name(), task.attempt = request.attempt, worker.peer_id = %inner.local_name,
+            task.type = kind.name(), task.attempt = i64::from(request.attempt), worker.peer_id = %inner.local_name,
             attempt.outcome = Empty, otel.status_code = Empty, error.message = Empty);
         if let Some(parent) = &parent {
             parent.adopt(&execute);

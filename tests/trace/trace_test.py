@@ -321,7 +321,7 @@ def killed_worker_trace(cluster: Cluster, receiver: Receiver) -> None:
           str([(s["name"], s["parent"]) for s in orphans]))
     roots = [s for s in spans if s["parent"] == client_span]
     check("the root is the gateway's submission span, child of the client's span",
-          [s["name"] for s in roots] == ["submit"], str([s["name"] for s in roots]))
+          [s["name"] for s in roots] == ["POST /v1/tasks"], str([s["name"] for s in roots]))
     check("resources name the service and role", all(s["resource"].get("service.name") == "p2p-trace-test"
                                                       and s["resource"].get("p2p.role") for s in spans))
     attempts = {s["attributes"].get("task.attempt"): s for s in spans
@@ -364,7 +364,7 @@ def malformed_traceparent(cluster: Cluster, receiver: Receiver) -> None:
           and all(c in "0123456789abcdef" for c in tid), str(record)[:300])
     spans = receiver.wait_for(lambda: [s for s in receiver.trace(tid) if s["name"] == "task"] and receiver.trace(tid))
     roots = [s["name"] for s in spans or [] if not s["parent"].strip("0")]
-    check("whose root span has no parent", roots == ["submit"], str(roots))
+    check("whose root span has no parent", roots == ["POST /v1/tasks"], str(roots))
 
 
 def telemetry_off(cluster: Cluster, receiver: Receiver) -> None:
