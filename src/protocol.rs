@@ -49,8 +49,9 @@ pub struct TaskRequest {
     /// W3C trace context of the gateway's span for this attempt, when it exports traces:
     /// the worker's spans become its children. Left out otherwise, and by older gateways; a
     /// malformed one starts a fresh trace on the worker.
+    /// Boxed: most requests carry none, and every request in flight is held in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<WireTrace>,
+    pub trace: Option<Box<WireTrace>>,
 }
 
 /// A worker's answer to one attempt.
@@ -394,10 +395,10 @@ mod tests {
         assert_eq!(back, request);
         // A new node's request still reads on an old node (unknown fields are ignored).
         let traced = TaskRequest {
-            trace: Some(WireTrace {
+            trace: Some(Box::new(WireTrace {
                 traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
                 tracestate: None,
-            }),
+            })),
             ..request
         };
         let bytes = cbor4ii::serde::to_vec(Vec::new(), &traced).unwrap();

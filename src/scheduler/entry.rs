@@ -131,7 +131,7 @@ impl Entry {
             payload: self.record.payload.clone(),
             required_capabilities: self.kind.capability().map(|c| vec![c.to_string()]).unwrap_or_default(),
             deadline_ms: self.timeout.as_millis() as u64,
-            trace: TraceContext::of_span(&self.attempt_span).map(|r| r.to_wire()),
+            trace: TraceContext::of_span(&self.attempt_span).map(|r| Box::new(r.to_wire())),
         }
     }
 

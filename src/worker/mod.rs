@@ -118,7 +118,7 @@ impl Executor {
     pub fn submit(&self, origin: Origin, request: TaskRequest) -> Option<TaskResponse> {
         let inner = &self.inner;
         // The gateway's attempt span, when it exports traces; a malformed context is ignored.
-        let parent = request.trace.as_ref().and_then(Remote::from_wire);
+        let parent = request.trace.as_deref().and_then(Remote::from_wire);
         // Admission is its own short span: it ends (and is exported) at once, so even an
         // attempt whose worker dies mid-task leaves a trace of having arrived here.
         let admit = tracing::info_span!(target: TARGET, parent: None, "admit", otel.kind = "server",
