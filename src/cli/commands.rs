@@ -265,16 +265,16 @@ pub fn render_timeline(v: &Value) -> String {
         let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at)).to_string();
         let worker = e["worker"].as_str().map_or_else(|| "-".to_string(), short);
         let detail = e["detail"].as_str().unwrap_or("");
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<24} {:>9} {:>7}  {:<14} {:<16} {}",
             when,
             at as i64 - first as i64,
-            e["attempt"],
+            e["attempt"].as_u64().unwrap_or(0),
             s(&e["event"]),
             worker,
             detail
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out.trim_end().to_string()
 }
@@ -344,6 +344,9 @@ mod tests {
         assert_eq!(lines[0], "trace id: 4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(lines[1].starts_with("AT (UTC)"), "{table}");
         assert!(lines[2].contains("queued") && lines[2].contains(" 0 "), "{table}");
+        // Columns line up: the attempt right-aligned under its header, no trailing blanks.
+        assert_eq!(lines[3].find("      1  dispatched"), lines[1].find("ATTEMPT"), "{table}");
+        assert!(table.lines().all(|l| !l.ends_with(' ')), "{table:?}");
         assert!(lines[3].contains("dispatched") && lines[3].contains("12D3KooW…YHYhN4"), "{table}");
         assert!(lines[4].contains("attempt_failed") && lines[4].contains("466") && lines[4].ends_with("worker lost"));
         assert!(render_timeline(&json!({"trace_id": ""})).contains("no timeline"));
