@@ -81,7 +81,11 @@ stage_process() {
 stage_api() {
   need_binary || return $?
   # Starts its own throwaway cluster of the release binary on 127.0.0.1.
-  P2P_NODE_BIN="$BIN" tests/api/run.sh
+  local rc=0
+  P2P_NODE_BIN="$BIN" tests/api/run.sh || rc=1
+  # Traces: a real OTLP receiver and another throwaway cluster (gateway and two workers).
+  P2P_NODE_BIN="$BIN" tests/trace/run.sh || rc=1
+  return $rc
 }
 
 stage_stress() {

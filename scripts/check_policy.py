@@ -47,6 +47,7 @@ CONTRACT_KEYS = {
     "tasks": {"max_attempts", "default_timeout_ms", "queue_capacity", "retention_secs",
               "storage_replication", "compute_difficulty"},
     "log": {"format"},
+    "telemetry": {"otlp_endpoint", "service_name", "sampling_ratio"},
 }
 
 # What users were told each role's config says (config/<role>.yaml).

@@ -185,6 +185,7 @@ mod tests {
                 payload: payload.into(),
                 required_capabilities: vec!["compute".into()],
                 deadline_ms: 1000,
+                trace: None,
             };
             let mut out = Cursor::new(Vec::new());
             block_on(codec.write_request(&protocol(), &mut out, request)).unwrap();
@@ -196,8 +197,14 @@ mod tests {
             ("busy", TaskOutcome::Err(TaskError::Busy)),
             ("failed", TaskOutcome::Err(TaskError::Failed("boom".into()))),
         ] {
-            let response =
-                TaskResponse { v: WIRE_VERSION, task_id: "t1".into(), attempt: 1, worker: "w".into(), outcome };
+            let response = TaskResponse {
+                v: WIRE_VERSION,
+                task_id: "t1".into(),
+                attempt: 1,
+                worker: "w".into(),
+                outcome,
+                started_ms: None,
+            };
             let mut out = Cursor::new(Vec::new());
             block_on(codec.write_response(&protocol(), &mut out, response)).unwrap();
             write("task_response", name, &out.into_inner());
@@ -213,6 +220,7 @@ mod tests {
                 payload: "hi".into(),
                 required_capabilities: Vec::new(),
                 deadline_ms: 1000,
+                trace: None,
             })
             .unwrap(),
             crate::network::lanes::encode(&TaskResponse {
@@ -221,6 +229,7 @@ mod tests {
                 attempt: 1,
                 worker: "w".into(),
                 outcome: TaskOutcome::Ok("hi".into()),
+                started_ms: None,
             })
             .unwrap(),
         ] {

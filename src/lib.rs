@@ -6,6 +6,7 @@
 //! - `network`: the one task that owns the libp2p swarm, and the wire `protocol`;
 //! - `worker`: executes attempts of the built-in `tasks`;
 //! - `membership`: SWIM-style view of who is alive, suspect, dead or left;
+//! - `telemetry`: W3C trace context and the OTLP export of task spans;
 //! - `store`: the node's durable store (task records, DHT records) under `node.data_dir`;
 //! - `node`: wires the pieces together and runs them; `cli` and `config` face the user.
 
@@ -22,4 +23,5 @@ pub mod protocol;
 pub mod scheduler;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 pub mod worker;

@@ -177,12 +177,20 @@ pub struct Metrics {
     pub gossip_validation: Family<OutcomeLabels, Counter>,
     pub gossip_graylisted: Gauge,
     pub connections_trimmed: Counter,
+    /// Spans that never reached the OTLP collector (`telemetry`): shared with the exporter,
+    /// which exists before the node and its registry.
+    pub telemetry_spans_dropped: Counter,
     started: Arc<std::time::Instant>,
 }
 
 impl Metrics {
     /// Registers every family under the `p2p_` prefix of `registry`.
     pub fn new(registry: &mut Registry) -> Self {
+        Self::with_spans_dropped(registry, Counter::default())
+    }
+
+    /// Like [`Metrics::new`], counting dropped spans in `spans_dropped` (the exporter's).
+    pub fn with_spans_dropped(registry: &mut Registry, spans_dropped: Counter) -> Self {
         let r = registry.sub_registry_with_prefix("p2p");
         let m = Self {
             peers_connected: Family::default(),
@@ -214,6 +222,7 @@ impl Metrics {
             gossip_validation: Family::default(),
             gossip_graylisted: Gauge::default(),
             connections_trimmed: Counter::default(),
+            telemetry_spans_dropped: spans_dropped,
             started: Arc::new(std::time::Instant::now()),
         };
         m.register_peers(r);
@@ -297,6 +306,11 @@ impl Metrics {
             "connections_trimmed",
             "Idle connections closed because they lie outside the active view",
             self.connections_trimmed.clone(),
+        );
+        r.register(
+            "telemetry_spans_dropped",
+            "Task spans that never reached the OTLP collector: the export failed or the queue was full",
+            self.telemetry_spans_dropped.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build

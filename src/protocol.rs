@@ -12,6 +12,7 @@ use libp2p::identity::{Keypair, SigningError};
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberState;
+use crate::telemetry::WireTrace;
 
 /// Version of every message defined here.
 pub const WIRE_VERSION: u16 = 1;
@@ -45,6 +46,12 @@ pub struct TaskRequest {
     pub required_capabilities: Vec<String>,
     /// Milliseconds the worker may spend before the gateway gives up on this attempt.
     pub deadline_ms: u64,
+    /// W3C trace context of the gateway's span for this attempt, when it exports traces:
+    /// the worker's spans become its children. Left out otherwise, and by older gateways; a
+    /// malformed one starts a fresh trace on the worker.
+    /// Boxed: most requests carry none, and every request in flight is held in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Box<WireTrace>>,
 }
 
 /// A worker's answer to one attempt.
@@ -55,6 +62,10 @@ pub struct TaskResponse {
     pub attempt: u32,
     pub worker: String,
     pub outcome: TaskOutcome,
+    /// When the attempt started executing on the worker (Unix milliseconds, the worker's
+    /// clock), for the task's timeline. Absent from refusals and from older workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
 }
 
 impl TaskResponse {
@@ -352,6 +363,47 @@ mod tests {
                 .collect(),
         });
         assert_eq!(GossipMessage::decode(&hb.encode()), Err(DecodeError::Bounds("rumors")));
+    }
+
+    #[test]
+    fn trace_fields_are_optional_both_ways() {
+        let request = TaskRequest {
+            v: WIRE_VERSION,
+            task_id: "t".into(),
+            attempt: 2,
+            task_type: "echo".into(),
+            payload: "hi".into(),
+            required_capabilities: Vec::new(),
+            deadline_ms: 1000,
+            trace: None,
+        };
+        // What an older node sends and expects: no trace field at all.
+        #[derive(Serialize, Deserialize)]
+        struct OldRequest {
+            v: u16,
+            task_id: String,
+            attempt: u32,
+            task_type: String,
+            payload: String,
+            required_capabilities: Vec<String>,
+            deadline_ms: u64,
+        }
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &request).unwrap();
+        let old: OldRequest = cbor4ii::serde::from_slice(&bytes).unwrap();
+        assert_eq!(old.attempt, 2);
+        let back: TaskRequest = cbor4ii::serde::from_slice(&cbor4ii::serde::to_vec(Vec::new(), &old).unwrap()).unwrap();
+        assert_eq!(back, request);
+        // A new node's request still reads on an old node (unknown fields are ignored).
+        let traced = TaskRequest {
+            trace: Some(Box::new(WireTrace {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: None,
+            })),
+            ..request
+        };
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &traced).unwrap();
+        assert_eq!(cbor4ii::serde::from_slice::<OldRequest>(&bytes).unwrap().task_id, "t");
+        assert_eq!(cbor4ii::serde::from_slice::<TaskRequest>(&bytes).unwrap(), traced);
     }
 
     #[test]

@@ -273,6 +273,7 @@ fn hostile(mode: Mode, node_addr: &str) -> HostileHandle {
                             attempt,
                             worker: peer_id.to_string(),
                             outcome: TaskOutcome::Ok("forged result".into()),
+                            started_ms: None,
                         };
                         let _ = swarm.behaviour_mut().tasks.send_response(channel, response);
                     }
@@ -343,6 +344,7 @@ async fn run_echo(node: &Running, payload: &str, max_attempts: u32) -> p2p_netwo
         payload: payload.into(),
         timeout_ms: Some(3000),
         max_attempts: Some(max_attempts),
+        trace: None,
     };
     let Ok(Submitted::Final(rec)) =
         tokio::time::timeout(Duration::from_secs(30), node.handle.submit(spec, true)).await.expect("task ends")
@@ -487,6 +489,7 @@ async fn garbage_and_lying_task_traffic_is_counted_and_never_completes_a_task() 
         payload: "hi".into(),
         required_capabilities: Vec::new(),
         deadline_ms: 1000,
+        trace: None,
     };
     let mut bytes = Vec::new();
     for frame in

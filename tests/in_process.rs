@@ -43,6 +43,7 @@ async fn three_nodes_in_one_process_form_a_cluster_and_run_tasks() {
             payload: format!("in-process-{i}"),
             timeout_ms: None,
             max_attempts: None,
+            trace: None,
         };
         let Ok(Submitted::Final(rec)) = boot.handle.submit(spec, true).await else { panic!("submit failed") };
         assert_eq!(rec.state, TaskState::Completed, "{rec:?}");
@@ -58,8 +59,13 @@ async fn three_nodes_in_one_process_form_a_cluster_and_run_tasks() {
     })
     .await;
     for i in 0..5 {
-        let spec =
-            TaskSpec { task_type: "echo".into(), payload: format!("after-{i}"), timeout_ms: None, max_attempts: None };
+        let spec = TaskSpec {
+            task_type: "echo".into(),
+            payload: format!("after-{i}"),
+            timeout_ms: None,
+            max_attempts: None,
+            trace: None,
+        };
         let Ok(Submitted::Final(rec)) = boot.handle.submit(spec, true).await else { panic!("submit failed") };
         assert_eq!(rec.state, TaskState::Completed);
         assert_eq!(rec.worker.as_deref(), Some(w1.peer_id.as_str()));
@@ -112,8 +118,13 @@ async fn allow_lists_decide_who_submits_and_who_executes() {
         })
         .await;
     }
-    let echo =
-        |payload: String| TaskSpec { task_type: "echo".into(), payload, timeout_ms: None, max_attempts: Some(2) };
+    let echo = |payload: String| TaskSpec {
+        task_type: "echo".into(),
+        payload,
+        timeout_ms: None,
+        max_attempts: Some(2),
+        trace: None,
+    };
 
     // Only the allowed worker executes the gateway's tasks.
     for i in 0..10 {
@@ -206,8 +217,13 @@ async fn a_cluster_larger_than_its_active_view_keeps_only_the_view_connected() {
 
     let mut used = std::collections::HashSet::new();
     for i in 0..40 {
-        let spec =
-            TaskSpec { task_type: "echo".into(), payload: format!("view-{i}"), timeout_ms: None, max_attempts: None };
+        let spec = TaskSpec {
+            task_type: "echo".into(),
+            payload: format!("view-{i}"),
+            timeout_ms: None,
+            max_attempts: None,
+            trace: None,
+        };
         let Ok(Submitted::Final(rec)) = boot.handle.submit(spec, true).await else { panic!("submit failed") };
         assert_eq!(rec.state, TaskState::Completed, "{rec:?}");
         used.insert(rec.worker.unwrap());

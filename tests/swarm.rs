@@ -159,6 +159,7 @@ fn task(id: &str) -> TaskRequest {
         payload: format!("payload of {id}"),
         required_capabilities: vec!["compute".into()],
         deadline_ms: 5_000,
+        trace: None,
     }
 }
 
@@ -169,6 +170,7 @@ fn answer(worker: &Node, request: &TaskRequest) -> TaskResponse {
         attempt: request.attempt,
         worker: worker.peer.to_string(),
         outcome: TaskOutcome::Ok(format!("done: {}", request.payload)),
+        started_ms: None,
     }
 }
 

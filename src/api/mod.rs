@@ -9,14 +9,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::node::handle::{BatchSubmitted, HandleError, NodeHandle, Submitted};
 use crate::node::views::{CapabilitiesView, StatusView};
 use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
+use crate::telemetry::{Remote, TARGET, TraceContext};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -231,14 +234,58 @@ impl SubmitBody {
             payload: self.payload,
             timeout_ms: self.timeout_ms,
             max_attempts: self.max_attempts,
+            trace: None,
         })
     }
 }
 
+/// The span of a submission, child of the caller's `traceparent` when it sent a valid one
+/// (a malformed one is ignored: a fresh trace starts), and the trace its tasks join.
+/// OpenTelemetry's HTTP conventions name a server span after its method and route.
+fn submission(headers: &HeaderMap, name: &'static str, route: &'static str) -> (tracing::Span, Option<Remote>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let caller = header("traceparent").and_then(|tp| {
+        let parsed = Remote::parse(tp, header("tracestate"));
+        if parsed.is_none() {
+            tracing::debug!(traceparent = tp, "malformed traceparent ignored: the task starts a fresh trace");
+        }
+        parsed
+    });
+    let span = tracing::info_span!(target: TARGET, parent: None, "submit", otel.name = name, otel.kind = "server",
+        http.request.method = "POST", http.route = route, http.response.status_code = Empty);
+    if let Some(caller) = &caller {
+        caller.adopt(&span);
+    }
+    let trace = TraceContext::of_span(&span).or(caller);
+    (span, trace)
+}
+
+/// Notes the answer's status on the submission's span.
+fn answered(span: &tracing::Span, result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status,
+    };
+    span.record("http.response.status_code", i64::from(status));
+    result
+}
+
 async fn submit_batch(
     State(h): State<NodeHandle>,
+    headers: HeaderMap,
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     body: BodyResult,
+) -> Result<Response, ApiError> {
+    let (span, trace) = submission(&headers, "POST /v1/tasks/batch", "/v1/tasks/batch");
+    let result = submit_batch_traced(h, query, body, trace).instrument(span.clone()).await;
+    answered(&span, result)
+}
+
+async fn submit_batch_traced(
+    h: NodeHandle,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    body: BodyResult,
+    trace: Option<Remote>,
 ) -> Result<Response, ApiError> {
     let query = parse_query(query)?;
     let body: BatchBody = parse_body(body)?;
@@ -253,7 +300,7 @@ async fn submit_batch(
         .tasks
         .into_iter()
         .enumerate()
-        .map(|(i, t)| t.into_spec(&format!("tasks[{i}].type")))
+        .map(|(i, t)| t.into_spec(&format!("tasks[{i}].type")).map(|s| TaskSpec { trace: trace.clone(), ..s }))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(match h.submit_batch(specs, query.wait).await? {
         BatchSubmitted::Accepted(ids) => {
@@ -267,11 +314,23 @@ async fn submit_batch(
 
 async fn submit_task(
     State(h): State<NodeHandle>,
+    headers: HeaderMap,
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     body: BodyResult,
 ) -> Result<Response, ApiError> {
+    let (span, trace) = submission(&headers, "POST /v1/tasks", "/v1/tasks");
+    let result = submit_task_traced(h, query, body, trace).instrument(span.clone()).await;
+    answered(&span, result)
+}
+
+async fn submit_task_traced(
+    h: NodeHandle,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    body: BodyResult,
+    trace: Option<Remote>,
+) -> Result<Response, ApiError> {
     let query = parse_query(query)?;
-    let spec = parse_body::<SubmitBody>(body)?.into_spec("type")?;
+    let spec = TaskSpec { trace, ..parse_body::<SubmitBody>(body)?.into_spec("type")? };
     Ok(match h.submit(spec, query.wait).await? {
         Submitted::Accepted(id) => {
             (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"id": id, "state": "pending"}))).into_response()

@@ -18,7 +18,7 @@ Commands:
   capabilities                 this node's and the cluster's capabilities
   task <type> <payload...>     run a task and print its result (waits until it is final)
   submit <type> <payload...>   submit a task without waiting; prints its id
-  task-status <id>             show a task's state, attempts and result
+  task-status <id> [--timeline]  show a task's state, attempts and result; --timeline: what happened when
   cancel <id>                  cancel a pending or running task
   tasks                        recent tasks at this node
 Task types: compute <data> | storage put <key> <value> | storage get <key> | echo <text> | sleep <ms> | fail <message>";
@@ -30,7 +30,7 @@ pub enum Command {
     Status,
     Capabilities,
     Task { task_type: String, payload: String, wait: bool },
-    TaskStatus(String),
+    TaskStatus { id: String, timeline: bool },
     Cancel(String),
     Tasks,
     Quit,
@@ -72,7 +72,15 @@ impl Command {
                     wait: word == "task",
                 }))
             }
-            "task-status" => Ok(Some(Command::TaskStatus(one_arg(word)?))),
+            "task-status" => {
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                match words.as_slice() {
+                    [id] | [id, "--timeline"] | ["--timeline", id] if !id.starts_with("--") => {
+                        Ok(Some(Command::TaskStatus { id: id.to_string(), timeline: words.len() == 2 }))
+                    }
+                    _ => Err("usage: task-status <id> [--timeline]".into()),
+                }
+            }
             "cancel" => Ok(Some(Command::Cancel(one_arg(word)?))),
             other => Err(format!("unknown command {other:?}; type `help` for the list")),
         }
@@ -89,7 +97,18 @@ pub async fn execute(api: &ApiClient, cmd: &Command) -> Result<String, String> {
         Command::Status => api.get("/v1/status").await.map(|v| render_status(&v)).map_err(err),
         Command::Capabilities => api.get("/v1/capabilities").await.map(|v| render_capabilities(&v)).map_err(err),
         Command::Tasks => api.get("/v1/tasks?limit=20").await.map(|v| render_tasks(&v)).map_err(err),
-        Command::TaskStatus(id) => api.get(&format!("/v1/tasks/{id}")).await.map(|v| render_record(&v)).map_err(err),
+        Command::TaskStatus { id, timeline } => {
+            api.get(&format!("/v1/tasks/{id}"))
+                .await
+                .map(|v| {
+                    if *timeline {
+                        format!("{}\n{}", render_record(&v), render_timeline(&v))
+                    } else {
+                        render_record(&v)
+                    }
+                })
+                .map_err(err)
+        }
         Command::Cancel(id) => api
             .call(Method::DELETE, &format!("/v1/tasks/{id}"), None, Duration::from_secs(10))
             .await
@@ -117,8 +136,17 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `id` shortened to its first 8 and last 6 characters (characters, not bytes: an id from a
+/// peer or a user may hold anything).
 fn short(id: &str) -> String {
-    if id.len() > 16 { format!("{}…{}", &id[..8], &id[id.len() - 6..]) } else { id.to_string() }
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() > 16 {
+        let head: String = chars[..8].iter().collect();
+        let tail: String = chars[chars.len() - 6..].iter().collect();
+        format!("{head}…{tail}")
+    } else {
+        id.to_string()
+    }
 }
 
 pub fn render_peers(v: &Value) -> String {
@@ -221,6 +249,36 @@ pub fn render_record(v: &Value) -> String {
     out
 }
 
+/// A task's timeline as a table: when (UTC, and milliseconds since submission), attempt,
+/// event, worker, detail.
+pub fn render_timeline(v: &Value) -> String {
+    let events = v["timeline"].as_array().cloned().unwrap_or_default();
+    let mut out = format!("trace id: {}\n", s(&v["trace_id"]));
+    if events.is_empty() {
+        out.push_str("no timeline recorded");
+        return out;
+    }
+    let first = events.iter().filter_map(|e| e["at_ms"].as_u64()).min().unwrap_or(0);
+    let _ = writeln!(out, "{:<24} {:>9} {:>7}  {:<14} {:<16} DETAIL", "AT (UTC)", "+MS", "ATTEMPT", "EVENT", "WORKER");
+    for e in events {
+        let at = e["at_ms"].as_u64().unwrap_or(0);
+        let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at)).to_string();
+        let worker = e["worker"].as_str().map_or_else(|| "-".to_string(), short);
+        let detail = e["detail"].as_str().unwrap_or("");
+        let line = format!(
+            "{:<24} {:>9} {:>7}  {:<14} {:<16} {}",
+            when,
+            at as i64 - first as i64,
+            e["attempt"].as_u64().unwrap_or(0),
+            s(&e["event"]),
+            worker,
+            detail
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out.trim_end().to_string()
+}
+
 pub fn render_tasks(v: &Value) -> String {
     let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
     let mut out = format!("{} task(s)\n", tasks.len());
@@ -248,6 +306,50 @@ mod tests {
             Some(Command::Task { task_type: "storage".into(), payload: "put k some value".into(), wait: false })
         );
         assert_eq!(Command::parse("cancel abc").unwrap(), Some(Command::Cancel("abc".into())));
+        assert_eq!(
+            Command::parse("task-status abc").unwrap(),
+            Some(Command::TaskStatus { id: "abc".into(), timeline: false })
+        );
+        assert_eq!(
+            Command::parse("task-status abc --timeline").unwrap(),
+            Some(Command::TaskStatus { id: "abc".into(), timeline: true })
+        );
+        assert!(Command::parse("task-status --timeline").unwrap_err().contains("usage"));
+        assert!(Command::parse("task-status a b").unwrap_err().contains("usage"));
+    }
+
+    #[test]
+    fn short_ids_cut_on_characters_not_bytes() {
+        assert_eq!(short("12D3KooWEQAaHMRhqxwtXoFVY5kbP8ketwibx89xHCCJi1YHYhN4"), "12D3KooW…YHYhN4");
+        assert_eq!(short("short"), "short");
+        // Multibyte characters at both cut points: bytes would split a character and panic.
+        let odd = "ééééééééééééééééééé";
+        assert_eq!(short(odd), "éééééééé…éééééé");
+        assert_eq!(short("ééé"), "ééé");
+    }
+
+    #[test]
+    fn the_timeline_renders_as_a_table() {
+        let v = json!({
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "timeline": [
+                {"at_ms": 1_795_308_569_534u64, "attempt": 0, "event": "queued"},
+                {"at_ms": 1_795_308_569_535u64, "attempt": 1, "event": "dispatched",
+                 "worker": "12D3KooWEQAaHMRhqxwtXoFVY5kbP8ketwibx89xHCCJi1YHYhN4"},
+                {"at_ms": 1_795_308_570_000u64, "attempt": 1, "event": "attempt_failed", "detail": "worker lost"},
+            ]
+        });
+        let table = render_timeline(&v);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "trace id: 4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(lines[1].starts_with("AT (UTC)"), "{table}");
+        assert!(lines[2].contains("queued") && lines[2].contains(" 0 "), "{table}");
+        // Columns line up: the attempt right-aligned under its header, no trailing blanks.
+        assert_eq!(lines[3].find("      1  dispatched"), lines[1].find("ATTEMPT"), "{table}");
+        assert!(table.lines().all(|l| !l.ends_with(' ')), "{table:?}");
+        assert!(lines[3].contains("dispatched") && lines[3].contains("12D3KooW…YHYhN4"), "{table}");
+        assert!(lines[4].contains("attempt_failed") && lines[4].contains("466") && lines[4].ends_with("worker lost"));
+        assert!(render_timeline(&json!({"trace_id": ""})).contains("no timeline"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::{Config, LogFormat};
     version,
     about = "A peer-to-peer worker cluster node (bootstrap, relay or worker)",
     after_help = "COMMAND is one of: run, check-config, identity <file>, psk <file>, help, peers, status, capabilities, \
-task <type> <payload...>, submit <type> <payload...>, task-status <id>, cancel <id>, tasks.\n\
+task <type> <payload...>, submit <type> <payload...>, task-status <id> [--timeline], cancel <id>, tasks.\n\
 Without COMMAND: starts the node, or, if a node with this config is already running, reads commands from stdin.\n\
 Environment: P2P_<SECTION>__<KEY> overrides a config key (e.g. P2P_NODE__LISTEN_PORT=4001); RUST_LOG sets log levels."
 )]
@@ -157,17 +157,6 @@ async fn command_loop(api: &ApiClient, interactive: bool) -> anyhow::Result<usiz
     Ok(failures)
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // try_init: a second initialisation (tests) is not an error worth dying for.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 /// Starts the node and runs it until SIGINT/SIGTERM (or `quit` at its prompt).
 async fn run_node(config: Config, log_format: Option<LogFormatArg>) -> anyhow::Result<i32> {
     let format = match log_format {
@@ -175,8 +164,16 @@ async fn run_node(config: Config, log_format: Option<LogFormatArg>) -> anyhow::R
         Some(LogFormatArg::Text) => LogFormat::Text,
         None => config.log.format,
     };
-    init_logging(format);
-    let node = crate::node::Node::start(config.clone()).await.context("node failed to start")?;
+    // The node's identity names its spans; loading it here also creates it on a first start.
+    let (key, _) = crate::identity::load_or_create(&config.node.identity_file).context("node failed to start")?;
+    let identity = crate::telemetry::NodeIdentity {
+        peer_id: key.public().to_peer_id().to_string(),
+        role: config.node.role.to_string(),
+    };
+    let telemetry = crate::telemetry::install(format, &config.telemetry, &identity)?;
+    let node = crate::node::Node::start_with_telemetry(config.clone(), telemetry.spans_dropped())
+        .await
+        .context("node failed to start")?;
     let api_addr = node.api_addr();
     tracing::info!(peer_id = %node.peer_id(), api = %api_addr, metrics = %node.metrics_addr(), "node started");
 
@@ -206,6 +203,8 @@ async fn run_node(config: Config, log_format: Option<LogFormatArg>) -> anyhow::R
         }
     };
     node.run(shutdown).await;
+    // The last spans leave (bounded), off the runtime: the exporter's client blocks.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(0)
 }
 

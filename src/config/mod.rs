@@ -72,6 +72,7 @@ pub struct Config {
     pub security: SecuritySettings,
     pub limits: LimitSettings,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +244,49 @@ impl Default for LimitSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
+}
+
+/// Traces exported over OTLP (HTTP/protobuf) to a collector. Off unless `otlp_endpoint` is
+/// set; off, no exporter exists and spans cost nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Base URL of the collector's OTLP/HTTP receiver, e.g. `http://otel-collector:4318`
+    /// (`/v1/traces` is added unless the URL has a path). Plain `http://` only. Empty: off.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces recorded, 0.0..=1.0; a trace that arrives sampled (or not) from
+    /// a client or another node keeps its parent's decision.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: String::new(), service_name: "p2p-node".into(), sampling_ratio: 1.0 }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.trim().is_empty()
+    }
+
+    /// The URL spans are posted to: the endpoint, with `/v1/traces` when it has no path.
+    pub fn traces_url(&self) -> String {
+        let base = self.otlp_endpoint.trim();
+        let after_scheme = base.split_once("://").map_or(base, |(_, rest)| rest);
+        match after_scheme.find('/') {
+            Some(i) if after_scheme[i..] != *"/" => base.to_string(),
+            _ => format!("{}/v1/traces", base.trim_end_matches('/')),
+        }
+    }
+}
+
+/// `otlp_endpoint: ~` (or `P2P_TELEMETRY__OTLP_ENDPOINT=` with nothing after it) means off.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Default for NodeConfig {

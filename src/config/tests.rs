@@ -188,3 +188,57 @@ fn bad_yaml_reports_location() {
     let e = err("node: [unclosed\n");
     assert!(e.starts_with("test.yaml: line"), "{e}");
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_validated() {
+    let c = parse("").unwrap();
+    assert!(!c.telemetry.enabled());
+    assert_eq!(c.telemetry.service_name, "p2p-node");
+    assert_eq!(c.telemetry.sampling_ratio, 1.0);
+    let c = parse("telemetry:\n  otlp_endpoint: http://otel-collector:4318\n  sampling_ratio: 0.01\n").unwrap();
+    assert!(c.telemetry.enabled());
+    assert_eq!(c.telemetry.traces_url(), "http://otel-collector:4318/v1/traces");
+    let c = parse("telemetry:\n  otlp_endpoint: http://127.0.0.1:4318/custom/traces\n").unwrap();
+    assert_eq!(c.telemetry.traces_url(), "http://127.0.0.1:4318/custom/traces");
+    assert!(!parse("telemetry:\n  otlp_endpoint: ~\n").unwrap().telemetry.enabled());
+
+    let e = err("telemetry:\n  sampling_ratio: 1.5\n");
+    assert!(e.starts_with("test.yaml: telemetry.sampling_ratio: 1.5 must be 0.0..=1.0"), "{e}");
+    let e = err("telemetry:\n  sampling_ratio: -0.1\n");
+    assert!(e.contains("telemetry.sampling_ratio"), "{e}");
+    let e = err("telemetry:\n  sampling_ratio: often\n");
+    assert!(e.contains("telemetry.sampling_ratio"), "{e}");
+    let e = err("telemetry:\n  otlp_endpoint: https://collector:4318\n");
+    assert!(
+        e.contains("telemetry.otlp_endpoint") && e.contains("https is not supported") && e.contains("http://"),
+        "{e}"
+    );
+    for bad in ["collector:4318", "grpc://collector:4317", "http://", "http:///v1/traces"] {
+        let e = err(&format!("telemetry:\n  otlp_endpoint: \"{bad}\"\n"));
+        assert!(e.starts_with("test.yaml: telemetry.otlp_endpoint:"), "{bad}: {e}");
+    }
+    let e = err("telemetry:\n  service_name: \"\"\n");
+    assert!(e.contains("telemetry.service_name"), "{e}");
+    let e = err("telemetry:\n  endpoint: http://x:4318\n");
+    assert!(e.contains("telemetry.endpoint") && e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn telemetry_takes_overrides_from_the_environment() {
+    let env = vec![
+        ("P2P_TELEMETRY__OTLP_ENDPOINT".to_string(), "http://127.0.0.1:4318".to_string()),
+        ("P2P_TELEMETRY__SAMPLING_RATIO".to_string(), "0.25".to_string()),
+        ("P2P_TELEMETRY__SERVICE_NAME".to_string(), "gateway".to_string()),
+    ];
+    let c = Config::from_yaml_str("", "test.yaml", env).unwrap();
+    assert_eq!(c.telemetry.otlp_endpoint, "http://127.0.0.1:4318");
+    assert_eq!(c.telemetry.sampling_ratio, 0.25);
+    assert_eq!(c.telemetry.service_name, "gateway");
+    // An empty variable switches it off again.
+    let env = vec![("P2P_TELEMETRY__OTLP_ENDPOINT".to_string(), String::new())];
+    let c = Config::from_yaml_str("telemetry: {otlp_endpoint: http://x:4318}", "test.yaml", env).unwrap();
+    assert!(!c.telemetry.enabled());
+    let env = vec![("P2P_TELEMETRY__SAMPLING_RATIO".to_string(), "lots".to_string())];
+    let e = Config::from_yaml_str("", "test.yaml", env).unwrap_err().to_string();
+    assert!(e.starts_with("environment variable P2P_TELEMETRY__SAMPLING_RATIO: telemetry.sampling_ratio"), "{e}");
+}

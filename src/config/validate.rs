@@ -4,7 +4,7 @@ use libp2p::Multiaddr;
 
 use super::{
     ApiConfig, Config, ConfigError, LimitSettings, MembershipSettings, NetworkConfig, NodeConfig, SecuritySettings,
-    TasksConfig,
+    TasksConfig, TelemetryConfig,
 };
 
 /// The first failed check: the dotted key to blame and what is wrong with it.
@@ -48,7 +48,8 @@ fn validate(c: &Config) -> Check {
     tasks(&c.tasks)?;
     security(&c.security, &c.network)?;
     limits(&c.limits)?;
-    membership(&c.membership)
+    membership(&c.membership)?;
+    telemetry(&c.telemetry)
 }
 
 fn node(n: &NodeConfig) -> Check {
@@ -164,6 +165,41 @@ fn membership(m: &MembershipSettings) -> Check {
         return Err((
             "membership",
             "ping_interval_ms, probe_timeout_ms and suspect_timeout_ms must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn telemetry(t: &TelemetryConfig) -> Check {
+    if !(0.0..=1.0).contains(&t.sampling_ratio) {
+        return Err(("telemetry.sampling_ratio", format!("{} must be 0.0..=1.0", t.sampling_ratio)));
+    }
+    if t.service_name.trim().is_empty() || t.service_name.len() > 128 {
+        return Err(("telemetry.service_name", "must be 1-128 characters".into()));
+    }
+    if !t.enabled() {
+        return Ok(());
+    }
+    let url = t.otlp_endpoint.trim();
+    if url.starts_with("https://") {
+        return Err((
+            "telemetry.otlp_endpoint",
+            format!(
+                "{url}: https is not supported (this build has no TLS client for OTLP): use http://, e.g. a collector or agent inside the cluster"
+            ),
+        ));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err((
+            "telemetry.otlp_endpoint",
+            format!("{url:?} must be an http:// URL such as http://otel-collector:4318"),
+        ));
+    };
+    let ok = t.traces_url().parse::<axum::http::Uri>().is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
+    if !ok || rest.is_empty() || rest.starts_with('/') {
+        return Err((
+            "telemetry.otlp_endpoint",
+            format!("{url:?} is not a URL with a host, such as http://otel-collector:4318"),
         ));
     }
     Ok(())

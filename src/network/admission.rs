@@ -99,6 +99,7 @@ mod tests {
             payload: String::new(),
             required_capabilities: Vec::new(),
             deadline_ms: 1000,
+            trace: None,
         }
     }
 

@@ -446,6 +446,7 @@ mod tests {
             payload: "hi".into(),
             required_capabilities: Vec::new(),
             deadline_ms: 1000,
+            trace: None,
         }
     }
 
@@ -456,6 +457,7 @@ mod tests {
             attempt: request.attempt,
             worker: "w".into(),
             outcome: TaskOutcome::Ok(request.payload.clone()),
+            started_ms: None,
         }
     }
 

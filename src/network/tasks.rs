@@ -352,6 +352,7 @@ impl TaskRouter {
                 attempt: request.attempt,
                 worker: self.local.to_string(),
                 outcome: TaskOutcome::Err(refusal.error()),
+                started_ms: None,
             };
             return reply(swarm, replier, response);
         }

@@ -68,13 +68,22 @@ pub struct Node {
 impl Node {
     /// Loads the identity and binds every socket, so all start-up errors surface here.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_telemetry(config, prometheus_client::metrics::counter::Counter::default()).await
+    }
+
+    /// Like [`Node::start`], with the counter of the installed telemetry's dropped spans
+    /// (`crate::telemetry::Telemetry::spans_dropped`) in the node's registry.
+    pub async fn start_with_telemetry(
+        config: Config,
+        spans_dropped: prometheus_client::metrics::counter::Counter,
+    ) -> Result<Self, StartError> {
         let (keypair, created) = crate::identity::load_or_create(&config.node.identity_file)?;
         let peer_id = keypair.public().to_peer_id();
         tracing::info!(%peer_id, role = %config.node.role, identity = %config.node.identity_file.display(),
             created, "starting node");
         let store = crate::store::Store::open(&config.node.data_dir)?;
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::new(&mut registry);
+        let metrics = Metrics::with_spans_dropped(&mut registry, spans_dropped);
         let api_listener = tokio::net::TcpListener::bind(config.api.listen)
             .await
             .map_err(|source| StartError::ApiBind { addr: config.api.listen.to_string(), source })?;

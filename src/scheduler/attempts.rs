@@ -6,13 +6,14 @@ use libp2p::PeerId;
 
 use super::entry::{Entry, Running};
 use super::gateway::Gateway;
-use super::record::{AttemptOutcome, AttemptRecord, TaskState};
+use super::record::{AttemptOutcome, AttemptRecord, TaskState, TimelineKind, now_ms};
 use super::timers::Timer;
 use super::types::Effect;
 use crate::metrics::DropReason;
 use crate::network::DispatchError;
 use crate::protocol::{TaskError, TaskOutcome, TaskResponse};
 use crate::tasks::{self, TaskKind};
+use crate::telemetry::TARGET;
 
 /// What an answer to the running attempt means for its task.
 #[derive(Debug, PartialEq)]
@@ -74,14 +75,18 @@ impl Gateway {
         e.record.state = TaskState::Running;
         let worker = self.names.entry(peer).or_insert_with(|| peer.to_string()).clone();
         e.record.worker = Some(worker.clone());
+        e.attempt_span = tracing::info_span!(target: TARGET, parent: &e.span, "attempt", otel.kind = "client",
+            task.id = %id, task.attempt = i64::from(attempt), worker.peer_id = %worker, worker.local = peer == self.local,
+            attempt.outcome = tracing::field::Empty, error.message = tracing::field::Empty);
+        e.record.note(now_ms(), TimelineKind::Dispatched, Some(worker.clone()), None);
         let outcome = AttemptOutcome::Running.as_str().into();
         e.record.attempt_history.push(AttemptRecord { attempt, worker, outcome, error: None });
         let deadline = self.timers.arm(Timer::AttemptDeadline { id: id.to_string(), attempt }, e.timeout);
         e.running = Some(Running { attempt, peer, deadline });
         let request = e.request(id, attempt);
+        tracing::debug!(task_id = %id, trace_id = %e.record.trace_id, attempt, worker = %peer, "dispatching");
         self.load.started(peer);
         self.touch(id);
-        tracing::debug!(task_id = %id, attempt, worker = %peer, "dispatching");
         self.effects.push(if peer == self.local {
             Effect::RunLocal { request }
         } else {
@@ -148,7 +153,8 @@ impl Gateway {
 
     /// An attempt failed in a way another worker may not: retry with backoff or give up.
     pub(super) fn attempt_failed(&mut self, id: &str, outcome: AttemptOutcome, reason: String) {
-        tracing::debug!(task_id = %id, %reason, "attempt failed");
+        let Some(e) = self.entries.get(id) else { return };
+        tracing::debug!(task_id = %id, trace_id = %e.record.trace_id, attempt = e.record.attempts, %reason, "attempt failed");
         self.note_attempt(id, outcome, Some(reason));
         let Some(e) = self.entries.get_mut(id) else { return };
         e.failures += 1;
@@ -164,6 +170,8 @@ impl Gateway {
         self.metrics.tasks_retried.get_or_create(&e.type_label()).inc();
         e.record.state = TaskState::Pending;
         let delay = self.policy.delay(e.failures, rand::random());
+        e.backoff_span = tracing::info_span!(target: TARGET, parent: &e.span, "backoff", task.id = %id,
+            task.failures = i64::from(e.failures), backoff.ms = delay.as_millis() as i64);
         e.retry_timer = Some(self.timers.arm(Timer::RetryDue { id: id.to_string() }, delay));
     }
 
@@ -185,6 +193,7 @@ impl Gateway {
             && e.retry_timer.take().is_some()
             && !e.record.state.is_final()
         {
+            e.backoff_span = tracing::Span::none();
             self.enqueue(id, true);
         }
     }

@@ -48,7 +48,7 @@ enum Held {
     /// Whatever the caller wanted to do (answer a submitter); told whether the write held.
     Reply(Reply),
     /// A final record for someone waiting on it.
-    Waiter(oneshot::Sender<TaskRecord>, TaskRecord),
+    Waiter(oneshot::Sender<TaskRecord>, Box<TaskRecord>),
     /// A final record that may now leave memory.
     Evict(String),
     /// A task accepted in the batch: if the batch did not commit, it was never accepted.
@@ -136,7 +136,7 @@ impl Gateway {
 
     /// Answers `waiter` with the final record once it is durable.
     pub(super) fn hold_waiter(&mut self, waiter: oneshot::Sender<TaskRecord>, record: TaskRecord) {
-        self.hold(Held::Waiter(waiter, record));
+        self.hold(Held::Waiter(waiter, Box::new(record)));
     }
 
     pub(super) fn hold_accepted(&mut self, id: &str) {
@@ -213,7 +213,7 @@ impl Gateway {
         match item {
             Held::Reply(reply) => reply(outcome.clone()),
             Held::Waiter(waiter, record) => {
-                let _ = waiter.send(record);
+                let _ = waiter.send(*record);
             }
             Held::Evict(id) if ok => {
                 if self.entries.get(&id).is_some_and(|e| e.record.state.is_final() && !e.dirty) {

@@ -5,14 +5,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::PeerId;
 use tokio_util::time::delay_queue;
+use tracing::Span;
+use tracing::field::Empty;
 
 use super::admission::Checked;
 use super::durable::Stored;
-use super::record::{AttemptOutcome, TaskRecord, TaskState};
+use super::record::{AttemptOutcome, TaskRecord, TaskState, TimelineKind, now_ms};
 use super::types::TaskSpec;
 use crate::metrics::TypeLabels;
 use crate::protocol::{TaskRequest, WIRE_VERSION};
 use crate::tasks::TaskKind;
+use crate::telemetry::{self, Remote, TARGET, TraceContext};
 
 pub(super) struct Running {
     pub(super) attempt: u32,
@@ -34,10 +37,31 @@ pub(super) struct Entry {
     pub(super) started: Instant,
     /// Changed since the record last went to the store.
     pub(super) dirty: bool,
+    /// The task's span, from acceptance to its final state; disabled (free) when traces are
+    /// not exported. The spans below are its children, each open while its phase lasts.
+    pub(super) span: Span,
+    pub(super) queue_span: Span,
+    pub(super) attempt_span: Span,
+    pub(super) backoff_span: Span,
+}
+
+/// The span of a task, child of `parent` when the submission came with a trace.
+fn task_span(id: &str, kind: TaskKind, parent: Option<&Remote>, resumed: bool) -> Span {
+    let span = tracing::info_span!(target: TARGET, parent: None, "task", task.id = %id, task.type = kind.name(),
+        task.resumed = resumed, task.state = Empty, task.attempts = Empty, otel.status_code = Empty, error.message = Empty);
+    if let Some(parent) = parent {
+        parent.adopt(&span);
+    }
+    span
 }
 
 impl Entry {
     pub(super) fn new(id: String, spec: TaskSpec, c: Checked) -> Self {
+        let span = task_span(&id, c.kind, spec.trace.as_ref(), false);
+        // The exported span's trace when there is one, else the submitter's, else a new id.
+        let trace_id = TraceContext::of_span(&span)
+            .or(spec.trace)
+            .map_or_else(telemetry::fresh_trace_id, |r| r.context.trace_id_hex());
         let record = TaskRecord {
             id,
             task_type: c.kind.name().to_string(),
@@ -50,6 +74,8 @@ impl Entry {
             submitted_at: SystemTime::now(),
             finished_at: None,
             attempt_history: Vec::new(),
+            trace_id,
+            timeline: Vec::new(),
         };
         Entry {
             record,
@@ -63,11 +89,19 @@ impl Entry {
             tried: Vec::new(),
             started: Instant::now(),
             dirty: false,
+            span,
+            queue_span: Span::none(),
+            attempt_span: Span::none(),
+            backoff_span: Span::none(),
         }
     }
 
     /// A task a previous run of the gateway accepted, as the store kept it.
     pub(super) fn restored(s: Stored, kind: TaskKind) -> Self {
+        // The span of the run before the restart is gone; the resumed task's span joins the
+        // same trace (its parent is that lost span).
+        let parent = Remote::joining(&s.record.trace_id);
+        let span = task_span(&s.record.id, kind, parent.as_ref(), true);
         Entry {
             record: s.record,
             kind,
@@ -80,6 +114,10 @@ impl Entry {
             tried: s.tried,
             started: Instant::now(),
             dirty: false,
+            span,
+            queue_span: Span::none(),
+            attempt_span: Span::none(),
+            backoff_span: Span::none(),
         }
     }
 
@@ -93,11 +131,28 @@ impl Entry {
             payload: self.record.payload.clone(),
             required_capabilities: self.kind.capability().map(|c| vec![c.to_string()]).unwrap_or_default(),
             deadline_ms: self.timeout.as_millis() as u64,
+            trace: TraceContext::of_span(&self.attempt_span).map(|r| Box::new(r.to_wire())),
         }
     }
 
-    /// Sets how the latest attempt in the history ended.
+    /// Sets how the latest attempt in the history ended, in the timeline too, and ends the
+    /// attempt's span.
     pub(super) fn note_attempt(&mut self, outcome: AttemptOutcome, error: Option<String>) {
+        let span = std::mem::replace(&mut self.attempt_span, Span::none());
+        span.record("attempt.outcome", outcome.as_str());
+        if let Some(error) = &error {
+            span.record("error.message", error.as_str());
+        }
+        let event = match outcome {
+            AttemptOutcome::Busy => Some(TimelineKind::Busy),
+            AttemptOutcome::Error | AttemptOutcome::Timeout | AttemptOutcome::Lost | AttemptOutcome::Queued => {
+                Some(TimelineKind::AttemptFailed)
+            }
+            AttemptOutcome::Ok | AttemptOutcome::Running | AttemptOutcome::Cancelled => None,
+        };
+        if let Some(event) = event {
+            self.record.note(now_ms(), event, None, error.clone());
+        }
         if let Some(last) = self.record.attempt_history.last_mut() {
             last.outcome = outcome.as_str().to_string();
             last.error = error;

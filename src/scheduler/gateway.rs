@@ -24,7 +24,7 @@ use super::entry::Entry;
 use super::load::Load;
 use super::queue::Queues;
 use super::reasons::Rejection;
-use super::record::{AttemptOutcome, TaskRecord, TaskState};
+use super::record::{AttemptOutcome, TaskRecord, TaskState, TimelineKind, now_ms};
 use super::retry::RetryPolicy;
 use super::timers::{Timer, Timers};
 use super::types::{CancelError, Effect, SubmitError, TaskSpec, WorkerView};
@@ -172,6 +172,12 @@ impl Gateway {
         }
         let busy = matches!(&result, Ok(r) if r.outcome == TaskOutcome::Err(TaskError::Busy));
         self.load.answered(&peer, busy);
+        if let (Some(e), Ok(response)) = (self.entries.get_mut(task_id), &result) {
+            if let Some(started) = response.started_ms {
+                e.record.note(started, TimelineKind::Started, None, None);
+            }
+            e.record.note(now_ms(), TimelineKind::Answered, None, None);
+        }
         if let Some(e) = self.entries.get(task_id) {
             let verdict = judge(e, task_id, attempt, result, self.config.compute_difficulty);
             self.settle(task_id, peer, verdict);

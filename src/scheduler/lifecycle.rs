@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::admission::Checked;
 use super::entry::Entry;
 use super::gateway::Gateway;
-use super::record::{AttemptOutcome, TaskRecord, TaskState};
+use super::record::{AttemptOutcome, TaskRecord, TaskState, TimelineKind, now_ms};
 use super::types::{CancelError, TaskSpec};
 
 /// Final records kept at most, whatever the retention, to bound memory.
@@ -22,7 +22,7 @@ impl Gateway {
         let id = uuid::Uuid::now_v7().to_string();
         let entry = Entry::new(id.clone(), spec, checked);
         self.metrics.tasks_submitted.get_or_create(&entry.type_label()).inc();
-        tracing::debug!(task_id = %id, r#type = entry.kind.name(), "task accepted");
+        tracing::debug!(task_id = %id, trace_id = %entry.record.trace_id, r#type = entry.kind.name(), "task accepted");
         self.entries.insert(id.clone(), entry);
         self.touch(&id);
         self.hold_accepted(&id);
@@ -62,6 +62,25 @@ impl Gateway {
         e.record.result = result;
         e.record.error = error;
         e.record.finished_at = Some(SystemTime::now());
+        let event = match state {
+            TaskState::Completed => TimelineKind::Completed,
+            TaskState::Cancelled => TimelineKind::Cancelled,
+            _ => TimelineKind::Failed,
+        };
+        let detail = e.record.error.clone();
+        e.record.note(now_ms(), event, None, detail);
+        // The task's span ends here, after its children.
+        e.queue_span = tracing::Span::none();
+        e.attempt_span = tracing::Span::none();
+        e.backoff_span = tracing::Span::none();
+        let span = std::mem::replace(&mut e.span, tracing::Span::none());
+        span.record("task.state", state.as_str());
+        span.record("task.attempts", i64::from(e.record.attempts));
+        if state != TaskState::Completed {
+            span.record("otel.status_code", "error");
+            span.record("error.message", e.record.error.as_deref().unwrap_or(""));
+        }
+        drop(span);
         let labels = e.type_label();
         match state {
             TaskState::Completed => self.metrics.tasks_completed.get_or_create(&labels).inc(),
@@ -72,10 +91,10 @@ impl Gateway {
         // One line per completed task would be thousands a second under load: completions are
         // debug (metrics count them), the rest stay visible.
         if state == TaskState::Completed {
-            tracing::debug!(task_id = %id, attempts = e.record.attempts, "task finished");
+            tracing::debug!(task_id = %id, trace_id = %e.record.trace_id, attempts = e.record.attempts, "task finished");
         } else {
-            tracing::info!(task_id = %id, state = state.as_str(), attempts = e.record.attempts,
-                error = e.record.error.as_deref().unwrap_or(""), "task finished");
+            tracing::info!(task_id = %id, trace_id = %e.record.trace_id, state = state.as_str(),
+                attempts = e.record.attempts, error = e.record.error.as_deref().unwrap_or(""), "task finished");
         }
         let record = self.waiters.contains_key(id).then(|| e.record.clone());
         self.touch(id);

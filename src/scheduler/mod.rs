@@ -18,7 +18,7 @@ mod types;
 pub use admission::MAX_TIMEOUT_MS;
 pub use durable::Reply;
 pub use gateway::Gateway;
-pub use record::{AttemptRecord, TaskRecord, TaskState};
+pub use record::{AttemptRecord, MAX_TIMELINE, TaskRecord, TaskState, TimelineEvent, TimelineKind};
 pub use timers::Timer;
 pub use types::{CancelError, Effect, SubmitError, TaskSpec, WorkerView};
 

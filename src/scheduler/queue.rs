@@ -8,9 +8,10 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::gateway::Gateway;
 use super::placement::{Candidate, choose};
-use super::record::{AttemptOutcome, AttemptRecord, TaskState};
+use super::record::{AttemptOutcome, AttemptRecord, TaskState, TimelineKind, now_ms};
 use super::timers::Timer;
 use super::types::WorkerView;
+use crate::telemetry::TARGET;
 
 /// Queue key of the task types that any worker can run.
 const ANY_WORKER: &str = "";
@@ -74,6 +75,9 @@ impl Gateway {
         let key = self.timers.arm(Timer::QueueDeadline { id: id.to_string(), seq }, e.timeout);
         e.queued = Some((seq, key));
         e.record.state = TaskState::Pending;
+        e.record.note(now_ms(), TimelineKind::Queued, None, None);
+        e.queue_span =
+            tracing::info_span!(target: TARGET, parent: &e.span, "queued", task.id = %id, task.requeued = front);
         self.touch(id);
     }
 
@@ -83,6 +87,7 @@ impl Gateway {
         if let Some(e) = self.entries.get_mut(id)
             && let Some((_, key)) = e.queued.take()
         {
+            e.queue_span = tracing::Span::none();
             self.timers.disarm(&key);
             self.queues.left();
         }
@@ -137,13 +142,16 @@ impl Gateway {
             return;
         }
         e.queued = None;
+        e.queue_span = tracing::Span::none();
         self.queues.left();
         let waited = e.timeout.as_millis();
+        let why = format!("no capable worker was free within {waited} ms");
+        e.record.note(now_ms(), TimelineKind::AttemptFailed, None, Some(why.clone()));
         e.record.attempt_history.push(AttemptRecord {
             attempt: e.record.attempts,
             worker: String::new(),
             outcome: AttemptOutcome::Queued.as_str().into(),
-            error: Some(format!("no capable worker was free within {waited} ms")),
+            error: Some(why),
         });
         e.failures += 1;
         if e.failures >= e.max_attempts {

@@ -94,6 +94,87 @@ pub struct TaskRecord {
     #[serde(with = "rfc3339_opt")]
     pub finished_at: Option<SystemTime>,
     pub attempt_history: Vec<AttemptRecord>,
+    /// The W3C trace id of the task's journey (32 hex digits): the submitter's when its
+    /// request carried a `traceparent`, else a fresh one. Every log line about the task
+    /// carries it too. Empty in records stored before traces existed.
+    #[serde(default)]
+    pub trace_id: String,
+    /// What happened when, attempt by attempt (at most [`MAX_TIMELINE`] events: the first,
+    /// then the latest).
+    #[serde(default)]
+    pub timeline: Vec<TimelineEvent>,
+}
+
+/// Most events a task's timeline keeps; a task that keeps being refused (busy workers) would
+/// otherwise grow its record without bound.
+pub const MAX_TIMELINE: usize = 64;
+
+/// One step of a task's journey.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TimelineEvent {
+    /// When (Unix milliseconds; `started` is the worker's clock, the rest the gateway's).
+    pub at_ms: u64,
+    /// The attempt it belongs to (0: before the first dispatch).
+    pub attempt: u32,
+    pub event: TimelineKind,
+    /// The worker, for `dispatched`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Why, for `attempt_failed` and `busy`; the error, for a final `failed` or `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineKind {
+    /// Waiting for a worker with room (again, after a retry or a busy refusal).
+    Queued,
+    /// Sent to `worker`.
+    Dispatched,
+    /// The worker started executing it (the worker's clock).
+    Started,
+    /// The worker's answer arrived.
+    Answered,
+    /// The worker was busy: the task goes to another at no cost.
+    Busy,
+    /// The attempt failed (`detail` says why); a retry follows unless the task failed.
+    AttemptFailed,
+    /// The final states, as `state` spells them.
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TimelineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::Queued => "queued",
+            TimelineKind::Dispatched => "dispatched",
+            TimelineKind::Started => "started",
+            TimelineKind::Answered => "answered",
+            TimelineKind::Busy => "busy",
+            TimelineKind::AttemptFailed => "attempt_failed",
+            TimelineKind::Completed => "completed",
+            TimelineKind::Failed => "failed",
+            TimelineKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl TaskRecord {
+    /// Adds an event at `at_ms`, keeping the first event and the latest ones within the cap.
+    pub(super) fn note(&mut self, at_ms: u64, event: TimelineKind, worker: Option<String>, detail: Option<String>) {
+        if self.timeline.len() >= MAX_TIMELINE {
+            self.timeline.remove(1);
+        }
+        self.timeline.push(TimelineEvent { at_ms, attempt: self.attempts, event, worker, detail });
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 mod rfc3339 {

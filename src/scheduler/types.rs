@@ -4,6 +4,7 @@
 use libp2p::PeerId;
 
 use crate::protocol::TaskRequest;
+use crate::telemetry::Remote;
 
 /// What a user asks for.
 #[derive(Debug, Clone)]
@@ -12,6 +13,9 @@ pub struct TaskSpec {
     pub payload: String,
     pub timeout_ms: Option<u64>,
     pub max_attempts: Option<u32>,
+    /// The trace the task joins: the submission's span, or the submitter's `traceparent`.
+    /// `None` starts a fresh trace.
+    pub trace: Option<Remote>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,17 +10,20 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::metrics::{ExecutedLabels, Limit, Metrics};
 use crate::network::{Client, InboundId};
 use crate::protocol::{TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION};
 use crate::tasks::{self, StorageOp, TaskKind};
+use crate::telemetry::{Remote, TARGET};
 
 /// Where an attempt came from, and so where its answer goes.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +117,21 @@ impl Executor {
     #[must_use = "a refused attempt's answer must be sent"]
     pub fn submit(&self, origin: Origin, request: TaskRequest) -> Option<TaskResponse> {
         let inner = &self.inner;
-        let refuse = |err: TaskError| Some(self.response(&request, TaskOutcome::Err(err)));
+        // The gateway's attempt span, when it exports traces; a malformed context is ignored.
+        let parent = request.trace.as_deref().and_then(Remote::from_wire);
+        // Admission is its own short span: it ends (and is exported) at once, so even an
+        // attempt whose worker dies mid-task leaves a trace of having arrived here.
+        let admit = tracing::info_span!(target: TARGET, parent: None, "admit", otel.kind = "server",
+            task.id = %request.task_id, task.attempt = i64::from(request.attempt), worker.peer_id = %inner.local_name,
+            admitted = Empty, error.message = Empty);
+        if let Some(parent) = &parent {
+            parent.adopt(&admit);
+        }
+        let refuse = |err: TaskError| {
+            admit.record("admitted", false);
+            admit.record("error.message", tracing::field::display(&err));
+            Some(self.response(&request, TaskOutcome::Err(err), None))
+        };
         if inner.draining.load(Ordering::Relaxed) {
             return refuse(TaskError::ShuttingDown);
         }
@@ -133,48 +150,75 @@ impl Executor {
             inner.metrics.limit_hit(Limit::TaskBacklog);
             return refuse(TaskError::Busy);
         };
+        admit.record("admitted", true);
+        drop(admit);
+        let execute = tracing::info_span!(target: TARGET, parent: None, "execute", task.id = %request.task_id,
+            task.type = kind.name(), task.attempt = i64::from(request.attempt), worker.peer_id = %inner.local_name,
+            attempt.outcome = Empty, otel.status_code = Empty, error.message = Empty);
+        if let Some(parent) = &parent {
+            parent.adopt(&execute);
+        }
         let this = self.clone();
-        self.inner.tasks.spawn(async move {
-            this.inner.executing.fetch_add(1, Ordering::Relaxed);
-            this.inner.metrics.tasks_executing.inc();
-            let deadline = Duration::from_millis(request.deadline_ms.max(1));
-            let started = std::time::Instant::now();
-            let work = async {
-                // Never closed: the semaphore lives as long as the executor.
-                let _slot = this.inner.slots.acquire().await.map_err(|_| TaskError::ShuttingDown)?;
-                this.run(kind, &request.payload, deadline.saturating_sub(started.elapsed())).await
-            };
-            let outcome = match tokio::time::timeout(deadline, work).await {
-                Ok(Ok(result)) => TaskOutcome::Ok(result),
-                Ok(Err(e)) => TaskOutcome::Err(e),
-                Err(_) => TaskOutcome::Err(TaskError::Timeout),
-            };
-            this.inner.executing.fetch_sub(1, Ordering::Relaxed);
-            this.inner.metrics.tasks_executing.dec();
-            drop(admitted);
-            this.inner
-                .metrics
-                .tasks_executed
-                .get_or_create(&ExecutedLabels {
-                    r#type: kind.name().to_string(),
-                    outcome: if matches!(outcome, TaskOutcome::Ok(_)) { "ok" } else { "error" },
-                })
-                .inc();
-            tracing::debug!(task_id = %request.task_id, attempt = request.attempt, ok = matches!(outcome, TaskOutcome::Ok(_)), "attempt executed");
-            let response = this.response(&request, outcome);
-            this.answer(origin, response).await;
-        });
+        let span = execute.clone();
+        self.inner.tasks.spawn(
+            async move {
+                this.inner.executing.fetch_add(1, Ordering::Relaxed);
+                this.inner.metrics.tasks_executing.inc();
+                let deadline = Duration::from_millis(request.deadline_ms.max(1));
+                let started = std::time::Instant::now();
+                // When it got a slot (Unix ms; 0: never), for the gateway's timeline.
+                let started_ms = AtomicU64::new(0);
+                let work = async {
+                    // Never closed: the semaphore lives as long as the executor.
+                    let _slot = this.inner.slots.acquire().await.map_err(|_| TaskError::ShuttingDown)?;
+                    started_ms.store(unix_ms(), Ordering::Relaxed);
+                    this.run(kind, &request.payload, deadline.saturating_sub(started.elapsed())).await
+                };
+                let outcome = match tokio::time::timeout(deadline, work).await {
+                    Ok(Ok(result)) => TaskOutcome::Ok(result),
+                    Ok(Err(e)) => TaskOutcome::Err(e),
+                    Err(_) => TaskOutcome::Err(TaskError::Timeout),
+                };
+                this.inner.executing.fetch_sub(1, Ordering::Relaxed);
+                this.inner.metrics.tasks_executing.dec();
+                drop(admitted);
+                this.inner
+                    .metrics
+                    .tasks_executed
+                    .get_or_create(&ExecutedLabels {
+                        r#type: kind.name().to_string(),
+                        outcome: if matches!(outcome, TaskOutcome::Ok(_)) { "ok" } else { "error" },
+                    })
+                    .inc();
+                tracing::debug!(task_id = %request.task_id,
+                trace_id = parent.as_ref().map_or(String::new(), |p| p.context.trace_id_hex()),
+                attempt = request.attempt, ok = matches!(outcome, TaskOutcome::Ok(_)), "attempt executed");
+                match &outcome {
+                    TaskOutcome::Ok(_) => span.record("attempt.outcome", "ok"),
+                    TaskOutcome::Err(e) => {
+                        span.record("otel.status_code", "error");
+                        span.record("error.message", tracing::field::display(e));
+                        span.record("attempt.outcome", "error")
+                    }
+                };
+                let started_ms = Some(started_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
+                let response = this.response(&request, outcome, started_ms);
+                this.answer(origin, response).await;
+            }
+            .instrument(execute),
+        );
         None
     }
 
     /// This worker's answer to `request`.
-    fn response(&self, request: &TaskRequest, outcome: TaskOutcome) -> TaskResponse {
+    fn response(&self, request: &TaskRequest, outcome: TaskOutcome, started_ms: Option<u64>) -> TaskResponse {
         TaskResponse {
             v: WIRE_VERSION,
             task_id: request.task_id.clone(),
             attempt: request.attempt,
             worker: self.inner.local_name.clone(),
             outcome,
+            started_ms,
         }
     }
 
@@ -236,4 +280,8 @@ impl Executor {
             },
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -387,6 +387,7 @@ impl Core {
                     outcome: crate::protocol::TaskOutcome::Err(crate::protocol::TaskError::MissingCapability(
                         "worker".into(),
                     )),
+                    started_ms: None,
                 };
                 let _ = self.network.respond_task(id, response).await;
             }

@@ -85,6 +85,7 @@ async fn mismatched_response_is_not_a_completion() {
             attempt: request.attempt,
             worker: peer.to_string(),
             outcome: ok("x"),
+            started_ms: None,
         };
         mutate(&mut response);
         gw.on_answer(peer, &request.task_id, request.attempt, Ok(response), &workers);
@@ -101,8 +102,14 @@ async fn mismatched_response_is_not_a_completion() {
     let (_, ra) = sent_one(&mut gw);
     let b = gw.submit(echo(), &workers).unwrap();
     let (_, rb) = sent_one(&mut gw);
-    let for_b =
-        TaskResponse { v: WIRE_VERSION, task_id: b.clone(), attempt: 1, worker: w.to_string(), outcome: ok("b") };
+    let for_b = TaskResponse {
+        v: WIRE_VERSION,
+        task_id: b.clone(),
+        attempt: 1,
+        worker: w.to_string(),
+        outcome: ok("b"),
+        started_ms: None,
+    };
     gw.on_answer(w, &a, ra.attempt, Ok(for_b), &workers);
     assert_eq!(state(&gw, &a), TaskState::Pending, "A's attempt failed and is retried");
     assert_eq!(state(&gw, &b), TaskState::Running);

@@ -33,6 +33,7 @@ mod queue_deadline;
 mod regressions;
 mod retries;
 mod submission;
+mod timeline;
 mod verdicts;
 
 fn config() -> TasksConfig {
@@ -63,7 +64,7 @@ fn worker(capacity: u32, capabilities: &[&str]) -> WorkerView {
 }
 
 fn spec(task_type: &str, payload: &str) -> TaskSpec {
-    TaskSpec { task_type: task_type.into(), payload: payload.into(), timeout_ms: None, max_attempts: None }
+    TaskSpec { task_type: task_type.into(), payload: payload.into(), timeout_ms: None, max_attempts: None, trace: None }
 }
 
 fn echo() -> TaskSpec {
@@ -121,6 +122,7 @@ fn answer(gw: &mut Gateway, peer: PeerId, request: &TaskRequest, outcome: TaskOu
         attempt: request.attempt,
         worker: peer.to_string(),
         outcome,
+        started_ms: None,
     };
     gw.on_answer(peer, &request.task_id, request.attempt, Ok(response), workers);
 }

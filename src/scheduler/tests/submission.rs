@@ -154,6 +154,7 @@ async fn accepted_task_is_dispatched_with_a_well_formed_request() {
             payload: "block-1".into(),
             required_capabilities: vec!["compute".into()],
             deadline_ms: 2_500,
+            trace: None,
         }
     );
     let record = gw.get(&id).unwrap();

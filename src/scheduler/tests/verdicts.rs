@@ -20,7 +20,14 @@ fn sent(kind: TaskKind, payload: &str) -> Entry {
 }
 
 fn reply(outcome: TaskOutcome) -> Result<TaskResponse, DispatchError> {
-    Ok(TaskResponse { v: WIRE_VERSION, task_id: "t".into(), attempt: 1, worker: WORKER.into(), outcome })
+    Ok(TaskResponse {
+        v: WIRE_VERSION,
+        task_id: "t".into(),
+        attempt: 1,
+        worker: WORKER.into(),
+        outcome,
+        started_ms: None,
+    })
 }
 
 #[test]
