@@ -116,6 +116,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 echo "$after"
-grep -q '"state":"completed"' <<<"$after" && grep -q 'kept across a restart' <<<"$after" \
-  || { echo "FAIL: task $id was not found completed after the bootstrap's restart"; exit 1; }
+if ! grep -q '"state":"completed"' <<<"$after" || ! grep -q 'kept across a restart' <<<"$after"; then
+  echo "FAIL: task $id was not found completed after the bootstrap's restart"
+  exit 1
+fi
 echo "containers: task $id still completed after the bootstrap container was killed and started"
