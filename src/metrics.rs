@@ -70,6 +70,10 @@ labelled! {
         ProbeRequestMalformed => "probe_request_malformed",
         ProbeRequestAborted => "probe_request_aborted",
         ProbeUnexpected => "probe_unexpected",
+        RecordsRequestMalformed => "records_request_malformed",
+        RecordsRequestAborted => "records_request_aborted",
+        /// A record-copy request from a non-member, or of another wire version.
+        RecordsUnexpected => "records_unexpected",
     }
 }
 
@@ -159,6 +163,10 @@ pub struct Metrics {
     pub tasks_retried: Family<TypeLabels, Counter>,
     pub tasks_cancelled: Family<TypeLabels, Counter>,
     pub tasks_rejected: Family<ReasonLabels, Counter>,
+    pub tasks_adopted: Counter,
+    pub tasks_handed_over: Counter,
+    pub copies_fenced: Counter,
+    pub tasks_final_from_copies: Counter,
     pub task_duration: Family<TypeLabels, Histogram, fn() -> Histogram>,
     pub queue_depth: Gauge,
     pub tasks_running: Gauge,
@@ -204,6 +212,10 @@ impl Metrics {
             tasks_retried: Family::default(),
             tasks_cancelled: Family::default(),
             tasks_rejected: Family::default(),
+            tasks_adopted: Counter::default(),
+            tasks_handed_over: Counter::default(),
+            copies_fenced: Counter::default(),
+            tasks_final_from_copies: Counter::default(),
             task_duration: Family::new_with_constructor(duration_histogram),
             queue_depth: Gauge::default(),
             tasks_running: Gauge::default(),
@@ -257,6 +269,26 @@ impl Metrics {
         r.register("tasks_retried", "Attempts retried on another worker", self.tasks_retried.clone());
         r.register("tasks_cancelled", "Tasks cancelled by a user", self.tasks_cancelled.clone());
         r.register("tasks_rejected", "Submissions refused before acceptance", self.tasks_rejected.clone());
+        r.register(
+            "tasks_adopted",
+            "Unfinished tasks this node took over from a lost gateway",
+            self.tasks_adopted.clone(),
+        );
+        r.register(
+            "tasks_handed_over",
+            "Tasks this gateway stopped driving because a copy holder had adopted them",
+            self.tasks_handed_over.clone(),
+        );
+        r.register(
+            "record_copies_fenced",
+            "Forwarded record copies refused because a later owner holds the task",
+            self.copies_fenced.clone(),
+        );
+        r.register(
+            "tasks_final_from_copies",
+            "Restored tasks not run again: a copy holder had their final record",
+            self.tasks_final_from_copies.clone(),
+        );
         r.register("task_duration_seconds", "Time from submission to final state", self.task_duration.clone());
         r.register("task_queue_depth", "Tasks waiting for a free worker", self.queue_depth.clone());
         r.register("tasks_running", "Tasks dispatched and awaiting an answer", self.tasks_running.clone());

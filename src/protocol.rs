@@ -131,6 +131,65 @@ pub struct ProbeResponse {
     pub reachable: bool,
 }
 
+/// Largest record-copy request: a batch of task records forwarded to one copy holder.
+pub const MAX_RECORDS_REQUEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest record-copy response (a found record, or the fenced ids of a batch).
+pub const MAX_RECORDS_RESPONSE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// One task record as its gateway forwards it to a copy holder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordCopy {
+    pub id: String,
+    /// The owner's fencing token: raised by every adoption; a lower one is stale.
+    pub epoch: u32,
+    /// The owner's batch number of this version: a later one replaces an earlier one, so
+    /// batches that overtake each other on the wire never roll a record back.
+    pub seq: u64,
+    pub submitted_ms: u64,
+    /// Set once the task is final.
+    pub finished_ms: Option<u64>,
+    /// The record as the owner's store keeps it (CBOR).
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// Sent by an owner that restarted and resumes the task: a holder with a final copy
+    /// answers with it rather than take this older version.
+    #[serde(default)]
+    pub restored: bool,
+}
+
+/// Task-record copies (`tasks.record_copies`): a gateway forwards its records to the nodes
+/// that hold their copies, and any node asks the others for a record it does not hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RecordsRequest {
+    /// Keep (or update) these copies for `owner`, the sender.
+    Replicate { v: u16, records: Vec<RecordCopy> },
+    /// Do you hold task `id` (as its owner or as a copy holder)?
+    Get { v: u16, id: String },
+}
+
+/// A copy holder's refusal of one forwarded record: someone else owns it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fenced {
+    pub id: String,
+    pub owner: String,
+    pub epoch: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RecordsResponse {
+    /// The batch is held, except the records in `fenced` (adopted at a higher epoch) and in
+    /// `finals` (restored records the holder already knows final: here is the final one).
+    Replicated {
+        v: u16,
+        fenced: Vec<Fenced>,
+        #[serde(default)]
+        finals: Vec<RecordCopy>,
+    },
+    /// The record, if held: `owner` says the answer comes from the task's current owner
+    /// (authoritative) rather than a copy that may lag behind it.
+    Found { v: u16, copy: Option<RecordCopy>, owner: bool },
+}
+
 /// Liveness and membership state, published on the heartbeat topic. Rumors piggyback
 /// suspicions about other members (SWIM dissemination).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

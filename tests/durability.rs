@@ -343,3 +343,95 @@ fn a_dht_value_outlives_a_kill_9_and_restart_of_every_node_holding_it() {
         "no worker reloaded a record"
     );
 }
+
+/// The executions every worker counted.
+fn executions(workers: &[NodeProc]) -> f64 {
+    workers.iter().map(|w| w.metric_sum("p2p_tasks_executed_total")).sum()
+}
+
+#[test]
+fn a_lost_gateways_tasks_are_adopted_by_their_copy_holders_and_never_run_again_by_it() {
+    let root = scratch("adopt");
+    let seed = NodeProc::start(root.path(), Spec::new("seed", "bootstrap").port(free_port()));
+    let boot = [seed.p2p_addr()];
+    let fast = |s: Spec| s.bootstrap(&boot).env("P2P_TASKS__ADOPT_AFTER_SECS", 2);
+    let mut gw = NodeProc::start(root.path(), fast(Spec::new("gateway", "bootstrap")));
+    let workers: Vec<NodeProc> = (1..=3)
+        .map(|i| NodeProc::start(root.path(), fast(Spec::new(&format!("w{i}"), "worker").concurrency(8))))
+        .collect();
+    let seed_and_workers: Vec<&NodeProc> = std::iter::once(&seed).chain(&workers).collect();
+    wait_schedulable(&gw, &workers);
+    common::wait_until(Duration::from_secs(15), "the gateway to see every member alive", || {
+        let alive = gw.alive_peers();
+        seed_and_workers.iter().all(|n| alive.contains(&n.peer_id))
+    });
+
+    let tasks: Vec<Value> = (0..1000)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"type": "echo", "payload": format!("p{i}")})
+            } else {
+                json!({"type": "sleep", "payload": format!("{}", 50 + (i * 37) % 451)})
+            }
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in tasks.chunks(250) {
+        ids.extend(submit_batch(&gw, chunk));
+    }
+    // Every record names its copy holder, one of the other members.
+    let first = gw.get(&format!("/v1/tasks/{}", ids[0])).unwrap();
+    assert_eq!(first["owner"], gw.peer_id.as_str(), "{first}");
+    let holder = first["copies"][0].as_str().expect("a copy holder is named").to_string();
+    assert!(seed_and_workers.iter().any(|n| n.peer_id == holder), "{first}");
+
+    // Permanent loss: the gateway dies and its data dir goes (kept aside to bring it back).
+    std::thread::sleep(kill_after(3000));
+    gw.kill();
+    let data = gw.dir.join("data");
+    let aside = gw.dir.join("data-aside");
+    std::fs::rename(&data, &aside).unwrap();
+
+    let started = Instant::now();
+    let records = wait_final(&seed, &ids, Duration::from_secs(120));
+    eprintln!("all 1000 final {:?} after the gateway was lost", started.elapsed());
+    let adopted: f64 = seed_and_workers.iter().map(|n| n.metric_sum("p2p_tasks_adopted_total")).sum();
+    let worker_ids: Vec<&str> = workers.iter().map(|w| w.peer_id.as_str()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let rec = &records[id];
+        assert_eq!(rec["state"], "completed", "{rec}");
+        assert!(worker_ids.contains(&rec["worker"].as_str().unwrap()), "{rec}");
+        if i % 2 == 0 {
+            assert_eq!(rec["result"], format!("p{i}"), "{rec}");
+        }
+    }
+    // Any node answers for any task, with the same final state.
+    for id in ids.iter().step_by(13) {
+        let other = workers[1].get(&format!("/v1/tasks/{id}")).unwrap();
+        assert_eq!(other["state"], records[id]["state"], "{other}");
+        assert_eq!(other["finished_at"], records[id]["finished_at"], "{other}");
+    }
+    let executed = executions(&workers);
+    eprintln!("{adopted} tasks adopted; {executed} executions for 1000 tasks ({} ran twice)", executed - 1000.0);
+    assert!(executed >= 1000.0, "{executed} executions for 1000 completed tasks");
+
+    // The old gateway returns with its old data: it learns what was adopted and runs none of it.
+    std::fs::rename(&aside, &data).unwrap();
+    gw.restart();
+    let back = Instant::now();
+    while gw.metric_sum("p2p_tasks_handed_over_total") < adopted && back.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "the returning gateway handed over {} tasks, took {} final records from their holders",
+        gw.metric_sum("p2p_tasks_handed_over_total"),
+        gw.metric_sum("p2p_tasks_final_from_copies_total")
+    );
+    // Longer than a restored task would wait for a holder that never answers.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(executions(&workers), executed, "the returning gateway ran tasks again");
+    for id in ids.iter().step_by(17) {
+        let back = gw.get(&format!("/v1/tasks/{id}")).unwrap();
+        assert_eq!(back["state"], "completed", "{back}");
+    }
+}

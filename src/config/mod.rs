@@ -52,6 +52,18 @@ pub enum Security {
     Tls,
 }
 
+/// When a gateway acknowledges a task (`tasks.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Once the record's copies hold it or the local store has synced it, whichever comes
+    /// first; the local store syncs in groups. Survives the crash of any one node.
+    Group,
+    /// Only once the local store has synced it (copies are still kept). Survives the crash of
+    /// the gateway with no other node: for single-node deployments.
+    Always,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -139,6 +151,13 @@ pub struct TasksConfig {
     pub storage_replication: usize,
     /// Leading zero bits the `compute` proof-of-work must reach.
     pub compute_difficulty: u32,
+    /// Other nodes holding a copy of each task record before it is acknowledged; they adopt
+    /// the task if its gateway is lost. 0: the gateway's own store only.
+    pub record_copies: usize,
+    pub fsync: Fsync,
+    /// How long a gateway declared dead gets to come back before a copy holder adopts its
+    /// unfinished tasks.
+    pub adopt_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,6 +363,9 @@ impl Default for TasksConfig {
             retention_secs: 3600,
             storage_replication: 3,
             compute_difficulty: 16,
+            record_copies: 1,
+            fsync: Fsync::Group,
+            adopt_after_secs: 10,
         }
     }
 }

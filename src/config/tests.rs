@@ -135,6 +135,8 @@ fn validation_messages_are_exact() {
         ("tasks:\n  queue_capacity: 0\n", "tasks.queue_capacity: must be at least 1"),
         ("tasks:\n  storage_replication: 0\n", "tasks.storage_replication: must be at least 1"),
         ("tasks:\n  compute_difficulty: 33\n", "tasks.compute_difficulty: must be 0..=32 bits"),
+        ("tasks:\n  record_copies: 6\n", "tasks.record_copies: must be 0..=5"),
+        ("tasks:\n  adopt_after_secs: 0\n", "tasks.adopt_after_secs: must be 1..=86400 seconds"),
         ("security:\n  psk_file: \"\"\n", "security.psk_file: must not be empty (leave it out for an open cluster)"),
         (
             "security:\n  psk_file: swarm.key\n",

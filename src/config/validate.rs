@@ -108,6 +108,9 @@ fn api(a: &ApiConfig) -> Check {
     Ok(())
 }
 
+/// Copies beyond a few add write load on every node without making a loss much less likely.
+const MAX_RECORD_COPIES: usize = 5;
+
 fn tasks(t: &TasksConfig) -> Check {
     if t.max_attempts == 0 || t.max_attempts > 100 {
         return Err(("tasks.max_attempts", "must be 1..=100".into()));
@@ -123,6 +126,12 @@ fn tasks(t: &TasksConfig) -> Check {
     }
     if t.compute_difficulty > 32 {
         return Err(("tasks.compute_difficulty", "must be 0..=32 bits".into()));
+    }
+    if t.record_copies > MAX_RECORD_COPIES {
+        return Err(("tasks.record_copies", format!("must be 0..={MAX_RECORD_COPIES}")));
+    }
+    if t.adopt_after_secs == 0 || t.adopt_after_secs > 86_400 {
+        return Err(("tasks.adopt_after_secs", "must be 1..=86400 seconds".into()));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use libp2p::{
 };
 
 use super::codec::Counted;
-use crate::protocol::{ProbeRequest, ProbeResponse, TaskRequest, TaskResponse};
+use crate::protocol::{ProbeRequest, ProbeResponse, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse};
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -44,4 +44,7 @@ pub struct Behaviour {
     pub tasks: request_response::Behaviour<Counted<TaskRequest, TaskResponse>>,
     /// SWIM indirect probes: "can you reach this peer?"
     pub probe: request_response::Behaviour<Counted<ProbeRequest, ProbeResponse>>,
+    /// Task-record copies: a gateway's records forwarded to their holders, and lookups of
+    /// records held elsewhere (`tasks.record_copies`).
+    pub records: request_response::Behaviour<Counted<RecordsRequest, RecordsResponse>>,
 }

@@ -22,8 +22,8 @@ use super::names::{KAD_ALPHA, KAD_K, ProtocolNames};
 use crate::config::{Config, Role, Security};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    MAX_PROBE_BYTES, MAX_TASK_REQUEST_BYTES, MAX_TASK_RESPONSE_BYTES, ProbeRequest, ProbeResponse, TaskRequest,
-    TaskResponse,
+    MAX_PROBE_BYTES, MAX_RECORDS_REQUEST_BYTES, MAX_RECORDS_RESPONSE_BYTES, MAX_TASK_REQUEST_BYTES,
+    MAX_TASK_RESPONSE_BYTES, ProbeRequest, ProbeResponse, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse,
 };
 use crate::store::Store;
 use crate::store::dht::DhtStore;
@@ -268,6 +268,7 @@ fn make_behaviour(
         streams: libp2p_stream::Behaviour::new(),
         tasks: tasks(config, names, metrics),
         probe: probe(config, names, metrics),
+        records: records(config, names, metrics),
     })
 }
 
@@ -377,6 +378,23 @@ fn tasks(
         request_response::Config::default()
             // The gateway enforces each task's own deadline; this only reaps lost streams.
             .with_request_timeout(Duration::from_secs(3600))
+            .with_max_concurrent_streams(config.limits.max_task_streams),
+    )
+}
+
+/// How long a copy holder or a node asked for a record gets to answer.
+const RECORDS_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn records(
+    config: &Config,
+    names: &ProtocolNames,
+    metrics: &Metrics,
+) -> request_response::Behaviour<Counted<RecordsRequest, RecordsResponse>> {
+    request_response::Behaviour::with_codec(
+        Counted::records(MAX_RECORDS_REQUEST_BYTES, MAX_RECORDS_RESPONSE_BYTES, metrics.clone()),
+        [(names.records.clone(), request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(RECORDS_TIMEOUT)
             .with_max_concurrent_streams(config.limits.max_task_streams),
     )
 }

@@ -7,7 +7,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::event::{InboundId, NetworkStatus};
-use crate::protocol::{GossipMessage, TaskRequest, TaskResponse};
+use crate::protocol::{GossipMessage, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse};
 
 /// Bound of the command channel into the event loop.
 pub const COMMAND_CHANNEL: usize = 4096;
@@ -40,6 +40,8 @@ pub(super) enum Command {
     SendTask { peer: PeerId, addresses: Vec<Multiaddr>, request: TaskRequest },
     RespondTask { id: InboundId, response: TaskResponse },
     SendProbe { via: PeerId, target: PeerId },
+    SendRecords { peer: PeerId, tag: u64, request: RecordsRequest },
+    RespondRecords { id: InboundId, response: RecordsResponse },
     RespondProbe { id: InboundId, target: PeerId, reachable: bool },
     Publish { message: GossipMessage },
     Dial { peer: PeerId, addresses: Vec<Multiaddr> },
@@ -90,6 +92,16 @@ impl Client {
 
     pub async fn send_probe(&self, via: PeerId, target: PeerId) -> Result<(), Closed> {
         self.send(Command::SendProbe { via, target }).await
+    }
+
+    /// Sends a record-copy request; the answer arrives as `NetworkEvent::RecordsAnswered`
+    /// with `tag`.
+    pub async fn send_records(&self, peer: PeerId, tag: u64, request: RecordsRequest) -> Result<(), Closed> {
+        self.send(Command::SendRecords { peer, tag, request }).await
+    }
+
+    pub async fn respond_records(&self, id: InboundId, response: RecordsResponse) -> Result<(), Closed> {
+        self.send(Command::RespondRecords { id, response }).await
     }
 
     pub async fn respond_probe(&self, id: InboundId, target: PeerId, reachable: bool) -> Result<(), Closed> {

@@ -56,6 +56,17 @@ impl<Req, Resp> Counted<Req, Resp> {
         )
     }
 
+    /// The task-record copies' codec.
+    pub fn records(max_request: u64, max_response: u64, metrics: Metrics) -> Self {
+        Self::new(
+            max_request,
+            max_response,
+            metrics,
+            DropReason::RecordsRequestMalformed,
+            DropReason::RecordsRequestAborted,
+        )
+    }
+
     fn new(max_request: u64, max_response: u64, metrics: Metrics, malformed: DropReason, aborted: DropReason) -> Self {
         let inner =
             cbor::codec::Codec::default().set_request_size_maximum(max_request).set_response_size_maximum(max_response);

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 
-use crate::protocol::{CapabilityAdvertisement, HeartBeat, ProbeRequest, TaskRequest, TaskResponse};
+use crate::protocol::{
+    CapabilityAdvertisement, HeartBeat, ProbeRequest, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse,
+};
 
 /// Correlates an inbound request with the reply the event loop is holding for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +117,18 @@ pub enum NetworkEvent {
         reachable: bool,
         /// From the request to the answer (or the failure).
         rtt: Duration,
+    },
+    /// A member forwards task-record copies to us, or asks for a record.
+    RecordsRequested {
+        id: InboundId,
+        peer: PeerId,
+        request: RecordsRequest,
+    },
+    /// The answer (or failure) for a `Client::send_records`, with its tag.
+    RecordsAnswered {
+        peer: PeerId,
+        tag: u64,
+        result: Result<RecordsResponse, DispatchError>,
     },
     Nat(NatStatus),
     /// The routing table's size changed (readiness needs a non-empty one).

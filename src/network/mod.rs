@@ -27,6 +27,7 @@ pub mod lanes;
 mod names;
 mod peers;
 mod probes;
+mod records;
 mod relay;
 mod tasks;
 pub mod view;

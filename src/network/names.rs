@@ -14,6 +14,7 @@ pub struct ProtocolNames {
     pub tasks: StreamProtocol,
     pub task_lane: StreamProtocol,
     pub probe: StreamProtocol,
+    pub records: StreamProtocol,
     pub gossip_prefix: String,
     pub topic_prefix: String,
 }
@@ -29,6 +30,7 @@ impl ProtocolNames {
             tasks: p("task/1.0.0"),
             task_lane: p("task-lane/1.0.0"),
             probe: p("probe/1.0.0"),
+            records: p("task-records/1.0.0"),
             // Not GossipSub's own `meshsub`: our messages are sealed by their authors and carry no
             // GossipSub signature, so a node of the earlier, GossipSub-signed format must not
             // exchange (and reject, and penalise) messages with us.

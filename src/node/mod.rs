@@ -166,6 +166,7 @@ impl Node {
             crate::metrics::serve(metrics_listener, registry, metrics.clone(), stop_servers.clone().cancelled_owned());
         crash.0.push(tasks.spawn(scrape).abort_handle());
 
+        let copy_log = crate::store::copies::CopyLog::start(store.clone());
         let (task_log, committed) = crate::store::tasks::TaskLog::start(store);
         let core = self::core::Core::new(self::core::CoreParts {
             config: config.clone(),
@@ -177,6 +178,7 @@ impl Node {
             health: health.clone(),
             metrics: metrics.clone(),
             task_log,
+            copy_log,
             committed,
         });
         core.run(shutdown, DRAIN_TIMEOUT).await;

@@ -19,10 +19,12 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::copies::Outgoing;
 use super::entry::Entry;
 use super::gateway::Gateway;
 use super::record::{AttemptOutcome, TaskRecord, TaskState};
 use super::types::SubmitError;
+use crate::protocol::RecordCopy;
 use crate::store::StoreError;
 use crate::store::tasks::{TaskLog, TaskWrite};
 use crate::tasks::TaskKind;
@@ -49,8 +51,6 @@ enum Held {
     Reply(Reply),
     /// A final record for someone waiting on it.
     Waiter(oneshot::Sender<TaskRecord>, Box<TaskRecord>),
-    /// A final record that may now leave memory.
-    Evict(String),
     /// A task accepted in the batch: if the batch did not commit, it was never accepted.
     Accepted(String),
 }
@@ -60,7 +60,13 @@ pub(super) struct Durable {
     dirty: Vec<String>,
     /// The number the next batch gets.
     next: u64,
+    /// Released once their batch is held: by its copies or by the local sync.
     held: VecDeque<(u64, Held)>,
+    /// Final records that may leave memory once their batch is synced locally (the store
+    /// serves them from there on).
+    evicts: VecDeque<(u64, String)>,
+    /// Every batch up to this one is synced locally.
+    local_done: u64,
     /// The last commit failed for lack of space: new submissions are refused.
     pub(super) full: bool,
     last_prune: Option<Instant>,
@@ -68,7 +74,19 @@ pub(super) struct Durable {
 
 impl Durable {
     pub(super) fn new(log: Option<TaskLog>) -> Self {
-        Durable { log, dirty: Vec::new(), next: 1, held: VecDeque::new(), full: false, last_prune: None }
+        // Batch numbers keep growing across restarts (a copy holder keeps the copy from the
+        // highest one): they start from the clock, with room for 1,024 batches a millisecond.
+        let next = epoch_ms(SystemTime::now()) << 10;
+        Durable {
+            log,
+            dirty: Vec::new(),
+            next,
+            held: VecDeque::new(),
+            evicts: VecDeque::new(),
+            local_done: 0,
+            full: false,
+            last_prune: None,
+        }
     }
 
     pub(super) fn enabled(&self) -> bool {
@@ -82,6 +100,11 @@ impl Durable {
 
 fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The task record in a stored (or copied) record's bytes.
+pub fn decode_record(bytes: &[u8]) -> Option<TaskRecord> {
+    decode(bytes).ok().map(|s| s.record)
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Stored, String> {
@@ -148,7 +171,7 @@ impl Gateway {
     /// A final record leaves memory once it is durable (without a store, `prune` drops it).
     pub(super) fn hold_evict(&mut self, id: &str) {
         if self.durable.enabled() {
-            self.hold(Held::Evict(id.to_string()));
+            self.durable.evicts.push_back((self.durable.next, id.to_string()));
         } else {
             self.finished.push_back((Instant::now(), id.to_string()));
         }
@@ -162,49 +185,103 @@ impl Gateway {
 
     /// Something still waits for a commit.
     pub fn holding(&self) -> bool {
-        !self.durable.held.is_empty()
+        !self.durable.held.is_empty() || !self.durable.evicts.is_empty()
+    }
+
+    /// The number the next batch gets.
+    pub(super) fn durable_next(&self) -> u64 {
+        self.durable.next
+    }
+
+    /// The record as a copy to send: what the store would keep.
+    pub(super) fn copy_of(&self, id: &str) -> Option<RecordCopy> {
+        let e = self.entries.get(id)?;
+        Some(RecordCopy {
+            id: id.to_string(),
+            epoch: e.record.epoch,
+            seq: self.durable.next,
+            submitted_ms: epoch_ms(e.record.submitted_at),
+            finished_ms: e.record.finished_at.map(epoch_ms),
+            bytes: encode(e),
+            restored: false,
+        })
     }
 
     /// Hands the records changed since the last call to the store's writer as one batch.
     /// The node calls it after every input it fed the gateway.
     pub fn flush(&mut self) {
         let Some(log) = self.durable.log.clone() else { return };
-        let waiting = self.durable.held.back().is_some_and(|(seq, _)| *seq == self.durable.next);
+        let next = self.durable.next;
+        let waiting = self.durable.held.back().is_some_and(|(seq, _)| *seq == next)
+            || self.durable.evicts.back().is_some_and(|(seq, _)| *seq == next);
         if self.durable.dirty.is_empty() && !waiting {
             return;
         }
         let seq = self.durable.next;
         self.durable.next += 1;
         let mut writes = Vec::with_capacity(self.durable.dirty.len());
+        let mut copies = Outgoing::default();
         for id in std::mem::take(&mut self.durable.dirty) {
             let Some(e) = self.entries.get_mut(&id) else { continue };
             e.dirty = false;
-            writes.push(TaskWrite {
-                submitted_ms: epoch_ms(e.record.submitted_at),
-                finished_ms: e.record.finished_at.map(epoch_ms),
-                bytes: encode(e),
-                id,
-            });
+            let submitted_ms = epoch_ms(e.record.submitted_at);
+            // A handed-over task leaves the unfinished index: this gateway never resumes it.
+            let finished_ms =
+                e.record.finished_at.map(epoch_ms).or_else(|| e.handed_over.then(|| epoch_ms(SystemTime::now())));
+            let bytes = encode(e);
+            if !e.handed_over {
+                self.gather(&mut copies, &id, seq, submitted_ms, finished_ms, &bytes);
+            }
+            writes.push(TaskWrite { submitted_ms, finished_ms, bytes, id });
         }
         log.write(seq, writes);
+        self.send_copies(seq, copies);
     }
 
     /// The writer committed every batch up to `seq` (or failed to).
     pub fn on_committed(&mut self, seq: u64, result: Result<(), StoreError>) {
-        let outcome = match result {
+        let ok = result.is_ok();
+        match result {
             Ok(()) => {
                 self.durable.full = false;
-                Ok(())
+                self.durable.local_done = self.durable.local_done.max(seq);
             }
             Err(e) => {
                 self.durable.full = matches!(e, StoreError::Full(_));
                 tracing::error!(error = %e, "task records not stored: their tasks' submitters are refused");
-                Err(if self.durable.full { SubmitError::StoreFull } else { SubmitError::NotStored(e.to_string()) })
+                let outcome =
+                    Err(if self.durable.full { SubmitError::StoreFull } else { SubmitError::NotStored(e.to_string()) });
+                // What the copies did not release already is refused.
+                while self.durable.held.front().is_some_and(|(s, _)| *s <= seq) {
+                    let (_, item) = self.durable.held.pop_front().expect("checked non-empty");
+                    self.release(item, &outcome);
+                }
             }
-        };
-        while self.durable.held.front().is_some_and(|(s, _)| *s <= seq) {
+        }
+        self.copies.pending = self.copies.pending.split_off(&(seq + 1));
+        while self.durable.evicts.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, id) = self.durable.evicts.pop_front().expect("checked non-empty");
+            if !ok {
+                // Not on disk yet: write it again with the next batch, keep it in memory meanwhile.
+                self.touch(&id);
+                self.hold_evict(&id);
+            } else if self.entries.get(&id).is_some_and(|e| (e.record.state.is_final() || e.handed_over) && !e.dirty) {
+                self.entries.remove(&id);
+            }
+        }
+        self.release_ready();
+    }
+
+    /// Releases, in order, what waits on batches that are now held (by the local sync or by
+    /// their copies).
+    pub(super) fn release_ready(&mut self) {
+        let local_done = self.durable.local_done;
+        while let Some((seq, _)) = self.durable.held.front() {
+            if !self.copies_release(*seq, local_done) {
+                break;
+            }
             let (_, item) = self.durable.held.pop_front().expect("checked non-empty");
-            self.release(item, &outcome);
+            self.release(item, &Ok(()));
         }
     }
 
@@ -214,16 +291,6 @@ impl Gateway {
             Held::Reply(reply) => reply(outcome.clone()),
             Held::Waiter(waiter, record) => {
                 let _ = waiter.send(*record);
-            }
-            Held::Evict(id) if ok => {
-                if self.entries.get(&id).is_some_and(|e| e.record.state.is_final() && !e.dirty) {
-                    self.entries.remove(&id);
-                }
-            }
-            // Not on disk yet: write it again with the next batch, keep it in memory meanwhile.
-            Held::Evict(id) => {
-                self.touch(&id);
-                self.hold_evict(&id);
             }
             Held::Accepted(_) if ok => {}
             Held::Accepted(id) => {
@@ -240,7 +307,7 @@ impl Gateway {
         }
     }
 
-    /// A final record from the store, when memory no longer holds it.
+    /// A record from the store, when memory no longer holds it.
     pub(super) fn stored(&self, id: &str) -> Option<TaskRecord> {
         let bytes = self.durable.log()?.get(id).ok()??;
         decode(&bytes).ok().map(|s| s.record)
@@ -253,8 +320,9 @@ impl Gateway {
             return;
         }
         self.durable.last_prune = Some(Instant::now());
-        let cutoff = SystemTime::now() - Duration::from_secs(self.config.retention_secs);
-        log.prune(epoch_ms(cutoff));
+        let cutoff = epoch_ms(SystemTime::now() - Duration::from_secs(self.config.retention_secs));
+        log.prune(cutoff);
+        self.prune_copies(cutoff);
     }
 
     /// Resumes the unfinished tasks a previous run of this gateway left in the store. Returns
@@ -279,9 +347,15 @@ impl Gateway {
                 entry.note_attempt(AttemptOutcome::Lost, Some("the gateway restarted while the attempt ran".into()));
             }
             entry.record.state = TaskState::Pending;
+            let ask_holders = !entry.holders.is_empty();
             self.entries.insert(id.clone(), entry);
             self.touch(&id);
-            self.enqueue(&id, false);
+            if ask_holders {
+                // A holder may have adopted it while this gateway was away.
+                self.confirm_before_resuming(&id);
+            } else {
+                self.enqueue(&id, false);
+            }
             resumed += 1;
         }
         Ok(resumed)

@@ -37,6 +37,10 @@ pub(super) struct Entry {
     pub(super) started: Instant,
     /// Changed since the record last went to the store.
     pub(super) dirty: bool,
+    /// The nodes holding copies of the record (its `copies`, parsed).
+    pub(super) holders: Vec<PeerId>,
+    /// A copy holder adopted the task: this gateway no longer drives it.
+    pub(super) handed_over: bool,
     /// The task's span, from acceptance to its final state; disabled (free) when traces are
     /// not exported. The spans below are its children, each open while its phase lasts.
     pub(super) span: Span,
@@ -76,6 +80,10 @@ impl Entry {
             attempt_history: Vec::new(),
             trace_id,
             timeline: Vec::new(),
+            owner: String::new(),
+            epoch: 1,
+            copies: Vec::new(),
+            adopted_from: None,
         };
         Entry {
             record,
@@ -89,6 +97,8 @@ impl Entry {
             tried: Vec::new(),
             started: Instant::now(),
             dirty: false,
+            holders: Vec::new(),
+            handed_over: false,
             span,
             queue_span: Span::none(),
             attempt_span: Span::none(),
@@ -102,7 +112,10 @@ impl Entry {
         // same trace (its parent is that lost span).
         let parent = Remote::joining(&s.record.trace_id);
         let span = task_span(&s.record.id, kind, parent.as_ref(), true);
+        let holders = s.record.copies.iter().filter_map(|c| c.parse().ok()).collect();
         Entry {
+            holders,
+            handed_over: false,
             record: s.record,
             kind,
             timeout: Duration::from_millis(s.timeout_ms),

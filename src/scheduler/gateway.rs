@@ -18,7 +18,9 @@ use rand::rngs::StdRng;
 use tokio::sync::oneshot;
 
 use super::admission::{self, Refused};
+use super::adoption::Keeper;
 use super::attempts::judge;
+use super::copies::Copies;
 use super::durable::Durable;
 use super::entry::Entry;
 use super::load::Load;
@@ -32,6 +34,7 @@ use crate::config::TasksConfig;
 use crate::metrics::{DropReason, Limit, Metrics, ReasonLabels};
 use crate::network::DispatchError;
 use crate::protocol::{TaskError, TaskOutcome, TaskResponse};
+use crate::store::copies::CopyLog;
 use crate::store::tasks::TaskLog;
 
 pub struct Gateway {
@@ -52,12 +55,28 @@ pub struct Gateway {
     pub(super) names: HashMap<PeerId, String>,
     /// Records on their way to the store, and what waits for them to get there.
     pub(super) durable: Durable,
+    /// This node's id as text (records name their owner).
+    pub(super) local_name: String,
+    /// Where this gateway's records have copies, and what waits for them.
+    pub(super) copies: Copies,
+    /// Other gateways' records kept here, and their adoption.
+    pub(super) keeper: Keeper,
 }
 
 impl Gateway {
     /// `log`: where records are kept durably; `None` keeps them in memory only (tests).
-    pub fn new(local: PeerId, config: TasksConfig, metrics: Metrics, log: Option<TaskLog>) -> Self {
+    /// `copies`: where other gateways' records are kept; `None` keeps none.
+    pub fn new(
+        local: PeerId,
+        config: TasksConfig,
+        metrics: Metrics,
+        log: Option<TaskLog>,
+        copies: Option<CopyLog>,
+    ) -> Self {
         Self {
+            local_name: local.to_string(),
+            copies: Copies::new(&config),
+            keeper: Keeper::new(copies, std::time::Duration::from_secs(config.adopt_after_secs)),
             local,
             config,
             policy: RetryPolicy::default(),
@@ -258,6 +277,6 @@ impl Gateway {
     }
 
     pub fn unfinished(&self) -> usize {
-        self.entries.values().filter(|e| !e.record.state.is_final()).count()
+        self.entries.values().filter(|e| !e.record.state.is_final() && !e.handed_over).count()
     }
 }

@@ -24,6 +24,7 @@ impl Gateway {
         self.metrics.tasks_submitted.get_or_create(&entry.type_label()).inc();
         tracing::debug!(task_id = %id, trace_id = %entry.record.trace_id, r#type = entry.kind.name(), "task accepted");
         self.entries.insert(id.clone(), entry);
+        self.place_copies(&id);
         self.touch(&id);
         self.hold_accepted(&id);
         self.enqueue(&id, false);

@@ -1,7 +1,9 @@
 //! Task scheduling at the gateway: placement, retries, and the task records users query.
 
 mod admission;
+mod adoption;
 mod attempts;
+pub mod copies;
 mod durable;
 mod entry;
 mod gateway;
@@ -16,7 +18,8 @@ mod timers;
 mod types;
 
 pub use admission::MAX_TIMEOUT_MS;
-pub use durable::Reply;
+pub use adoption::Held;
+pub use durable::{Reply, decode_record};
 pub use gateway::Gateway;
 pub use record::{AttemptRecord, MAX_TIMELINE, TaskRecord, TaskState, TimelineEvent, TimelineKind};
 pub use timers::Timer;

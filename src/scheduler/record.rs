@@ -103,6 +103,20 @@ pub struct TaskRecord {
     /// then the latest).
     #[serde(default)]
     pub timeline: Vec<TimelineEvent>,
+    /// The gateway responsible for the task now: the one that accepted it, or the node that
+    /// adopted it once that gateway was lost. Empty in records stored before copies existed.
+    #[serde(default)]
+    pub owner: String,
+    /// The owner's fencing token: 1 at acceptance, raised by each adoption. Updates carrying
+    /// a lower one come from a deposed owner and are ignored.
+    #[serde(default)]
+    pub epoch: u32,
+    /// The nodes holding copies of the record (`tasks.record_copies`).
+    #[serde(default)]
+    pub copies: Vec<String>,
+    /// The gateway the task was adopted from, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<String>,
 }
 
 /// Most events a task's timeline keeps; a task that keeps being refused (busy workers) would
@@ -140,6 +154,8 @@ pub enum TimelineKind {
     Busy,
     /// The attempt failed (`detail` says why); a retry follows unless the task failed.
     AttemptFailed,
+    /// A copy holder took the task over from its lost gateway (`detail` names it).
+    Adopted,
     /// The final states, as `state` spells them.
     Completed,
     Failed,
@@ -155,6 +171,7 @@ impl TimelineKind {
             TimelineKind::Answered => "answered",
             TimelineKind::Busy => "busy",
             TimelineKind::AttemptFailed => "attempt_failed",
+            TimelineKind::Adopted => "adopted",
             TimelineKind::Completed => "completed",
             TimelineKind::Failed => "failed",
             TimelineKind::Cancelled => "cancelled",

@@ -55,6 +55,17 @@ pub struct WorkerView {
 /// What the node must do after an input.
 #[derive(Debug)]
 pub enum Effect {
-    Dispatch { peer: PeerId, request: TaskRequest },
-    RunLocal { request: TaskRequest },
+    Dispatch {
+        peer: PeerId,
+        request: TaskRequest,
+    },
+    RunLocal {
+        request: TaskRequest,
+    },
+    /// Forward batch `seq`'s changed records to one of their copy holders.
+    Replicate {
+        peer: PeerId,
+        seq: u64,
+        records: Vec<crate::protocol::RecordCopy>,
+    },
 }

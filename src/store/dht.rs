@@ -196,14 +196,7 @@ fn load(store: &Store, memory: &mut MemoryStore) -> Result<(usize, usize), Store
 }
 
 fn write_loop(store: &Store, jobs: &std_mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = super::next_group(jobs, MAX_GROUP) {
         let n = group.len();
         if let Err(e) = commit(store, group) {
             // The records stay served from memory; only their copy on disk is missing.

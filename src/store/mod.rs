@@ -7,6 +7,7 @@
 //! checksums that catch a corrupt file at open. Opening checks the schema version so that a
 //! later release can migrate what an earlier one wrote.
 
+pub mod copies;
 pub mod dht;
 pub mod tasks;
 
@@ -157,6 +158,7 @@ impl Store {
         }
         tasks::create_tables(&txn).map_err(|e| e.to_string())?;
         dht::create_tables(&txn).map_err(|e| e.to_string())?;
+        copies::create_tables(&txn).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
 
@@ -173,6 +175,21 @@ impl Store {
         txn.open_table(META).unwrap().insert(SCHEMA_KEY, v).unwrap();
         txn.commit().unwrap();
     }
+}
+
+/// Waits for the next job, then takes whatever else already queued behind it (at most `max`):
+/// one group, committed as one transaction with one sync. Under load the groups grow by
+/// themselves; an idle writer pays one sync per job. `None` once every sender is gone.
+pub(crate) fn next_group<J>(jobs: &std::sync::mpsc::Receiver<J>, max: usize) -> Option<Vec<J>> {
+    let first = jobs.recv().ok()?;
+    let mut group = vec![first];
+    while group.len() < max {
+        match jobs.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(group)
 }
 
 /// What an operator should read for each way opening fails.

@@ -150,14 +150,7 @@ impl TaskLog {
 }
 
 fn write_loop(store: &Store, jobs: &std_mpsc::Receiver<Job>, done: &mpsc::UnboundedSender<Committed>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = super::next_group(jobs, MAX_GROUP) {
         let seq = group.iter().filter_map(|j| if let Job::Batch { seq, .. } = j { Some(*seq) } else { None }).max();
         let result = commit(store, group);
         if let Some(seq) = seq

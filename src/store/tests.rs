@@ -177,3 +177,74 @@ async fn a_full_disk_fails_the_commit_as_full() {
     let c = rx.recv().await.unwrap();
     eprintln!("commit after the disk has room again: {:?}", c.result);
 }
+
+mod copies {
+    use super::super::copies::CopyLog;
+    use super::Store;
+    use crate::protocol::RecordCopy;
+
+    fn copy(id: &str, epoch: u32, seq: u64, finished_ms: Option<u64>, body: &str) -> RecordCopy {
+        RecordCopy {
+            id: id.into(),
+            epoch,
+            seq,
+            submitted_ms: 1,
+            finished_ms,
+            bytes: body.as_bytes().to_vec(),
+            restored: false,
+        }
+    }
+
+    /// Waits (bounded) for the writer to have `id` with body `body`.
+    async fn holds(log: &CopyLog, id: &str, body: &str) {
+        for _ in 0..500 {
+            if log.get(id).unwrap().is_some_and(|r| r.copy.bytes == body.as_bytes()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        panic!("{id} never held {body:?}: {:?}", log.get(id).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_copy_keeps_its_newest_version_whatever_order_the_batches_arrive_in() {
+        let log = CopyLog::start(Store::in_memory());
+        log.keep("owner".into(), vec![copy("t", 1, 5, Some(9), "final")]);
+        log.keep("owner".into(), vec![copy("t", 1, 4, None, "running")]);
+        log.keep("owner".into(), vec![copy("u", 1, 1, None, "u1")]);
+        holds(&log, "u", "u1").await;
+        assert_eq!(log.get("t").unwrap().unwrap().copy.bytes, b"final", "an older batch never rolls it back");
+        // A deposed owner (lower epoch) cannot overwrite its adopter's version either.
+        log.keep("adopter".into(), vec![copy("u", 2, 1, None, "adopted")]);
+        holds(&log, "u", "adopted").await;
+        log.keep("owner".into(), vec![copy("u", 1, 99, None, "stale")]);
+        log.keep("owner".into(), vec![copy("v", 1, 1, None, "v1")]);
+        holds(&log, "v", "v1").await;
+        assert_eq!(log.get("u").unwrap().unwrap().copy.bytes, b"adopted");
+    }
+
+    #[tokio::test]
+    async fn unfinished_copies_are_listed_by_owner_until_final_or_adopted() {
+        let log = CopyLog::start(Store::in_memory());
+        log.keep(
+            "a".into(),
+            vec![copy("1", 1, 1, None, "x"), copy("2", 1, 1, None, "x"), copy("3", 1, 1, Some(5), "x")],
+        );
+        log.keep("b".into(), vec![copy("4", 1, 1, None, "x")]);
+        holds(&log, "4", "x").await;
+        let ids = |owner: &str| log.open_of(owner).unwrap().into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids("a"), vec!["1", "2"], "the final one is not open");
+        assert_eq!(ids("b"), vec!["4"]);
+        log.keep("a".into(), vec![copy("2", 1, 2, Some(7), "done")]);
+        log.adopted("1".into(), "me".into(), 2, 10);
+        holds(&log, "2", "done").await;
+        assert!(ids("a").is_empty());
+        assert_eq!(log.adoptions().unwrap(), vec![("1".to_string(), 2)]);
+        // Pruning drops final copies and old adoption marks.
+        log.prune(100);
+        log.keep("c".into(), vec![copy("9", 1, 1, None, "sync")]);
+        holds(&log, "9", "sync").await;
+        assert!(log.get("2").unwrap().is_none() && log.get("3").unwrap().is_none());
+        assert!(log.adoptions().unwrap().is_empty());
+    }
+}

@@ -31,6 +31,7 @@ use super::lanes::LaneEvent;
 use super::names::ProtocolNames;
 use super::peers::Peers;
 use super::probes::Probes;
+use super::records::Records;
 use super::relay::Relay;
 use super::tasks::TaskRouter;
 use crate::config::Config;
@@ -66,6 +67,7 @@ pub struct EventLoop {
     dht: Dht,
     tasks: TaskRouter,
     probes: Probes,
+    records: Records,
     gossip: Gossip,
 }
 
@@ -101,6 +103,7 @@ impl EventLoop {
             dht: Dht::new(p.names.kad.clone()),
             tasks,
             probes: Probes::new(local, p.metrics.clone()),
+            records: Records::new(p.metrics.clone()),
             gossip: Gossip::new(p.signing_key, &p.names, p.metrics.clone()),
             metrics: p.metrics,
             swarm: p.swarm,

@@ -29,6 +29,8 @@ impl EventLoop {
             Command::RespondTask { id, response } => self.tasks.respond(swarm, id, response),
             Command::SendProbe { via, target } => self.probes.send(swarm, via, target),
             Command::RespondProbe { id, target, reachable } => self.probes.respond(swarm, id, target, reachable),
+            Command::SendRecords { peer, tag, request } => self.records.send(swarm, peer, tag, request),
+            Command::RespondRecords { id, response } => self.records.respond(swarm, id, response),
             Command::Publish { message } => self.gossip.publish(swarm, message),
             Command::Dial { peer, addresses } => self.dial_for_probe(peer, addresses),
             Command::Disconnect { peer } => {
@@ -102,9 +104,9 @@ impl EventLoop {
             }
         }
         self.relay.reserve(&mut self.swarm);
-        let (tasks, probes) = (&self.tasks, &self.probes);
+        let (tasks, probes, records) = (&self.tasks, &self.probes, &self.records);
         relay::close_superseded_circuits(&mut self.swarm, &mut self.peers, |p| {
-            tasks.busy_with(p) || probes.busy_with(p)
+            tasks.busy_with(p) || probes.busy_with(p) || records.busy_with(p)
         });
         let event = self.dht.tick(&mut self.swarm, now, self.view.partial());
         self.emit_some(event);
@@ -127,6 +129,7 @@ impl EventLoop {
                 || self.tasks.holds(p)
                 || self.tasks.busy_with(p)
                 || self.probes.busy_with(p)
+                || self.records.busy_with(p)
         };
         let idle = self.view.idle(now, self.peers.connections(), keep);
         for peer in idle {
@@ -311,6 +314,11 @@ impl EventLoop {
             BehaviourEvent::Probe(e) => {
                 let peers = &self.peers;
                 let event = self.probes.on_event(e, |p| peers.is_member(p));
+                self.emit_some(event);
+            }
+            BehaviourEvent::Records(e) => {
+                let peers = &self.peers;
+                let event = self.records.on_event(e, |p| peers.is_member(p));
                 self.emit_some(event);
             }
             BehaviourEvent::Limits(never) | BehaviourEvent::Memory(never) => match never {},

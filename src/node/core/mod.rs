@@ -8,6 +8,7 @@
 mod advertise;
 mod gossip;
 mod probe_forward;
+mod records;
 mod requests;
 mod views;
 
@@ -29,6 +30,7 @@ use crate::metrics::{Metrics, PeerLabels, StateLabels};
 use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
 use crate::protocol::{TaskRequest, WIRE_VERSION};
 use crate::scheduler::{Effect, Gateway, Timer, WorkerView};
+use crate::store::copies::CopyLog;
 use crate::store::tasks::{Committed, TaskLog};
 use crate::worker::{Executor, LocalAnswer, Origin};
 
@@ -71,6 +73,8 @@ pub struct Core {
     ping_periods: u64,
     /// The store's writer reporting commits of the gateway's records.
     committed: mpsc::UnboundedReceiver<Committed>,
+    /// Queries for records this node does not hold, asked of the other members.
+    lookups: records::Lookups,
 }
 
 pub struct CoreParts {
@@ -83,6 +87,7 @@ pub struct CoreParts {
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub task_log: TaskLog,
+    pub copy_log: CopyLog,
     pub committed: mpsc::UnboundedReceiver<Committed>,
 }
 
@@ -102,7 +107,8 @@ impl Core {
             ProbeForwarder::new(Duration::from_millis(m.ping_interval_ms), Duration::from_millis(m.probe_timeout_ms));
         // Starting from the wall clock means a restarted node always outranks its old self.
         let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut gateway = Gateway::new(local, p.config.tasks.clone(), p.metrics.clone(), Some(p.task_log));
+        let mut gateway =
+            Gateway::new(local, p.config.tasks.clone(), p.metrics.clone(), Some(p.task_log), Some(p.copy_log));
         match gateway.restore() {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "resuming the unfinished tasks of the previous run"),
@@ -132,6 +138,7 @@ impl Core {
             peer_labels_seen: Vec::new(),
             ping_periods: 0,
             committed: p.committed,
+            lookups: records::Lookups::default(),
             config: p.config,
         }
     }
@@ -169,6 +176,8 @@ impl Core {
             }
             self.apply_effects().await;
             self.gateway.flush();
+            // The copies of the batch just flushed go out now, not after the next event.
+            self.apply_effects().await;
         }
         self.leave(drain).await;
     }
@@ -200,6 +209,8 @@ impl Core {
             }
             self.apply_effects().await;
             self.gateway.flush();
+            // The copies of the batch just flushed go out now, not after the next event.
+            self.apply_effects().await;
             self.health.touch();
         }
         // Unfinished tasks stay in the store as they are: the next start resumes them.
@@ -252,6 +263,7 @@ impl Core {
                 let addresses = self.dial_addresses(&peer);
                 let _ = self.network.send_task(peer, addresses, request).await;
             }
+            Effect::Replicate { peer, seq, records } => self.replicate(peer, seq, records).await,
             Effect::RunLocal { request } => match &self.executor {
                 Some(ex) => {
                     if let Some(response) = ex.submit(Origin::Local, request) {
@@ -345,6 +357,14 @@ impl Core {
             }
             NetworkEvent::ProbeAnswered { target, reachable, .. } => {
                 self.membership.on_probe_result(now, target, reachable)
+            }
+            NetworkEvent::RecordsRequested { id, peer, request } => {
+                self.on_records_requested(id, peer, request).await;
+                Vec::new()
+            }
+            NetworkEvent::RecordsAnswered { peer, tag, result } => {
+                self.on_records_answered(peer, tag, result);
+                Vec::new()
             }
             NetworkEvent::RoutingTable { size } => {
                 self.routing_table_size = size;
@@ -453,13 +473,17 @@ impl Core {
             return;
         }
         tracing::info!(%peer, from = from.map(|s| s.as_str()).unwrap_or("new"), to = to.as_str(), "member state changed");
+        self.gateway.set_members(self.alive_members());
         match to {
             MemberState::Dead | MemberState::Left => {
                 let _ = self.network.forget(peer).await;
                 let workers = self.workers();
                 self.gateway.on_worker_lost(peer, to.as_str(), &workers);
+                self.gateway.on_member_lost(peer);
+                self.gateway.owner_lost(peer, Instant::now());
             }
             MemberState::Alive => {
+                self.gateway.owner_back(&peer);
                 let workers = self.workers();
                 self.gateway.pump(&workers);
             }
@@ -507,6 +531,7 @@ impl Core {
         let actions = self.membership.tick(now);
         self.on_actions(actions).await;
         self.gateway.prune(now);
+        self.tick_records(now);
         if self.advertiser.take_due(now, self.load()) {
             self.publish_advertisement().await;
         }

@@ -53,9 +53,7 @@ impl Core {
                     }
                 }
             }
-            Request::Get { id, reply } => {
-                let _ = reply.send(self.gateway.get(&id));
-            }
+            Request::Get { id, reply } => self.get_record(id, reply).await,
             Request::List { limit, reply } => {
                 let _ = reply.send(self.gateway.list(limit));
             }

@@ -8,7 +8,7 @@ use crate::store::Store;
 use crate::store::tasks::{Committed, TaskLog};
 
 fn durable_gateway(log: TaskLog) -> Gateway {
-    let mut gw = Gateway::new(PeerId::random(), config(), Metrics::new(&mut Registry::default()), Some(log));
+    let mut gw = Gateway::new(PeerId::random(), config(), Metrics::new(&mut Registry::default()), Some(log), None);
     gw.rng = StdRng::seed_from_u64(0x5eed);
     gw
 }

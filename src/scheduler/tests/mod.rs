@@ -26,6 +26,7 @@ mod admission;
 mod answers;
 mod busy;
 mod cancel;
+mod copies;
 mod durable;
 mod lifecycle;
 mod placement;
@@ -48,7 +49,7 @@ fn config() -> TasksConfig {
 }
 
 fn gateway_with(config: TasksConfig) -> Gateway {
-    let mut gw = Gateway::new(PeerId::random(), config, Metrics::new(&mut Registry::default()), None);
+    let mut gw = Gateway::new(PeerId::random(), config, Metrics::new(&mut Registry::default()), None, None);
     // Placement is random; seed it so a failing run can be replayed. No test depends on
     // which of several equally good workers is picked.
     gw.rng = StdRng::seed_from_u64(0x5eed);
@@ -89,9 +90,10 @@ fn sent(gw: &mut Gateway) -> Vec<(PeerId, TaskRequest)> {
     let local = gw.local;
     gw.take_effects()
         .into_iter()
-        .map(|e| match e {
-            Effect::Dispatch { peer, request } => (peer, request),
-            Effect::RunLocal { request } => (local, request),
+        .filter_map(|e| match e {
+            Effect::Dispatch { peer, request } => Some((peer, request)),
+            Effect::RunLocal { request } => Some((local, request)),
+            Effect::Replicate { .. } => None,
         })
         .collect()
 }

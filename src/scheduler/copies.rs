@@ -1,0 +1,348 @@
+//! Record copies at the gateway that owns the tasks (`tasks.record_copies`): where each
+//! record's copies go, forwarding every change to them in the same batches the local store
+//! gets, and what their answers release.
+//!
+//! Placement is rendezvous hashing over the alive members: each member scores
+//! `mix(hash(task id) ^ key(member))` and the highest R hold the copies, so every node that
+//! sees the same membership names the same holders, and a member joining or leaving moves
+//! only the records it wins or held. The holders are named in the record.
+//!
+//! Acknowledgement (`tasks.fsync: group`): a batch is released once every holder of every
+//! record in it answered, or once the local store synced it, whichever comes first; a batch
+//! with a record short of holders (a cluster too small) waits for the local sync. With
+//! `always`, only the local sync releases. Forwarded records carry the owner's epoch: a
+//! holder that adopted a task answers with the new owner instead, and this gateway hands the
+//! task over (see [`Gateway::surrender`]).
+//!
+//! A gateway restarting on its old store does not resume a task until the task's holders
+//! confirm that nobody adopted it meanwhile (or `adopt_after_secs` passed without an answer).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use sha2::{Digest, Sha256};
+
+use super::gateway::Gateway;
+use super::record::{AttemptOutcome, TimelineKind, now_ms};
+use super::types::Effect;
+use crate::config::{Fsync, TasksConfig};
+use crate::protocol::{Fenced, RecordCopy};
+
+/// The placement key of a member or a task id: 64 bits of its SHA-256.
+pub fn placement_key(bytes: &[u8]) -> u64 {
+    let digest = Sha256::digest(bytes);
+    u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
+
+/// SplitMix64's finaliser: spreads `key ^ member` so that every member's score is independent.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The `n` holders of task `id`'s copies among `members` (with their placement keys),
+/// best first; the same on every node for the same members.
+pub fn place(id: &str, members: &[(PeerId, u64)], n: usize) -> Vec<PeerId> {
+    let key = placement_key(id.as_bytes());
+    let mut scored: Vec<(u64, PeerId)> = members.iter().map(|(p, k)| (mix(key ^ k), *p)).collect();
+    // Ties (never in practice) are broken by peer id, so the order is total.
+    scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.into_iter().take(n).map(|(_, p)| p).collect()
+}
+
+pub(super) struct Copies {
+    wanted: usize,
+    local_sync_only: bool,
+    /// How long restored tasks wait for their holders' word.
+    confirm_within: Duration,
+    /// Alive members other than this node, with their placement keys.
+    members: Vec<(PeerId, u64)>,
+    /// Batches not yet released, by number: holders yet to answer, or `None` when only the
+    /// local sync can release it.
+    pub(super) pending: BTreeMap<u64, Option<usize>>,
+    /// Restored tasks waiting for their holders: id -> (the batch that asked them, holders
+    /// yet to answer).
+    confirming: HashMap<String, (u64, Vec<PeerId>)>,
+    confirm_deadline: Option<Instant>,
+}
+
+impl Copies {
+    pub(super) fn new(config: &TasksConfig) -> Self {
+        Copies {
+            wanted: config.record_copies,
+            local_sync_only: config.fsync == Fsync::Always || config.record_copies == 0,
+            confirm_within: Duration::from_secs(config.adopt_after_secs),
+            members: Vec::new(),
+            pending: BTreeMap::new(),
+            confirming: HashMap::new(),
+            confirm_deadline: None,
+        }
+    }
+}
+
+/// One flush's copies, gathered per holder.
+#[derive(Default)]
+pub(super) struct Outgoing {
+    per_holder: HashMap<PeerId, Vec<RecordCopy>>,
+    /// A record in the batch has fewer holders than wanted.
+    short: bool,
+}
+
+impl Gateway {
+    /// The alive members other than this node, as membership now sees them.
+    pub fn set_members(&mut self, members: impl IntoIterator<Item = PeerId>) {
+        let mut members: Vec<(PeerId, u64)> =
+            members.into_iter().filter(|p| *p != self.local).map(|p| (p, placement_key(&p.to_bytes()))).collect();
+        members.sort_unstable_by_key(|(p, _)| *p);
+        self.copies.members = members;
+    }
+
+    /// Names the holders of a new task's copies.
+    pub(super) fn place_copies(&mut self, id: &str) {
+        let holders = place(id, &self.copies.members, self.copies.wanted);
+        let names = holders.iter().map(|p| self.names_of(p)).collect();
+        if let Some(e) = self.entries.get_mut(id) {
+            e.record.owner = self.local_name.clone();
+            e.record.copies = names;
+            e.holders = holders;
+        }
+    }
+
+    fn names_of(&self, peer: &PeerId) -> String {
+        self.names.get(peer).cloned().unwrap_or_else(|| peer.to_string())
+    }
+
+    /// Adds one record to this flush's copies.
+    pub(super) fn gather(
+        &self,
+        out: &mut Outgoing,
+        id: &str,
+        seq: u64,
+        submitted_ms: u64,
+        finished_ms: Option<u64>,
+        bytes: &[u8],
+    ) {
+        let Some(e) = self.entries.get(id) else { return };
+        if e.holders.len() < self.copies.wanted {
+            out.short = true;
+        }
+        let restored = self.copies.confirming.contains_key(id);
+        for holder in &e.holders {
+            out.per_holder.entry(*holder).or_default().push(RecordCopy {
+                id: id.to_string(),
+                epoch: e.record.epoch,
+                seq,
+                submitted_ms,
+                finished_ms,
+                bytes: bytes.to_vec(),
+                restored,
+            });
+        }
+    }
+
+    /// Sends this flush's copies and notes what releases batch `seq`.
+    pub(super) fn send_copies(&mut self, seq: u64, out: Outgoing) {
+        let holders = out.per_holder.len();
+        let waits = if self.copies.local_sync_only || out.short || holders == 0 { None } else { Some(holders) };
+        self.copies.pending.insert(seq, waits);
+        for (peer, records) in out.per_holder {
+            self.effects.push(Effect::Replicate { peer, seq, records });
+        }
+    }
+
+    /// Batch `seq` is released: everything up to it synced locally, or its holders all answered.
+    pub(super) fn copies_release(&self, seq: u64, local_done: u64) -> bool {
+        seq <= local_done || !self.copies.pending.contains_key(&seq)
+    }
+
+    /// A holder's answer to batch `seq` (or the failure to get one: the local sync releases the
+    /// batch then). Fenced records are handed over to their new owner.
+    pub fn on_replicated(&mut self, peer: PeerId, seq: u64, result: Result<(Vec<Fenced>, Vec<RecordCopy>), String>) {
+        let (fenced, finals) = match result {
+            Ok(answer) => answer,
+            Err(why) => {
+                tracing::debug!(%peer, seq, %why, "record copies not confirmed; the local sync releases them");
+                return;
+            }
+        };
+        if let Some(Some(left)) = self.copies.pending.get_mut(&seq) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.copies.pending.remove(&seq);
+            }
+        }
+        for f in fenced {
+            self.surrender(&f.id, f.owner, f.epoch);
+        }
+        for copy in finals {
+            self.take_final(&copy);
+        }
+        let confirmed: Vec<String> = self
+            .copies
+            .confirming
+            .iter_mut()
+            .filter_map(|(id, (asked, waiting))| {
+                if *asked == seq {
+                    waiting.retain(|p| *p != peer);
+                }
+                waiting.is_empty().then(|| id.clone())
+            })
+            .collect();
+        for id in confirmed {
+            self.copies.confirming.remove(&id);
+            self.resume(&id);
+        }
+        self.release_ready();
+    }
+
+    /// Someone with a higher epoch owns `id` now: stop driving it, keep the record as handed
+    /// over (queries go to the new owner), and never run it again.
+    pub(super) fn surrender(&mut self, id: &str, owner: String, epoch: u32) {
+        let Some(e) = self.entries.get(id) else { return };
+        if epoch <= e.record.epoch || e.handed_over {
+            return;
+        }
+        tracing::warn!(task_id = %id, %owner, epoch, "task adopted by another node: handing it over");
+        self.copies.confirming.remove(id);
+        self.halt(id, AttemptOutcome::Cancelled, Some(format!("adopted by {owner}")));
+        self.waiters.remove(id);
+        if let Some(e) = self.entries.get_mut(id) {
+            e.handed_over = true;
+            e.record.note(now_ms(), TimelineKind::Adopted, None, Some(format!("by {owner}")));
+            e.record.owner = owner;
+            e.record.epoch = epoch;
+            e.holders.clear();
+        }
+        self.metrics.tasks_handed_over.inc();
+        self.touch(id);
+        self.hold_evict(id);
+    }
+
+    /// A restored task that its holder knows final (it finished before the restart, and only
+    /// the copy heard of it): the final record is taken, and the task does not run again.
+    fn take_final(&mut self, copy: &RecordCopy) {
+        let Ok(stored) = super::durable::decode(&copy.bytes) else { return };
+        if !stored.record.state.is_final()
+            || stored.record.epoch < self.entries.get(&copy.id).map_or(u32::MAX, |e| e.record.epoch)
+        {
+            return;
+        }
+        let Some(e) = self.entries.get_mut(&copy.id) else { return };
+        if e.record.state.is_final() || e.handed_over {
+            return;
+        }
+        e.record = stored.record;
+        self.copies.confirming.remove(&copy.id);
+        self.unqueue(&copy.id);
+        self.metrics.tasks_final_from_copies.inc();
+        self.touch(&copy.id);
+        self.hold_evict(&copy.id);
+    }
+
+    /// A restored task waits for its holders before it runs again.
+    pub(super) fn confirm_before_resuming(&mut self, id: &str) {
+        let Some(e) = self.entries.get(id) else { return };
+        let asked = self.durable_next();
+        self.copies.confirming.insert(id.to_string(), (asked, e.holders.clone()));
+        self.copies.confirm_deadline = Some(Instant::now() + self.copies.confirm_within);
+    }
+
+    /// Restored tasks still waiting on `peer` ask it again with the next batch.
+    pub(super) fn reask(&mut self, peer: &PeerId) {
+        let next = self.durable_next();
+        let ids: Vec<String> = self
+            .copies
+            .confirming
+            .iter_mut()
+            .filter(|(_, (_, waiting))| waiting.contains(peer))
+            .map(|(id, (asked, _))| {
+                *asked = next;
+                id.clone()
+            })
+            .collect();
+        for id in ids {
+            self.touch(&id);
+        }
+    }
+
+    /// Restored tasks whose holders never answered run once the wait is over.
+    pub fn tick_copies(&mut self, now: Instant) {
+        if self.copies.confirm_deadline.is_some_and(|at| now >= at) {
+            self.copies.confirm_deadline = None;
+            let ids: Vec<String> = self.copies.confirming.drain().map(|(id, _)| id).collect();
+            if !ids.is_empty() {
+                tracing::info!(tasks = ids.len(), "resuming restored tasks whose copy holders did not answer");
+            }
+            for id in ids {
+                self.resume(&id);
+            }
+        }
+    }
+
+    /// A member is gone: the unfinished records it held copies of get a new holder, and
+    /// restored tasks stop waiting for it.
+    pub fn on_member_lost(&mut self, peer: PeerId) {
+        let mut moved = Vec::new();
+        for (id, e) in &self.entries {
+            if !e.record.state.is_final() && !e.handed_over && e.holders.contains(&peer) {
+                moved.push(id.clone());
+            }
+        }
+        for id in moved {
+            let Some(e) = self.entries.get(&id) else { continue };
+            let keep: Vec<PeerId> = e.holders.iter().copied().filter(|p| *p != peer).collect();
+            let candidates: Vec<(PeerId, u64)> =
+                self.copies.members.iter().filter(|(p, _)| !keep.contains(p)).copied().collect();
+            let mut holders = keep;
+            let need = self.copies.wanted.saturating_sub(holders.len());
+            holders.extend(place(&id, &candidates, need));
+            let names: Vec<String> = holders.iter().map(|p| self.names_of(p)).collect();
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.holders = holders;
+                e.record.copies = names;
+            }
+            self.touch(&id);
+        }
+        let mut ready = Vec::new();
+        for (id, (_, waiting)) in self.copies.confirming.iter_mut() {
+            waiting.retain(|p| *p != peer);
+            if waiting.is_empty() {
+                ready.push(id.clone());
+            }
+        }
+        for id in ready {
+            self.copies.confirming.remove(&id);
+            self.resume(&id);
+        }
+    }
+
+    /// Whether an alive member goes by `name` (a peer id as text).
+    pub(super) fn member_named(&self, name: &str) -> bool {
+        self.copies.members.iter().any(|(p, _)| p.to_string() == name)
+    }
+
+    /// Names new holders for an adopted task: neither this node nor `lost`.
+    pub(super) fn replace_holders(&mut self, id: &str, lost: &PeerId) {
+        let candidates: Vec<(PeerId, u64)> = self.copies.members.iter().filter(|(p, _)| p != lost).copied().collect();
+        let holders = place(id, &candidates, self.copies.wanted);
+        let names: Vec<String> = holders.iter().map(|p| self.names_of(p)).collect();
+        if let Some(e) = self.entries.get_mut(id) {
+            e.holders = holders;
+            e.record.copies = names;
+        }
+    }
+
+    /// Runs a restored task again.
+    fn resume(&mut self, id: &str) {
+        if self.entries.get(id).is_some_and(|e| !e.record.state.is_final() && !e.handed_over && e.queued.is_none()) {
+            self.enqueue(id, false);
+        }
+    }
+
+    /// Tasks waiting for their holders' confirmation after a restart.
+    pub fn confirming(&self) -> usize {
+        self.copies.confirming.len()
+    }
+}

@@ -1,0 +1,232 @@
+//! Copies of other gateways' task records (`tasks.record_copies`): what this node keeps so
+//! that a task outlives the permanent loss of the gateway that accepted it.
+//!
+//! Copies arrive in batches from their owners and are acknowledged as soon as they are
+//! queued here (as Kafka's followers do): the owner holds the record too, so one crash of
+//! either side loses nothing, and neither waits for the other's disk. The writer thread
+//! commits them in groups, keeping for each task only the newest version: the highest
+//! (epoch, seq), so that batches overtaking each other on the wire never roll a copy back and
+//! a deposed owner never overwrites its adopter.
+//!
+//! Indexes: unfinished copies by owner (what an adoption reads), final ones by finish time
+//! (what pruning walks), and the tasks this node adopted (what fences their old owner).
+
+use std::sync::mpsc as std_mpsc;
+
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::protocol::RecordCopy;
+
+/// id -> [`Row`] (CBOR).
+const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
+/// (owner, id): unfinished copies.
+const OPEN: TableDefinition<(&str, &str), ()> = TableDefinition::new("copies_open");
+/// (finished at, ms since the epoch; id).
+const FINISHED: TableDefinition<(u64, &str), ()> = TableDefinition::new("copies_finished");
+/// id -> (epoch, adopted at ms): tasks this node adopted from a lost owner.
+const ADOPTED: TableDefinition<&str, (u32, u64)> = TableDefinition::new("copies_adopted");
+
+const MAX_GROUP: usize = 256;
+/// Rows deleted per pruning pass.
+const PRUNE_STEP: usize = 5_000;
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(COPIES)?;
+    txn.open_table(OPEN)?;
+    txn.open_table(FINISHED)?;
+    txn.open_table(ADOPTED)?;
+    Ok(())
+}
+
+/// A copy as kept: whose it is, and the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub owner: String,
+    pub copy: RecordCopy,
+}
+
+enum Job {
+    Keep {
+        owner: String,
+        copies: Vec<RecordCopy>,
+    },
+    /// This node took the task over at `epoch`: the copy is no longer anyone else's to adopt.
+    Adopted {
+        id: String,
+        owner: String,
+        epoch: u32,
+        at_ms: u64,
+    },
+    Prune {
+        before_ms: u64,
+    },
+}
+
+/// The writer thread's handle, and the reads, which run on the caller's thread.
+#[derive(Clone)]
+pub struct CopyLog {
+    store: Store,
+    jobs: std_mpsc::Sender<Job>,
+}
+
+impl CopyLog {
+    /// Starts the writer thread; it ends when every clone is dropped.
+    pub fn start(store: Store) -> Self {
+        let (jobs, rx) = std_mpsc::channel();
+        let writer = store.clone();
+        std::thread::Builder::new()
+            .name("copy-store".into())
+            .spawn(move || write_loop(&writer, &rx))
+            .expect("the copy-store thread starts");
+        CopyLog { store, jobs }
+    }
+
+    /// Queues copies from `owner`; older versions than those already kept are ignored.
+    pub fn keep(&self, owner: String, copies: Vec<RecordCopy>) {
+        let _ = self.jobs.send(Job::Keep { owner, copies });
+    }
+
+    pub fn adopted(&self, id: String, owner: String, epoch: u32, at_ms: u64) {
+        let _ = self.jobs.send(Job::Adopted { id, owner, epoch, at_ms });
+    }
+
+    /// Deletes final copies that finished before `before_ms` (a bounded number per call), and
+    /// adoption marks as old.
+    pub fn prune(&self, before_ms: u64) {
+        let _ = self.jobs.send(Job::Prune { before_ms });
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Row>, StoreError> {
+        let txn = self.store.db().begin_read().map_err(StoreError::from_redb)?;
+        let t = txn.open_table(COPIES).map_err(StoreError::from_redb)?;
+        let Some(v) = t.get(id).map_err(StoreError::from_redb)? else { return Ok(None) };
+        Ok(decode(v.value()))
+    }
+
+    /// The unfinished copies `owner` left with this node.
+    pub fn open_of(&self, owner: &str) -> Result<Vec<RecordCopy>, StoreError> {
+        let txn = self.store.db().begin_read().map_err(StoreError::from_redb)?;
+        let open = txn.open_table(OPEN).map_err(StoreError::from_redb)?;
+        let copies = txn.open_table(COPIES).map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for item in open.range((owner, "")..).map_err(StoreError::from_redb)? {
+            let (key, _) = item.map_err(StoreError::from_redb)?;
+            let (o, id) = key.value();
+            if o != owner {
+                break;
+            }
+            if let Some(row) = copies.get(id).map_err(StoreError::from_redb)?.and_then(|v| decode(v.value())) {
+                out.push(row.copy);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every task this node adopted, with the epoch it took it at (loaded at start: what
+    /// fences an old owner that comes back).
+    pub fn adoptions(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let txn = self.store.db().begin_read().map_err(StoreError::from_redb)?;
+        let t = txn.open_table(ADOPTED).map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(StoreError::from_redb)? {
+            let (k, v) = item.map_err(StoreError::from_redb)?;
+            out.push((k.value().to_string(), v.value().0));
+        }
+        Ok(out)
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<Row> {
+    cbor4ii::serde::from_slice(bytes).ok()
+}
+
+fn encode(row: &Row) -> Vec<u8> {
+    cbor4ii::serde::to_vec(Vec::new(), row).expect("a copy row always encodes")
+}
+
+fn write_loop(store: &Store, jobs: &std_mpsc::Receiver<Job>) {
+    while let Some(group) = super::next_group(jobs, MAX_GROUP) {
+        if let Err(e) = commit(store, group) {
+            // The owners still hold these records; only this node's copies are missing.
+            tracing::warn!(error = %e, "task-record copies could not be written to the store");
+        }
+    }
+}
+
+fn commit(store: &Store, group: Vec<Job>) -> Result<(), StoreError> {
+    let mut txn = store.db().begin_write().map_err(StoreError::from_redb)?;
+    txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Other(e.to_string()))?;
+    apply(&txn, group).map_err(StoreError::from_redb)?;
+    txn.commit().map_err(StoreError::from_redb)
+}
+
+fn apply(txn: &WriteTransaction, group: Vec<Job>) -> Result<(), redb::Error> {
+    let mut copies = txn.open_table(COPIES)?;
+    let mut open = txn.open_table(OPEN)?;
+    let mut finished = txn.open_table(FINISHED)?;
+    let mut adopted = txn.open_table(ADOPTED)?;
+    for job in group {
+        match job {
+            Job::Keep { owner, copies: batch } => {
+                for copy in batch {
+                    let old = copies.get(copy.id.as_str())?.and_then(|v| decode(v.value()));
+
+                    if let Some(old) = &old {
+                        if (old.copy.epoch, old.copy.seq) > (copy.epoch, copy.seq) {
+                            continue;
+                        }
+                        open.remove((old.owner.as_str(), copy.id.as_str()))?;
+                    }
+                    match copy.finished_ms {
+                        Some(at) => {
+                            finished.insert((at, copy.id.as_str()), ())?;
+                        }
+                        None => {
+                            open.insert((owner.as_str(), copy.id.as_str()), ())?;
+                        }
+                    }
+                    let row = Row { owner: owner.clone(), copy };
+                    copies.insert(row.copy.id.as_str(), encode(&row).as_slice())?;
+                }
+            }
+            Job::Adopted { id, owner, epoch, at_ms } => {
+                let row = copies.get(id.as_str())?.and_then(|v| decode(v.value()));
+                if let Some(mut row) = row {
+                    open.remove((row.owner.as_str(), id.as_str()))?;
+                    row.owner = owner;
+                    row.copy.epoch = epoch;
+                    copies.insert(id.as_str(), encode(&row).as_slice())?;
+                }
+                adopted.insert(id.as_str(), (epoch, at_ms))?;
+            }
+            Job::Prune { before_ms } => {
+                let mut old = Vec::new();
+                for item in finished.range::<(u64, &str)>(..(before_ms, ""))?.take(PRUNE_STEP) {
+                    let (k, _) = item?;
+                    let (at, id) = k.value();
+                    old.push((at, id.to_string()));
+                }
+                for (at, id) in old {
+                    finished.remove((at, id.as_str()))?;
+                    copies.remove(id.as_str())?;
+                }
+                let mut stale = Vec::new();
+                for item in adopted.iter()? {
+                    let (k, v) = item?;
+                    if v.value().1 < before_ms {
+                        stale.push(k.value().to_string());
+                    }
+                    if stale.len() >= PRUNE_STEP {
+                        break;
+                    }
+                }
+                for id in stale {
+                    adopted.remove(id.as_str())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
