@@ -7,9 +7,12 @@
 #   ./stress-test.sh --short          the quick form ./test.sh runs
 #   ./stress-test.sh --k8s            against the Kubernetes deployment in namespace net-test,
 #                                     killing worker pods with kubectl delete pod
-#   ./stress-test.sh --kill gateway   local: kill -9 the gateway (the bootstrap, which takes
-#                                     every submission) and restart it on its data dir; tasks
-#                                     are submitted without waiting and polled until final
+#   ./stress-test.sh --kill gateway   kill the gateway that takes every submission (the
+#                                     bootstrap): locally kill -9 and a restart on its data
+#                                     dir; with --k8s, kubectl delete pod (its emptyDir goes
+#                                     with it: copy holders adopt its tasks). Tasks are
+#                                     submitted without waiting and polled until final, through
+#                                     another node (any node answers for any task)
 # Options: --tasks N --concurrency C --duration T --kill-every S --workers W --json FILE
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,10 +40,7 @@ case "$kill" in
   gateway)
     # A restarted gateway needs a few seconds to hear from its workers again; killed more
     # often than that, it never places anything.
-    [[ $kill_every_set -eq 1 ]] || kill_every=10
-    # A pod's /data is an emptyDir: deleting the bootstrap pod loses its store, and taking
-    # over a lost gateway's tasks needs record copies on other nodes, which do not exist yet.
-    [[ $mode == local ]] || { echo "--kill gateway runs locally only (see the comment above)" >&2; exit 2; } ;;
+    [[ $kill_every_set -eq 1 ]] || kill_every=10 ;;
   *) echo "--kill must be workers or gateway, got: $kill" >&2; exit 2 ;;
 esac
 poll=()
@@ -53,10 +53,12 @@ fi
 
 killer_pid=
 forward_pid=
+poll_forward_pid=
 dir=
 cleanup() {
   if [[ -n "$killer_pid" ]]; then kill "$killer_pid" 2>/dev/null || true; fi
   if [[ -n "$forward_pid" ]]; then kill "$forward_pid" 2>/dev/null || true; fi
+  if [[ -n "$poll_forward_pid" ]]; then kill "$poll_forward_pid" 2>/dev/null || true; fi
   if [[ -n "$dir" ]]; then ./local-cluster.sh --stop --dir "$dir" >/dev/null || true; fi
 }
 trap cleanup EXIT
@@ -78,7 +80,7 @@ if [[ $mode == local ]]; then
     # Every task goes through the bootstrap, which is killed: nothing it acknowledged may be lost.
     apis="${BOOTSTRAP_API#http://}"
     victims=(bootstrap)
-    poll=(--poll)
+    poll=(--poll --poll-via "$(cut -d, -f1 <<<"${WORKER_APIS//http:\/\//}")")
   fi
   (
     end=$((SECONDS + duration))
@@ -99,14 +101,35 @@ else
   forward_pid=$!
   sleep 2
   apis="127.0.0.1:$port"
+  if [[ $kill == gateway ]]; then
+    # Polls go through the relay, which is never deleted: the bootstrap pod that accepted a
+    # task is, with its emptyDir, and a copy holder finishes the task.
+    poll_port=$((port + 1))
+    kubectl -n net-test port-forward deploy/p2p-relay "$poll_port:8080" >/dev/null 2>&1 &
+    poll_forward_pid=$!
+    sleep 2
+    poll=(--poll --poll-via "127.0.0.1:$poll_port")
+  fi
   (
     end=$((SECONDS + duration))
+    forward=
     while [[ $SECONDS -lt $end ]]; do
       sleep "$kill_every"
-      pod=$(kubectl -n net-test get pods -l role=worker -o name | shuf -n 1)
-      echo "[stress] kubectl delete $pod"
-      kubectl -n net-test delete "$pod" --wait=false >/dev/null || true
+      if [[ $kill == gateway ]]; then
+        echo "[stress] kubectl delete the bootstrap pod"
+        kubectl -n net-test delete pod -l role=bootstrap --wait=false >/dev/null || true
+        # The submissions' port-forward ends with the pod; open it again to the new one.
+        kubectl -n net-test rollout status deploy/p2p-bootstrap --timeout=60s >/dev/null || true
+        if [[ -n "$forward" ]]; then kill "$forward" 2>/dev/null || true; fi
+        kubectl -n net-test port-forward deploy/p2p-bootstrap "$port:8080" >/dev/null 2>&1 &
+        forward=$!
+      else
+        pod=$(kubectl -n net-test get pods -l role=worker -o name | shuf -n 1)
+        echo "[stress] kubectl delete $pod"
+        kubectl -n net-test delete "$pod" --wait=false >/dev/null || true
+      fi
     done
+    if [[ -n "$forward" ]]; then kill "$forward" 2>/dev/null || true; fi
   ) &
   killer_pid=$!
 fi

@@ -342,6 +342,10 @@ fn a_dht_value_outlives_a_kill_9_and_restart_of_every_node_holding_it() {
         workers.iter().any(|w| w.log().contains("DHT records loaded from the store")),
         "no worker reloaded a record"
     );
+    // The worker that published it puts it again once it has rejoined, not a day later.
+    common::wait_until(Duration::from_secs(15), "the publisher to republish its record", || {
+        workers.iter().any(|w| w.log().contains("republishing the DHT records this node published"))
+    });
 }
 
 /// The executions every worker counted.

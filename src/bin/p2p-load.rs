@@ -61,6 +61,11 @@ struct Args {
     /// never acknowledged and are reported, not failed.
     #[arg(long)]
     poll: bool,
+    /// With `--poll`: poll through these APIs (comma-separated, round-robin) instead of the
+    /// gateway that accepted each task: any node answers for any task, so polls go on while
+    /// that gateway is gone and a copy holder finishes its tasks.
+    #[arg(long, value_delimiter = ',')]
+    poll_via: Vec<SocketAddr>,
     /// With `--poll`: how long after the last submission accepted tasks may take to be final.
     #[arg(long, default_value_t = 90)]
     poll_grace_secs: u64,
@@ -111,6 +116,7 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let clients: Vec<ApiClient> = args.api.iter().map(|a| ApiClient::new(*a)).collect();
+    let pollers: Vec<ApiClient> = args.poll_via.iter().map(|a| ApiClient::new(*a)).collect();
     let range = match &args.sleep_range {
         Some(r) => Some(parse_range(r).ok_or_else(|| anyhow::anyhow!("--sleep-range must look like 100-500"))?),
         None => None,
@@ -174,9 +180,10 @@ async fn main() -> anyhow::Result<()> {
                 break;
             }
             let client = clients[i % clients.len()].clone();
+            let poller = if pollers.is_empty() { client.clone() } else { pollers[i % pollers.len()].clone() };
             let body = make_body(i);
             handles.push(tokio::spawn(async move {
-                let outcome = submit_and_poll(&client, body, deadline + grace).await;
+                let outcome = submit_and_poll(&client, &poller, body, deadline + grace).await;
                 drop(permit);
                 outcome
             }));
@@ -212,9 +219,10 @@ async fn main() -> anyhow::Result<()> {
     finish(&args, outcomes, started.elapsed())
 }
 
-/// Submits one task without waiting, then polls it until final or `give_up`. A task whose
-/// polls end without a final state comes back in its last known state (counted as lost).
-async fn submit_and_poll(client: &ApiClient, body: Value, give_up: Instant) -> Outcome {
+/// Submits one task without waiting, then polls it through `poller` until final or `give_up`.
+/// A task whose polls end without a final state comes back in its last known state (counted
+/// as lost).
+async fn submit_and_poll(client: &ApiClient, poller: &ApiClient, body: Value, give_up: Instant) -> Outcome {
     let t0 = Instant::now();
     let id = match client.call(Method::POST, "/v1/tasks", Some(body), Duration::from_secs(30)).await {
         Ok(v) => match v["id"].as_str() {
@@ -225,7 +233,7 @@ async fn submit_and_poll(client: &ApiClient, body: Value, give_up: Instant) -> O
     };
     let mut last = "pending".to_string();
     while Instant::now() < give_up {
-        if let Ok(rec) = client.get(&format!("/v1/tasks/{id}")).await {
+        if let Ok(rec) = poller.get(&format!("/v1/tasks/{id}")).await {
             let state = rec["state"].as_str().unwrap_or("?");
             if matches!(state, "completed" | "failed" | "cancelled") {
                 return record_outcome(&rec, t0.elapsed());

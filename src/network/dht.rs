@@ -39,6 +39,9 @@ pub(super) struct Dht {
     joined_once: bool,
     /// The routing table's size last reported to the application.
     reported_size: Option<usize>,
+    /// The records this node published, reloaded from its store, were put again after it
+    /// joined (Kademlia's own republishing waits a day).
+    republished: bool,
 }
 
 impl Dht {
@@ -52,6 +55,7 @@ impl Dht {
             last_refresh: Instant::now(),
             joined_once: false,
             reported_size: None,
+            republished: false,
         }
     }
 
@@ -92,6 +96,25 @@ impl Dht {
         self.last_refresh = Instant::now();
     }
 
+    /// Puts again the records this node published (those reloaded from its store after a
+    /// restart), so that the peers now closest to each key hold it. Replicas of others'
+    /// records are left to their publishers and Kademlia's hourly replication.
+    fn republish_own(swarm: &mut Swarm<Behaviour>) {
+        use libp2p::kad::store::RecordStore;
+        let local = *swarm.local_peer_id();
+        let kad = &mut swarm.behaviour_mut().kad;
+        let own: Vec<kad::Record> =
+            kad.store_mut().records().filter(|r| r.publisher == Some(local)).map(|r| r.into_owned()).collect();
+        if own.is_empty() {
+            return;
+        }
+        tracing::info!(records = own.len(), "republishing the DHT records this node published");
+        for record in own {
+            // Nobody waits for these: their results are not in `pending_puts` and are dropped.
+            let _ = kad.put_record(record, kad::Quorum::One);
+        }
+    }
+
     pub fn routing_table_size(swarm: &mut Swarm<Behaviour>) -> usize {
         swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
@@ -124,6 +147,10 @@ impl Dht {
             swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
         }
         let size = Self::routing_table_size(swarm);
+        if !self.republished && size > 0 && self.walks >= 1 {
+            self.republished = true;
+            Self::republish_own(swarm);
+        }
         let refresh = if partial_view { REFRESH_PARTIAL_VIEW } else { REFRESH };
         if now.duration_since(self.last_refresh) >= refresh && connected {
             self.last_refresh = now;
