@@ -397,6 +397,12 @@ fn a_lost_gateways_tasks_are_adopted_by_their_copy_holders_and_never_run_again_b
     std::fs::rename(&data, &aside).unwrap();
 
     let started = Instant::now();
+    // Takeover time: from the kill to the first task adopted (detection, then the 2 s grace).
+    let adopted_sum = || seed_and_workers.iter().map(|n| n.metric_sum("p2p_tasks_adopted_total")).sum::<f64>();
+    while adopted_sum() == 0.0 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("first tasks adopted {:?} after the gateway was killed", started.elapsed());
     let records = wait_final(&seed, &ids, Duration::from_secs(120));
     eprintln!("all 1000 final {:?} after the gateway was lost", started.elapsed());
     let adopted: f64 = seed_and_workers.iter().map(|n| n.metric_sum("p2p_tasks_adopted_total")).sum();

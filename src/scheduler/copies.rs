@@ -7,6 +7,10 @@
 //! sees the same membership names the same holders, and a member joining or leaving moves
 //! only the records it wins or held. The holders are named in the record.
 //!
+//! Each holder has at most one request in flight: what changes meanwhile waits, and goes in
+//! the next request as the newest version of each record only (group commit, for copies:
+//! under load the requests grow instead of multiplying).
+//!
 //! Acknowledgement (`tasks.fsync: group`): a batch is released once every holder of every
 //! record in it answered, or once the local store synced it, whichever comes first; a batch
 //! with a record short of holders (a cluster too small) waits for the local sync. With
@@ -66,6 +70,19 @@ pub(super) struct Copies {
     /// yet to answer).
     confirming: HashMap<String, (u64, Vec<PeerId>)>,
     confirm_deadline: Option<Instant>,
+    /// Per holder: the request in flight and what waits for it.
+    links: HashMap<PeerId, Link>,
+    next_tag: u64,
+}
+
+/// The stream of copies to one holder.
+#[derive(Default)]
+struct Link {
+    /// The request in flight: its tag and the batches it carries.
+    in_flight: Option<(u64, Vec<u64>)>,
+    /// The newest version of each record changed since, and the batches they came from.
+    queued: HashMap<String, RecordCopy>,
+    queued_batches: Vec<u64>,
 }
 
 impl Copies {
@@ -78,6 +95,8 @@ impl Copies {
             pending: BTreeMap::new(),
             confirming: HashMap::new(),
             confirm_deadline: None,
+            links: HashMap::new(),
+            next_tag: 0,
         }
     }
 }
@@ -142,14 +161,35 @@ impl Gateway {
         }
     }
 
-    /// Sends this flush's copies and notes what releases batch `seq`.
+    /// Queues this flush's copies for their holders (sent at once to a holder with nothing in
+    /// flight) and notes what releases batch `seq`.
     pub(super) fn send_copies(&mut self, seq: u64, out: Outgoing) {
         let holders = out.per_holder.len();
         let waits = if self.copies.local_sync_only || out.short || holders == 0 { None } else { Some(holders) };
         self.copies.pending.insert(seq, waits);
         for (peer, records) in out.per_holder {
-            self.effects.push(Effect::Replicate { peer, seq, records });
+            let link = self.copies.links.entry(peer).or_default();
+            for copy in records {
+                link.queued.insert(copy.id.clone(), copy);
+            }
+            link.queued_batches.push(seq);
+            if link.in_flight.is_none() {
+                self.send_link(peer);
+            }
         }
+    }
+
+    /// Sends what waits for `peer` as one request.
+    fn send_link(&mut self, peer: PeerId) {
+        let Some(link) = self.copies.links.get_mut(&peer) else { return };
+        if link.queued.is_empty() {
+            return;
+        }
+        self.copies.next_tag += 1;
+        let tag = self.copies.next_tag;
+        let records: Vec<RecordCopy> = link.queued.drain().map(|(_, c)| c).collect();
+        link.in_flight = Some((tag, std::mem::take(&mut link.queued_batches)));
+        self.effects.push(Effect::Replicate { peer, tag, records });
     }
 
     /// Batch `seq` is released: everything up to it synced locally, or its holders all answered.
@@ -157,20 +197,29 @@ impl Gateway {
         seq <= local_done || !self.copies.pending.contains_key(&seq)
     }
 
-    /// A holder's answer to batch `seq` (or the failure to get one: the local sync releases the
-    /// batch then). Fenced records are handed over to their new owner.
-    pub fn on_replicated(&mut self, peer: PeerId, seq: u64, result: Result<(Vec<Fenced>, Vec<RecordCopy>), String>) {
+    /// A holder's answer to request `tag` (or the failure to get one: the local sync releases
+    /// its batches then). Fenced records are handed over to their new owner.
+    pub fn on_replicated(&mut self, peer: PeerId, tag: u64, result: Result<(Vec<Fenced>, Vec<RecordCopy>), String>) {
+        let batches = match self.copies.links.get_mut(&peer) {
+            Some(link) if link.in_flight.as_ref().is_some_and(|(t, _)| *t == tag) => {
+                link.in_flight.take().map(|(_, b)| b).unwrap_or_default()
+            }
+            _ => return,
+        };
+        self.send_link(peer);
         let (fenced, finals) = match result {
             Ok(answer) => answer,
             Err(why) => {
-                tracing::debug!(%peer, seq, %why, "record copies not confirmed; the local sync releases them");
+                tracing::debug!(%peer, tag, %why, "record copies not confirmed; the local sync releases them");
                 return;
             }
         };
-        if let Some(Some(left)) = self.copies.pending.get_mut(&seq) {
-            *left = left.saturating_sub(1);
-            if *left == 0 {
-                self.copies.pending.remove(&seq);
+        for seq in &batches {
+            if let Some(Some(left)) = self.copies.pending.get_mut(seq) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.copies.pending.remove(seq);
+                }
             }
         }
         for f in fenced {
@@ -184,7 +233,7 @@ impl Gateway {
             .confirming
             .iter_mut()
             .filter_map(|(id, (asked, waiting))| {
-                if *asked == seq {
+                if batches.contains(asked) {
                     waiting.retain(|p| *p != peer);
                 }
                 waiting.is_empty().then(|| id.clone())
@@ -284,6 +333,8 @@ impl Gateway {
     /// A member is gone: the unfinished records it held copies of get a new holder, and
     /// restored tasks stop waiting for it.
     pub fn on_member_lost(&mut self, peer: PeerId) {
+        // What waited for it is re-sent to the new holders below (the records are touched).
+        self.copies.links.remove(&peer);
         let mut moved = Vec::new();
         for (id, e) in &self.entries {
             if !e.record.state.is_final() && !e.handed_over && e.holders.contains(&peer) {

@@ -62,10 +62,10 @@ pub enum Effect {
     RunLocal {
         request: TaskRequest,
     },
-    /// Forward batch `seq`'s changed records to one of their copy holders.
+    /// Forward changed records to one of their copy holders; its answer comes back with `tag`.
     Replicate {
         peer: PeerId,
-        seq: u64,
+        tag: u64,
         records: Vec<crate::protocol::RecordCopy>,
     },
 }

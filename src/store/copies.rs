@@ -3,8 +3,10 @@
 //!
 //! Copies arrive in batches from their owners and are acknowledged as soon as they are
 //! queued here (as Kafka's followers do): the owner holds the record too, so one crash of
-//! either side loses nothing, and neither waits for the other's disk. The writer thread
-//! commits them in groups, keeping for each task only the newest version: the highest
+//! either side loses nothing, and neither waits for the other's disk. For the same reason the
+//! writer syncs them at most every [`SYNC_EVERY`] (redb's non-durable commits in between), so
+//! that the copies of a busy gateway do not compete with its own syncs for the disk. The
+//! writer thread commits them in groups, keeping for each task only the newest version: the highest
 //! (epoch, seq), so that batches overtaking each other on the wire never roll a copy back and
 //! a deposed owner never overwrites its adopter.
 //!
@@ -12,6 +14,7 @@
 //! (what pruning walks), and the tasks this node adopted (what fences their old owner).
 
 use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,8 @@ const FINISHED: TableDefinition<(u64, &str), ()> = TableDefinition::new("copies_
 const ADOPTED: TableDefinition<&str, (u32, u64)> = TableDefinition::new("copies_adopted");
 
 const MAX_GROUP: usize = 256;
+/// Copies are synced to disk at most this often (and this long after the last change at most).
+const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// Rows deleted per pruning pass.
 const PRUNE_STEP: usize = 5_000;
 
@@ -147,17 +152,39 @@ fn encode(row: &Row) -> Vec<u8> {
 }
 
 fn write_loop(store: &Store, jobs: &std_mpsc::Receiver<Job>) {
-    while let Some(group) = super::next_group(jobs, MAX_GROUP) {
-        if let Err(e) = commit(store, group) {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    loop {
+        let group = match super::next_group_within(jobs, MAX_GROUP, SYNC_EVERY) {
+            Ok(group) => group,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                if unsynced {
+                    let _ = commit(store, Vec::new(), Durability::Immediate);
+                }
+                return;
+            }
+        };
+        if group.is_empty() && !unsynced {
+            continue;
+        }
+        let sync = last_sync.elapsed() >= SYNC_EVERY;
+        let durability = if sync { Durability::Immediate } else { Durability::None };
+        match commit(store, group, durability) {
+            Ok(()) if sync => {
+                last_sync = Instant::now();
+                unsynced = false;
+            }
+            Ok(()) => unsynced = true,
             // The owners still hold these records; only this node's copies are missing.
-            tracing::warn!(error = %e, "task-record copies could not be written to the store");
+            Err(e) => tracing::warn!(error = %e, "task-record copies could not be written to the store"),
         }
     }
 }
 
-fn commit(store: &Store, group: Vec<Job>) -> Result<(), StoreError> {
+fn commit(store: &Store, group: Vec<Job>, durability: Durability) -> Result<(), StoreError> {
     let mut txn = store.db().begin_write().map_err(StoreError::from_redb)?;
-    txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Other(e.to_string()))?;
+    txn.set_durability(durability).map_err(|e| StoreError::Other(e.to_string()))?;
     apply(&txn, group).map_err(StoreError::from_redb)?;
     txn.commit().map_err(StoreError::from_redb)
 }

@@ -182,6 +182,20 @@ impl Store {
 /// themselves; an idle writer pays one sync per job. `None` once every sender is gone.
 pub(crate) fn next_group<J>(jobs: &std::sync::mpsc::Receiver<J>, max: usize) -> Option<Vec<J>> {
     let first = jobs.recv().ok()?;
+    Some(group_after(first, jobs, max))
+}
+
+/// [`next_group`], waiting at most `wait` for the first job.
+pub(crate) fn next_group_within<J>(
+    jobs: &std::sync::mpsc::Receiver<J>,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<J>, std::sync::mpsc::RecvTimeoutError> {
+    let first = jobs.recv_timeout(wait)?;
+    Ok(group_after(first, jobs, max))
+}
+
+fn group_after<J>(first: J, jobs: &std::sync::mpsc::Receiver<J>, max: usize) -> Vec<J> {
     let mut group = vec![first];
     while group.len() < max {
         match jobs.try_recv() {
@@ -189,7 +203,7 @@ pub(crate) fn next_group<J>(jobs: &std::sync::mpsc::Receiver<J>, max: usize) -> 
             Err(_) => break,
         }
     }
-    Some(group)
+    group
 }
 
 /// What an operator should read for each way opening fails.

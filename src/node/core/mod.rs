@@ -263,7 +263,7 @@ impl Core {
                 let addresses = self.dial_addresses(&peer);
                 let _ = self.network.send_task(peer, addresses, request).await;
             }
-            Effect::Replicate { peer, seq, records } => self.replicate(peer, seq, records).await,
+            Effect::Replicate { peer, tag, records } => self.replicate(peer, tag, records).await,
             Effect::RunLocal { request } => match &self.executor {
                 Some(ex) => {
                     if let Some(response) = ex.submit(Origin::Local, request) {

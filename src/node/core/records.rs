@@ -45,13 +45,13 @@ impl Core {
             .collect()
     }
 
-    pub(super) async fn replicate(&mut self, peer: PeerId, seq: u64, records: Vec<RecordCopy>) {
+    pub(super) async fn replicate(&mut self, peer: PeerId, tag: u64, records: Vec<RecordCopy>) {
         let addresses = self.dial_addresses(&peer);
         if !addresses.is_empty() {
             let _ = self.network.dial(peer, addresses).await;
         }
         let request = RecordsRequest::Replicate { v: WIRE_VERSION, records };
-        let _ = self.network.send_records(peer, seq, request).await;
+        let _ = self.network.send_records(peer, tag, request).await;
     }
 
     pub(super) async fn on_records_requested(&mut self, id: InboundId, peer: PeerId, request: RecordsRequest) {

@@ -66,7 +66,7 @@ fn replicated(gw: &mut Gateway) -> Vec<(PeerId, u64, Vec<RecordCopy>)> {
     gw.take_effects()
         .into_iter()
         .filter_map(|e| match e {
-            Effect::Replicate { peer, seq, records } => Some((peer, seq, records)),
+            Effect::Replicate { peer, tag, records } => Some((peer, tag, records)),
             _ => None,
         })
         .collect()
@@ -96,6 +96,32 @@ async fn with_group_fsync_the_holders_answer_acknowledges_before_the_local_sync(
     assert_eq!(ack.try_recv(), Err(TryRecvError::Empty), "acknowledged before the copy is held");
     gw.on_replicated(holder, *seq, Ok((Vec::new(), Vec::new())));
     assert_eq!(ack.try_recv(), Ok(Ok(())), "the copy releases it; the local sync may still run");
+}
+
+#[tokio::test]
+async fn a_holder_has_one_request_in_flight_and_the_next_carries_the_newest_versions() {
+    let Owner { mut gw, holder, .. } = owner(Fsync::Group, 1);
+    let w = worker(4, &[]);
+    let (a, mut ack_a) = submit_acked(&mut gw, std::slice::from_ref(&w));
+    let (_, tag, first) = replicated(&mut gw).remove(0);
+    assert_eq!(first.len(), 1);
+    // Two more flushes while the first request is in flight: nothing is sent yet.
+    let (b, mut ack_b) = submit_acked(&mut gw, std::slice::from_ref(&w));
+    gw.touch(&a);
+    gw.flush();
+    assert!(replicated(&mut gw).is_empty(), "one request in flight per holder");
+    gw.on_replicated(holder, tag, Ok((Vec::new(), Vec::new())));
+    assert_eq!(ack_a.try_recv(), Ok(Ok(())));
+    assert_eq!(ack_b.try_recv(), Err(TryRecvError::Empty), "its copy is not held yet");
+    // The answer sends what waited, one version per record.
+    let (_, next, records) = replicated(&mut gw).remove(0);
+    let mut ids: Vec<&str> = records.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    gw.on_replicated(holder, next, Ok((Vec::new(), Vec::new())));
+    assert_eq!(ack_b.try_recv(), Ok(Ok(())));
 }
 
 #[tokio::test]
@@ -154,10 +180,11 @@ async fn a_holder_adopts_a_lost_gateways_task_with_a_higher_epoch_and_fences_the
     old.set_members([adopter.local]);
     let w = worker(1, &[]);
     let (id, _ack) = submit_acked(&mut old, std::slice::from_ref(&w));
-    let (peer, _, records) = replicated(&mut old).remove(0);
+    let (peer, tag, records) = replicated(&mut old).remove(0);
     assert_eq!(peer, adopter.local);
     let (fenced, finals) = adopter.keep_copies(old.local, records);
     assert!(fenced.is_empty() && finals.is_empty());
+    old.on_replicated(peer, tag, Ok((fenced, finals)));
     kept(&copies, &id).await;
 
     // The old owner is declared dead; once the grace is over, its task is adopted.
