@@ -133,9 +133,12 @@ impl ModuleStore {
     pub fn put(&self, id: &ModuleId, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(id);
         if self.lock().touch(id).is_none() {
-            let tmp = self.dir.join(format!("{}.tmp", id.hex()));
-            fs::write(&tmp, bytes)?;
-            fs::rename(&tmp, &path)?;
+            // Unique per writer: two uploads of the same module at once must not share it.
+            let tmp = self.dir.join(format!("{}.{:016x}.tmp", id.hex(), rand::random::<u64>()));
+            if let Err(e) = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, &path)) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
             let mut index = self.lock();
             index.clock += 1;
             let used = index.clock;
