@@ -247,7 +247,7 @@ impl SubmitBody {
             // The worker fetches the module from this node: it has to be here.
             if wasm.and_then(|w| w.size(&module)).is_none() {
                 return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::NOT_FOUND,
                     "unknown_module",
                     format!("field {prefix}module: no module {module} on this node (upload it: POST /v1/modules)"),
                 ));
