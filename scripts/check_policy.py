@@ -48,12 +48,14 @@ CONTRACT_KEYS = {
               "storage_replication", "compute_difficulty"},
     "log": {"format"},
     "telemetry": {"otlp_endpoint", "service_name", "sampling_ratio"},
+    "wasm": {"max_module_bytes", "cache_bytes", "compiled_modules", "max_fuel", "max_memory_bytes",
+             "max_output_bytes", "max_run_ms", "fetch_timeout_ms"},
 }
 
 # What users were told each role's config says (config/<role>.yaml).
 PROMISED = {
     "worker": {
-        "node.role": "worker", "node.listen_port": 4001, "node.capabilities": ["compute", "storage"],
+        "node.role": "worker", "node.listen_port": 4001, "node.capabilities": ["compute", "storage", "wasm"],
         "node.max_connections": 100, "node.heartbeat_interval": 30,
         "network.enable_mdns": True, "network.enable_relay": True, "network.connection_timeout": 30,
         "network.protocol_version": "p2p-network", "network.mesh_network": True,

@@ -24,4 +24,5 @@ pub mod scheduler;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod wasm;
 pub mod worker;

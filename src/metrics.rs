@@ -172,6 +172,8 @@ pub struct Metrics {
     pub tasks_running: Gauge,
     pub tasks_executing: Gauge,
     pub tasks_executed: Family<ExecutedLabels, Counter>,
+    /// Runs of WebAssembly modules on this worker, by outcome (`crate::wasm::Outcome::label`).
+    pub wasm_runs: Family<OutcomeLabels, Counter>,
     pub ping_rtt: Histogram,
     pub node_up: Gauge,
     pub node_ready: Gauge,
@@ -221,6 +223,7 @@ impl Metrics {
             tasks_running: Gauge::default(),
             tasks_executing: Gauge::default(),
             tasks_executed: Family::default(),
+            wasm_runs: Family::default(),
             ping_rtt: rtt_histogram(),
             node_up: Gauge::default(),
             node_ready: Gauge::default(),
@@ -298,6 +301,7 @@ impl Metrics {
             self.tasks_executing.clone(),
         );
         r.register("tasks_executed", "Task attempts executed on this worker", self.tasks_executed.clone());
+        r.register("wasm_runs", "WebAssembly module runs on this worker, by outcome", self.wasm_runs.clone());
     }
 
     /// The node itself: liveness, membership, NAT, limits, gossip, build.
@@ -368,6 +372,11 @@ impl Metrics {
     /// A message from a peer was dropped.
     pub fn dropped(&self, reason: DropReason) {
         self.messages_dropped.get_or_create(&ReasonLabels { reason: reason.label().into() }).inc();
+    }
+
+    /// A WebAssembly run ended as `outcome`.
+    pub fn wasm_outcome(&self, outcome: &'static str) {
+        self.wasm_runs.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// A limit from the `limits` section (or the task queue) refused something.

@@ -106,6 +106,10 @@ pub enum TaskError {
     Version(u16),
     #[error("this worker does not take tasks from the sender (security.allowed_submitters)")]
     NotAllowed,
+    /// The task's own code failed in a way any worker would reproduce (a WebAssembly trap,
+    /// out of fuel, out of memory, output too large): retrying elsewhere is useless.
+    #[error("task failed: {0}")]
+    Deterministic(String),
 }
 
 impl TaskError {
@@ -113,7 +117,10 @@ impl TaskError {
     /// too (the worker may have been faulty), bounded by `max_attempts`; a bad payload or an
     /// unknown type will fail the same way everywhere.
     pub fn retryable(&self) -> bool {
-        !matches!(self, TaskError::BadPayload(_) | TaskError::UnknownType(_) | TaskError::Version(_))
+        !matches!(
+            self,
+            TaskError::BadPayload(_) | TaskError::UnknownType(_) | TaskError::Version(_) | TaskError::Deterministic(_)
+        )
     }
 }
 
@@ -472,5 +479,6 @@ mod tests {
         assert!(TaskError::Failed("x".into()).retryable());
         assert!(!TaskError::UnknownType("x".into()).retryable());
         assert!(!TaskError::BadPayload("x".into()).retryable());
+        assert!(!TaskError::Deterministic("out of fuel".into()).retryable());
     }
 }

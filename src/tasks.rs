@@ -16,6 +16,9 @@ pub enum TaskKind {
     Sleep,
     /// Always fails with the payload as the message.
     Fail,
+    /// A user's WebAssembly module run on its input (`crate::wasm`); the payload is a
+    /// [`crate::wasm::WasmCall`].
+    Wasm,
 }
 
 /// Longest `sleep` a task may ask for.
@@ -25,7 +28,7 @@ pub const MAX_PAYLOAD_BYTES: usize = crate::protocol::MAX_TASK_REQUEST_BYTES as 
 /// Largest stored value.
 pub const MAX_STORAGE_VALUE: usize = 60 * 1024;
 /// Task types in the order `help` lists them.
-pub const KNOWN_TYPES: &[&str] = &["compute", "storage", "echo", "sleep", "fail"];
+pub const KNOWN_TYPES: &[&str] = &["compute", "storage", "echo", "sleep", "fail", "wasm"];
 
 impl TaskKind {
     pub fn parse(name: &str) -> Option<Self> {
@@ -35,6 +38,7 @@ impl TaskKind {
             "echo" => Self::Echo,
             "sleep" => Self::Sleep,
             "fail" => Self::Fail,
+            "wasm" => Self::Wasm,
             _ => return None,
         })
     }
@@ -46,6 +50,7 @@ impl TaskKind {
             Self::Echo => "echo",
             Self::Sleep => "sleep",
             Self::Fail => "fail",
+            Self::Wasm => "wasm",
         }
     }
 
@@ -54,6 +59,7 @@ impl TaskKind {
         match self {
             Self::Compute => Some("compute"),
             Self::Storage => Some("storage"),
+            Self::Wasm => Some("wasm"),
             Self::Echo | Self::Sleep | Self::Fail => None,
         }
     }
@@ -67,6 +73,7 @@ impl TaskKind {
         match self {
             Self::Sleep => parse_sleep(payload).map(|_| ()),
             Self::Storage => StorageOp::parse(payload).map(|_| ()),
+            Self::Wasm => crate::wasm::WasmCall::decode(payload).map(|_| ()),
             Self::Compute | Self::Echo | Self::Fail => Ok(()),
         }
     }

@@ -20,6 +20,7 @@ use crate::node::handle::{BatchSubmitted, HandleError, NodeHandle, Submitted};
 use crate::node::views::{CapabilitiesView, StatusView};
 use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
 use crate::telemetry::{Remote, TARGET, TraceContext};
+use crate::wasm::{ModuleId, UploadError, WasmCall, WasmService};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -110,6 +111,10 @@ struct SubmitBody {
     payload: String,
     timeout_ms: Option<u64>,
     max_attempts: Option<u32>,
+    /// `wasm` tasks: the module (`sha256:...`, uploaded with `POST /v1/modules`).
+    module: Option<String>,
+    /// `wasm` tasks: the module's arguments (after `argv[0]`).
+    args: Option<Vec<String>>,
 }
 
 /// Most tasks one batch may carry.
@@ -136,6 +141,9 @@ struct ListQuery {
 }
 
 pub fn router(handle: NodeHandle) -> Router {
+    // One byte over the limit is enough to tell an oversized module (400, naming the limit).
+    let module_body_limit =
+        handle.wasm().map_or(0, |w| usize::try_from(w.max_module_bytes()).unwrap_or(usize::MAX).saturating_add(1));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -145,6 +153,8 @@ pub fn router(handle: NodeHandle) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/status", get(status))
         .route("/v1/capabilities", get(capabilities))
+        .route("/v1/modules", axum::routing::post(upload_module).layer(DefaultBodyLimit::max(module_body_limit)))
+        .route("/v1/modules/{id}", get(get_module))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
@@ -221,17 +231,42 @@ fn parse_query<T: serde::de::DeserializeOwned>(
 }
 
 impl SubmitBody {
-    fn into_spec(self, field: &str) -> Result<TaskSpec, ApiError> {
+    /// The task to submit; `prefix` is the body's path to this task (`""` or `tasks[i].`),
+    /// for error messages.
+    fn into_spec(self, prefix: &str, wasm: Option<&WasmService>) -> Result<TaskSpec, ApiError> {
+        let bad = |field: &str, why: String| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("field {prefix}{field}: {why}"))
+        };
         if self.task_type.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("field {field}: must not be empty"),
-            ));
+            return Err(bad("type", "must not be empty".into()));
         }
+        let payload = if self.task_type == "wasm" {
+            let module = self.module.ok_or_else(|| bad("module", "a wasm task needs a module (sha256:...)".into()))?;
+            let module: ModuleId =
+                module.parse().map_err(|e: crate::wasm::BadModuleId| bad("module", e.to_string()))?;
+            // The worker fetches the module from this node: it has to be here.
+            if wasm.and_then(|w| w.size(&module)).is_none() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_module",
+                    format!("field {prefix}module: no module {module} on this node (upload it: POST /v1/modules)"),
+                ));
+            }
+            let call = WasmCall { module, input: self.payload, args: self.args.unwrap_or_default() };
+            call.check().map_err(|why| bad("args", why))?;
+            call.encode()
+        } else {
+            if self.module.is_some() {
+                return Err(bad("module", "only for type wasm".into()));
+            }
+            if self.args.is_some() {
+                return Err(bad("args", "only for type wasm".into()));
+            }
+            self.payload
+        };
         Ok(TaskSpec {
             task_type: self.task_type,
-            payload: self.payload,
+            payload,
             timeout_ms: self.timeout_ms,
             max_attempts: self.max_attempts,
             trace: None,
@@ -300,7 +335,7 @@ async fn submit_batch_traced(
         .tasks
         .into_iter()
         .enumerate()
-        .map(|(i, t)| t.into_spec(&format!("tasks[{i}].type")).map(|s| TaskSpec { trace: trace.clone(), ..s }))
+        .map(|(i, t)| t.into_spec(&format!("tasks[{i}]."), h.wasm()).map(|s| TaskSpec { trace: trace.clone(), ..s }))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(match h.submit_batch(specs, query.wait).await? {
         BatchSubmitted::Accepted(ids) => {
@@ -330,7 +365,7 @@ async fn submit_task_traced(
     trace: Option<Remote>,
 ) -> Result<Response, ApiError> {
     let query = parse_query(query)?;
-    let spec = TaskSpec { trace, ..parse_body::<SubmitBody>(body)?.into_spec("type")? };
+    let spec = TaskSpec { trace, ..parse_body::<SubmitBody>(body)?.into_spec("", h.wasm())? };
     Ok(match h.submit(spec, query.wait).await? {
         Submitted::Accepted(id) => {
             (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"id": id, "state": "pending"}))).into_response()
@@ -367,4 +402,54 @@ async fn status(State(h): State<NodeHandle>) -> Result<axum::Json<StatusView>, A
 
 async fn capabilities(State(h): State<NodeHandle>) -> Result<axum::Json<CapabilitiesView>, ApiError> {
     Ok(axum::Json(h.capabilities().await?))
+}
+
+fn wasm_of(h: &NodeHandle) -> Result<&WasmService, ApiError> {
+    h.wasm().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wasm_unavailable", "this node has no WebAssembly service")
+    })
+}
+
+/// `POST /v1/modules`: the body is the module's bytes; `201 {"id", "size"}`, or `400` naming
+/// why the module was refused.
+async fn upload_module(State(h): State<NodeHandle>, body: BodyResult) -> Result<Response, ApiError> {
+    let wasm = wasm_of(&h)?;
+    let invalid = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_module", why);
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let mut response =
+                invalid(format!("module exceeds wasm.max_module_bytes ({})", wasm.max_module_bytes())).into_response();
+            // The rest of the body was never read: this connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            return Ok(response);
+        }
+        Err(e) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("body: {}", e.body_text())));
+        }
+    };
+    match wasm.upload(body.to_vec()).await {
+        Ok((id, size)) => {
+            Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"id": id, "size": size}))).into_response())
+        }
+        Err(UploadError::Invalid(why)) => Err(invalid(why.to_string())),
+        Err(UploadError::Store(why)) => Err(ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "not_stored", why)),
+    }
+}
+
+/// `GET /v1/modules/{id}`: whether this node holds the module.
+async fn get_module(State(h): State<NodeHandle>, id: PathResult) -> Result<Response, ApiError> {
+    let wasm = wasm_of(&h)?;
+    let raw = id
+        .map(|Path(id)| id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("module id: {}", e.body_text())))?;
+    let id: ModuleId = raw.parse().map_err(|e: crate::wasm::BadModuleId| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("module id: {e}"))
+    })?;
+    match wasm.size(&id) {
+        Some(size) => Ok(axum::Json(serde_json::json!({"id": id, "size": size})).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no module {id} on this node"))),
+    }
 }

@@ -46,12 +46,28 @@ impl ApiClient {
         body: Option<serde_json::Value>,
         timeout: Duration,
     ) -> Result<serde_json::Value, ClientError> {
-        let uri = format!("http://{}{}", self.addr, path);
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        self.send(method, path, bytes, "application/json", timeout).await
+    }
+
+    /// POSTs raw bytes (a module upload) and decodes the JSON answer.
+    pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<serde_json::Value, ClientError> {
+        self.send(Method::POST, path, Bytes::from(bytes), "application/wasm", Duration::from_secs(60)).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bytes: Bytes,
+        content_type: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        let uri = format!("http://{}{}", self.addr, path);
         let req = Request::builder()
             .method(method)
             .uri(uri)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(Full::new(bytes))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let unreachable = |reason: String| ClientError::Unreachable { addr: self.addr, reason };

@@ -21,7 +21,11 @@ Commands:
   task-status <id> [--timeline]  show a task's state, attempts and result; --timeline: what happened when
   cancel <id>                  cancel a pending or running task
   tasks                        recent tasks at this node
-Task types: compute <data> | storage put <key> <value> | storage get <key> | echo <text> | sleep <ms> | fail <message>";
+  module add <file.wasm>       upload a WebAssembly module (a WASI command); prints its id
+  task wasm <module-id|file.wasm> <input...>   run a module on the input (`-`: read it from stdin;
+                               a file is uploaded first)
+Task types: compute <data> | storage put <key> <value> | storage get <key> | echo <text> | sleep <ms> | fail <message>
+  | wasm <module> <input>";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -29,8 +33,22 @@ pub enum Command {
     Peers,
     Status,
     Capabilities,
-    Task { task_type: String, payload: String, wait: bool },
-    TaskStatus { id: String, timeline: bool },
+    Task {
+        task_type: String,
+        payload: String,
+        wait: bool,
+    },
+    /// A `wasm` task: `module` is an id or a file to upload first; `input` `-` is stdin.
+    Wasm {
+        module: String,
+        input: String,
+        wait: bool,
+    },
+    ModuleAdd(String),
+    TaskStatus {
+        id: String,
+        timeline: bool,
+    },
     Cancel(String),
     Tasks,
     Quit,
@@ -66,6 +84,18 @@ impl Command {
                 if task_type.is_empty() {
                     return Err(format!("usage: {word} <type> <payload...>"));
                 }
+                if task_type == "wasm" {
+                    let payload = payload.trim_start();
+                    let (module, input) = payload.split_once(char::is_whitespace).unwrap_or((payload, ""));
+                    if module.is_empty() {
+                        return Err(format!("usage: {word} wasm <module-id|file.wasm> <input...>"));
+                    }
+                    return Ok(Some(Command::Wasm {
+                        module: module.to_string(),
+                        input: input.trim_start().to_string(),
+                        wait: word == "task",
+                    }));
+                }
                 Ok(Some(Command::Task {
                     task_type: task_type.to_string(),
                     payload: payload.trim_start().to_string(),
@@ -82,6 +112,10 @@ impl Command {
                 }
             }
             "cancel" => Ok(Some(Command::Cancel(one_arg(word)?))),
+            "module" => match rest.split_once(char::is_whitespace) {
+                Some(("add", file)) if !file.trim().is_empty() => Ok(Some(Command::ModuleAdd(file.trim().to_string()))),
+                _ => Err("usage: module add <file.wasm>".into()),
+            },
             other => Err(format!("unknown command {other:?}; type `help` for the list")),
         }
     }
@@ -114,18 +148,47 @@ pub async fn execute(api: &ApiClient, cmd: &Command) -> Result<String, String> {
             .await
             .map(|v| render_record(&v))
             .map_err(err),
+        Command::ModuleAdd(file) => upload(api, file).await,
+        Command::Wasm { module, input, wait } => {
+            let module = match module.parse::<crate::wasm::ModuleId>() {
+                Ok(id) => id.to_string(),
+                Err(_) => upload(api, module).await?,
+            };
+            let input = if input == "-" {
+                let mut text = String::new();
+                tokio::io::AsyncReadExt::read_to_string(&mut tokio::io::stdin(), &mut text)
+                    .await
+                    .map_err(|e| format!("cannot read the input from stdin: {e}"))?;
+                text
+            } else {
+                input.clone()
+            };
+            submit(api, json!({"type": "wasm", "module": module, "payload": input}), *wait).await
+        }
         Command::Task { task_type, payload, wait } => {
-            let body = json!({"type": task_type, "payload": payload});
-            let path = if *wait { "/v1/tasks?wait=true" } else { "/v1/tasks" };
-            // Waiting covers every attempt with backoff; the node bounds that, not us.
-            let v = api.call(Method::POST, path, Some(body), Duration::from_secs(24 * 3600)).await.map_err(err)?;
-            if !*wait {
-                return Ok(v["id"].as_str().unwrap_or("?").to_string());
-            }
-            let text = render_record(&v);
-            if v["state"] == "completed" { Ok(text) } else { Err(text) }
+            submit(api, json!({"type": task_type, "payload": payload}), *wait).await
         }
     }
+}
+
+/// Uploads a module file; its id.
+async fn upload(api: &ApiClient, file: &str) -> Result<String, String> {
+    let bytes = tokio::fs::read(file).await.map_err(|e| format!("{file}: {e}"))?;
+    let v = api.post_bytes("/v1/modules", bytes).await.map_err(|e| format!("{file}: {e}"))?;
+    v["id"].as_str().map(str::to_string).ok_or_else(|| format!("unexpected answer to an upload: {v}"))
+}
+
+/// Submits a task body; with `wait`, its record (an error unless completed), else its id.
+async fn submit(api: &ApiClient, body: Value, wait: bool) -> Result<String, String> {
+    let path = if wait { "/v1/tasks?wait=true" } else { "/v1/tasks" };
+    // Waiting covers every attempt with backoff; the node bounds that, not us.
+    let v =
+        api.call(Method::POST, path, Some(body), Duration::from_secs(24 * 3600)).await.map_err(|e| e.to_string())?;
+    if !wait {
+        return Ok(v["id"].as_str().unwrap_or("?").to_string());
+    }
+    let text = render_record(&v);
+    if v["state"] == "completed" { Ok(text) } else { Err(text) }
 }
 
 fn s(v: &Value) -> String {
@@ -316,6 +379,17 @@ mod tests {
         );
         assert!(Command::parse("task-status --timeline").unwrap_err().contains("usage"));
         assert!(Command::parse("task-status a b").unwrap_err().contains("usage"));
+        assert_eq!(Command::parse("module add m.wasm").unwrap(), Some(Command::ModuleAdd("m.wasm".into())));
+        assert_eq!(
+            Command::parse("task wasm m.wasm the quick  fox").unwrap(),
+            Some(Command::Wasm { module: "m.wasm".into(), input: "the quick  fox".into(), wait: true })
+        );
+        assert_eq!(
+            Command::parse("submit wasm sha256:ab -").unwrap(),
+            Some(Command::Wasm { module: "sha256:ab".into(), input: "-".into(), wait: false })
+        );
+        assert!(Command::parse("module add").unwrap_err().contains("usage"));
+        assert!(Command::parse("task wasm").unwrap_err().contains("usage"));
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub struct Config {
     pub limits: LimitSettings,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    pub wasm: WasmConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -299,6 +300,55 @@ impl TelemetryConfig {
         match after_scheme.find('/') {
             Some(i) if after_scheme[i..] != *"/" => base.to_string(),
             _ => format!("{}/v1/traces", base.trim_end_matches('/')),
+        }
+    }
+}
+
+/// WebAssembly tasks (`src/wasm/`): the node's module store and the ceilings of every run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmConfig {
+    /// Largest module accepted at upload, and fetched from another node.
+    pub max_module_bytes: u64,
+    /// Bytes of modules kept under `<node.data_dir>/modules/`, least recently used out first.
+    pub cache_bytes: u64,
+    /// Compiled modules kept in memory, ready to instantiate (a warm task does not compile).
+    pub compiled_modules: usize,
+    /// Most fuel one run may burn (about one unit per WebAssembly instruction).
+    pub max_fuel: u64,
+    /// Most linear memory one run may have.
+    pub max_memory_bytes: u64,
+    /// Most a run may write to stdout (its result).
+    pub max_output_bytes: u64,
+    /// Most wall-clock time one run may take (never more than the attempt's deadline).
+    pub max_run_ms: u64,
+    /// Longest a worker waits to fetch a module it lacks from the task's sender.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            max_module_bytes: 8 * 1024 * 1024,
+            cache_bytes: 256 * 1024 * 1024,
+            compiled_modules: 32,
+            max_fuel: 10_000_000_000,
+            max_memory_bytes: 256 * 1024 * 1024,
+            max_output_bytes: 512 * 1024,
+            max_run_ms: 30_000,
+            fetch_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl WasmConfig {
+    /// The ceilings of one run.
+    pub fn limits(&self) -> crate::wasm::Limits {
+        crate::wasm::Limits {
+            fuel: self.max_fuel,
+            deadline: Duration::from_millis(self.max_run_ms),
+            memory_bytes: usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX),
+            output_bytes: usize::try_from(self.max_output_bytes).unwrap_or(usize::MAX),
         }
     }
 }

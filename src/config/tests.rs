@@ -244,3 +244,20 @@ fn telemetry_takes_overrides_from_the_environment() {
     let e = Config::from_yaml_str("", "test.yaml", env).unwrap_err().to_string();
     assert!(e.starts_with("environment variable P2P_TELEMETRY__SAMPLING_RATIO: telemetry.sampling_ratio"), "{e}");
 }
+
+#[test]
+fn wasm_section_has_defaults_checks_and_overrides() {
+    let c = parse("").unwrap();
+    assert_eq!(c.wasm.max_module_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.wasm.limits().output_bytes, 512 * 1024);
+    let e = err("wasm:\n  max_fuel: 0\n");
+    assert!(e.starts_with("test.yaml: wasm.max_fuel: must be at least 1"), "{e}");
+    let e = err("wasm:\n  max_module_bytes: 1000\n  cache_bytes: 10\n");
+    assert!(e.contains("wasm.cache_bytes"), "{e}");
+    let e = err("wasm:\n  max_output_bytes: 2000000\n");
+    assert!(e.contains("wasm.max_output_bytes"), "{e}");
+    let e = err("wasm:\n  gas: 1\n");
+    assert!(e.contains("wasm.gas") && e.contains("unknown field"), "{e}");
+    let env = vec![("P2P_WASM__MAX_FUEL".to_string(), "12345".to_string())];
+    assert_eq!(Config::from_yaml_str("", "test.yaml", env).unwrap().wasm.max_fuel, 12345);
+}

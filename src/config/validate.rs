@@ -4,7 +4,7 @@ use libp2p::Multiaddr;
 
 use super::{
     ApiConfig, Config, ConfigError, LimitSettings, MembershipSettings, NetworkConfig, NodeConfig, SecuritySettings,
-    TasksConfig, TelemetryConfig,
+    TasksConfig, TelemetryConfig, WasmConfig,
 };
 
 /// The first failed check: the dotted key to blame and what is wrong with it.
@@ -49,7 +49,39 @@ fn validate(c: &Config) -> Check {
     security(&c.security, &c.network)?;
     limits(&c.limits)?;
     membership(&c.membership)?;
-    telemetry(&c.telemetry)
+    telemetry(&c.telemetry)?;
+    wasm(&c.wasm)
+}
+
+fn wasm(w: &WasmConfig) -> Check {
+    const MAX_MODULE: u64 = 256 * 1024 * 1024;
+    // The result travels in a task response, with room for its envelope.
+    const MAX_OUTPUT: u64 = crate::protocol::MAX_TASK_RESPONSE_BYTES - 4096;
+    if w.max_module_bytes < 8 || w.max_module_bytes > MAX_MODULE {
+        return Err(("wasm.max_module_bytes", format!("must be 8..={MAX_MODULE}")));
+    }
+    if w.cache_bytes < w.max_module_bytes {
+        return Err(("wasm.cache_bytes", "must be at least wasm.max_module_bytes (a module must fit)".into()));
+    }
+    if w.compiled_modules == 0 {
+        return Err(("wasm.compiled_modules", "must be at least 1".into()));
+    }
+    if w.max_fuel == 0 {
+        return Err(("wasm.max_fuel", "must be at least 1".into()));
+    }
+    if w.max_memory_bytes < 65_536 || w.max_memory_bytes > 1 << 32 {
+        return Err(("wasm.max_memory_bytes", "must be 65536 (one page)..=4294967296 (4 GiB)".into()));
+    }
+    if w.max_output_bytes == 0 || w.max_output_bytes > MAX_OUTPUT {
+        return Err(("wasm.max_output_bytes", format!("must be 1..={MAX_OUTPUT} (a result fits in a task response)")));
+    }
+    if w.max_run_ms == 0 {
+        return Err(("wasm.max_run_ms", "must be at least 1".into()));
+    }
+    if w.fetch_timeout_ms == 0 {
+        return Err(("wasm.fetch_timeout_ms", "must be at least 1".into()));
+    }
+    Ok(())
 }
 
 fn node(n: &NodeConfig) -> Check {

@@ -59,6 +59,9 @@ pub(super) enum Command {
 pub struct Client {
     tx: mpsc::Sender<Command>,
     local_peer_id: PeerId,
+    /// Raw streams of the swarm's stream behaviour, for protocols that run outside the event
+    /// loop (module fetches, `crate::wasm::fetch`).
+    streams: libp2p_stream::Control,
 }
 
 /// The event loop has stopped (the node is shutting down).
@@ -67,8 +70,13 @@ pub struct Client {
 pub struct Closed;
 
 impl Client {
-    pub(super) fn new(tx: mpsc::Sender<Command>, local_peer_id: PeerId) -> Self {
-        Self { tx, local_peer_id }
+    pub(super) fn new(tx: mpsc::Sender<Command>, local_peer_id: PeerId, streams: libp2p_stream::Control) -> Self {
+        Self { tx, local_peer_id, streams }
+    }
+
+    /// A handle to open and accept raw streams on the swarm's connections.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
     }
 
     pub fn local_peer_id(&self) -> PeerId {

@@ -95,7 +95,7 @@ fn assemble(
     let swarm = build::swarm(config, &names, keypair, registry, &metrics, store, transport)?;
     let (command_tx, commands) = mpsc::channel(COMMAND_CHANNEL);
     let (events_tx, events) = mpsc::channel(EVENT_CHANNEL);
-    let client = Client::new(command_tx, *swarm.local_peer_id());
+    let client = Client::new(command_tx, *swarm.local_peer_id(), swarm.behaviour().streams.new_control());
     let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
     let parts =
         event_loop::Parts { swarm, signing_key, names, commands, events: events_tx, libp2p_metrics, metrics, tracker };

@@ -82,11 +82,23 @@ pub enum BatchSubmitted {
 pub struct NodeHandle {
     tx: mpsc::Sender<Request>,
     health: Arc<Health>,
+    /// The node's WebAssembly modules (uploads and queries go to it directly, not through
+    /// the core: they touch no task state).
+    wasm: Option<crate::wasm::WasmService>,
 }
 
 impl NodeHandle {
     pub(super) fn new(tx: mpsc::Sender<Request>, health: Arc<Health>) -> Self {
-        Self { tx, health }
+        Self { tx, health, wasm: None }
+    }
+
+    pub(super) fn with_wasm(self, wasm: crate::wasm::WasmService) -> Self {
+        Self { wasm: Some(wasm), ..self }
+    }
+
+    /// The node's WebAssembly service.
+    pub fn wasm(&self) -> Option<&crate::wasm::WasmService> {
+        self.wasm.as_ref()
     }
 
     /// Liveness and readiness, for the health endpoints.

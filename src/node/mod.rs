@@ -41,6 +41,8 @@ pub enum StartError {
     Network(#[from] crate::network::BuildError),
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
+    #[error("node.data_dir: modules: {0}")]
+    Modules(#[from] crate::wasm::modules::ModuleStoreError),
     #[error("api.listen {addr}: cannot bind: {source}")]
     ApiBind { addr: String, source: std::io::Error },
     #[error("metrics.listen {addr}: cannot bind: {source}")]
@@ -63,6 +65,7 @@ pub struct Node {
     metrics: Metrics,
     health: Arc<Health>,
     store: crate::store::Store,
+    wasm: crate::wasm::WasmService,
 }
 
 impl Node {
@@ -93,10 +96,16 @@ impl Node {
         let tasks = TaskTracker::new();
         let (network, network_events, event_loop) =
             crate::network::new(&config, keypair, &mut registry, metrics.clone(), tasks.clone(), &store)?;
+        let wasm = crate::wasm::WasmService::open(
+            &config.wasm,
+            &config.node.data_dir,
+            &config.network.protocol_version,
+            network.streams(),
+        )?;
         let (tx, core_requests) = mpsc::channel(REQUEST_CHANNEL);
         let health = Arc::new(Health::default());
         health.touch();
-        let handle = NodeHandle::new(tx, health.clone());
+        let handle = NodeHandle::new(tx, health.clone()).with_wasm(wasm.clone());
         Ok(Self {
             config: Arc::new(config),
             network,
@@ -111,6 +120,7 @@ impl Node {
             metrics,
             health,
             store,
+            wasm,
         })
     }
 
@@ -149,6 +159,7 @@ impl Node {
             metrics,
             health,
             store,
+            wasm,
         } = self;
         let stop_network = CancellationToken::new();
         let stop_servers = CancellationToken::new();
@@ -157,8 +168,11 @@ impl Node {
         let network_task = tasks.spawn(event_loop.run(stop_network.clone()));
         crash.0.push(network_task.abort_handle());
         let (local_tx, local_rx) = mpsc::channel(crate::network::COMMAND_CHANNEL);
-        let executor = (config.node.role == crate::config::Role::Worker)
-            .then(|| crate::worker::Executor::new(network.clone(), &config, metrics.clone(), local_tx, tasks.clone()));
+        // Any node serves the modules it holds: a gateway is where a worker fetches them from.
+        wasm.serve(tasks.clone(), stop_servers.clone());
+        let executor = (config.node.role == crate::config::Role::Worker).then(|| {
+            crate::worker::Executor::new(network.clone(), &config, metrics.clone(), local_tx, tasks.clone(), wasm)
+        });
         let api = crate::api::serve(api_listener, handle, stop_servers.clone().cancelled_owned());
         crash.0.push(tasks.spawn(api).abort_handle());
         let registry = Arc::new(registry);

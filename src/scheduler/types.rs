@@ -20,7 +20,7 @@ pub struct TaskSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    #[error("unknown task type {0:?}; known types: compute, storage, echo, sleep, fail")]
+    #[error("unknown task type {0:?}; known types: compute, storage, echo, sleep, fail, wasm")]
     UnknownType(String),
     #[error("invalid {field}: {message}")]
     Invalid { field: &'static str, message: String },

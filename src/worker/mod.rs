@@ -24,11 +24,13 @@ use crate::network::{Client, InboundId};
 use crate::protocol::{TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION};
 use crate::tasks::{self, StorageOp, TaskKind};
 use crate::telemetry::{Remote, TARGET};
+use crate::wasm::{Outcome, WasmCall, WasmService};
 
-/// Where an attempt came from, and so where its answer goes.
+/// Where an attempt came from, and so where its answer goes (and, for a `wasm` task, where
+/// a module this worker lacks is fetched from).
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {
-    Remote(InboundId),
+    Remote(InboundId, PeerId),
     Local,
 }
 
@@ -63,6 +65,8 @@ struct Inner {
     metrics: Metrics,
     /// The node's task tracker: every attempt runs on it and is awaited at shutdown.
     tasks: TaskTracker,
+    /// Runs `wasm` tasks (the node's WebAssembly service).
+    wasm: WasmService,
 }
 
 impl Executor {
@@ -73,6 +77,7 @@ impl Executor {
         metrics: Metrics,
         local_answers: mpsc::Sender<LocalAnswer>,
         tasks: TaskTracker,
+        wasm: WasmService,
     ) -> Self {
         let capacity = config.max_concurrent_tasks();
         let backlog = config.node.task_backlog;
@@ -92,6 +97,7 @@ impl Executor {
                 replication: config.tasks.storage_replication,
                 metrics,
                 tasks,
+                wasm,
             }),
         }
     }
@@ -172,7 +178,11 @@ impl Executor {
                     // Never closed: the semaphore lives as long as the executor.
                     let _slot = this.inner.slots.acquire().await.map_err(|_| TaskError::ShuttingDown)?;
                     started_ms.store(unix_ms(), Ordering::Relaxed);
-                    this.run(kind, &request.payload, deadline.saturating_sub(started.elapsed())).await
+                    let from = match origin {
+                        Origin::Remote(_, peer) => Some(peer),
+                        Origin::Local => None,
+                    };
+                    this.run(kind, &request.payload, deadline.saturating_sub(started.elapsed()), from).await
                 };
                 let outcome = match tokio::time::timeout(deadline, work).await {
                     Ok(Ok(result)) => TaskOutcome::Ok(result),
@@ -226,15 +236,34 @@ impl Executor {
         // Either send fails only when the node is shutting down; the gateway's deadline
         // then takes care of the attempt.
         let _ = match origin {
-            Origin::Remote(id) => self.inner.network.respond_task(id, response).await.map_err(|_| ()),
+            Origin::Remote(id, _) => self.inner.network.respond_task(id, response).await.map_err(|_| ()),
             Origin::Local => {
                 self.inner.local_answers.send(LocalAnswer { peer: self.inner.local, response }).await.map_err(|_| ())
             }
         };
     }
 
-    async fn run(&self, kind: TaskKind, payload: &str, deadline: Duration) -> Result<String, TaskError> {
+    async fn run(
+        &self,
+        kind: TaskKind,
+        payload: &str,
+        deadline: Duration,
+        from: Option<PeerId>,
+    ) -> Result<String, TaskError> {
         match kind {
+            TaskKind::Wasm => {
+                let call = WasmCall::decode(payload).map_err(TaskError::BadPayload)?;
+                let outcome = self.inner.wasm.run(call, from, deadline).await;
+                self.inner.metrics.wasm_outcome(outcome.label());
+                match outcome {
+                    // The result is text (a task's result); bytes that are not UTF-8 are
+                    // replaced the same way on every worker.
+                    Outcome::Completed { stdout, .. } => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+                    Outcome::DeadlineExceeded => Err(TaskError::Timeout),
+                    other if other.is_deterministic() => Err(TaskError::Deterministic(other.describe())),
+                    other => Err(TaskError::Failed(other.describe())),
+                }
+            }
             TaskKind::Echo => Ok(payload.to_string()),
             TaskKind::Fail => {
                 Err(TaskError::Failed(if payload.is_empty() { "fail task".to_string() } else { payload.to_string() }))

@@ -13,10 +13,19 @@ the negative tests are about) untouched:
 - `max_attempts` in 1..=100          -> min(value, 2)
 - a `sleep` payload that parses as a number of milliseconds 0..=600000 -> min(value, 300)
 
-so a valid task is final within ~2 x 1 s + backoff. Nothing else is changed.
+so a valid task is final within ~2 x 1 s + backoff.
+
+`POST /v1/modules` takes any bytes by its schema (`format: binary`), but only a WASI command
+module is a module: every upload body is replaced with the committed example
+examples/wasm/wordcount.wasm (the refusals of other bytes are tests/wasm.rs's and
+tests/api's job). Nothing else is changed.
 """
 
+from pathlib import Path
+
 import schemathesis
+
+MODULE = (Path(__file__).resolve().parents[2] / "examples" / "wasm" / "wordcount.wasm").read_bytes()
 
 MAX_TIMEOUT_MS = 1000
 MAX_ATTEMPTS = 2
@@ -31,7 +40,9 @@ def _is_int(v):
 def before_call(context, case, kwargs):
     if case.method.upper() != "POST":
         return
-    if case.path == "/v1/tasks":
+    if case.path == "/v1/modules":
+        case.body = MODULE
+    elif case.path == "/v1/tasks":
         _bound(case.body)
     elif case.path == "/v1/tasks/batch" and isinstance(case.body, dict) and isinstance(case.body.get("tasks"), list):
         for task in case.body["tasks"]:

@@ -58,7 +58,8 @@ def test_examples_match_their_schemas():
     checked = 0
     for path, method, op in operations(doc):
         bodies = []
-        if "requestBody" in op:
+        # A JSON request body's examples; a module upload's body is bytes (application/wasm).
+        if "requestBody" in op and "application/json" in op["requestBody"]["content"]:
             media = op["requestBody"]["content"]["application/json"]
             bodies.append((media["schema"], media.get("example"), media.get("examples")))
         for status, resp in op["responses"].items():
@@ -87,6 +88,7 @@ def test_submit_request_schema_is_exact():
         {"type": "sleep", "payload": "600000"},
         {"type": "storage", "payload": "put k a value"},
         {"type": "storage", "payload": "get k"},
+        {"type": "wasm", "module": "sha256:" + "ab" * 32, "payload": "input", "args": ["-n", "3"]},
     ]
     bad = [
         {"type": "echo", "colour": "red"},
@@ -103,6 +105,10 @@ def test_submit_request_schema_is_exact():
         {"type": "sleep", "payload": "soon"},
         {"type": "storage", "payload": "get a b"},
         {"type": "storage", "payload": "put k"},
+        {"type": "wasm", "payload": "x"},
+        {"type": "wasm", "module": "sha256:xyz"},
+        {"type": "wasm", "module": "sha256:" + "ab" * 32, "args": "not a list"},
+        {"type": "echo", "module": "sha256:" + "ab" * 32},
     ]
     for b in ok:
         assert v.is_valid(b), b

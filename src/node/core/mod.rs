@@ -393,7 +393,7 @@ impl Core {
     async fn on_task_requested(&mut self, id: InboundId, peer: PeerId, request: TaskRequest) {
         match &self.executor {
             Some(ex) => {
-                if let Some(response) = ex.submit(Origin::Remote(id), request) {
+                if let Some(response) = ex.submit(Origin::Remote(id, peer), request) {
                     let _ = self.network.respond_task(id, response).await;
                 }
             }
