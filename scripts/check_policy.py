@@ -45,7 +45,7 @@ CONTRACT_KEYS = {
     "api": {"listen"},
     "metrics": {"listen"},
     "tasks": {"max_attempts", "default_timeout_ms", "queue_capacity", "retention_secs",
-              "storage_replication", "compute_difficulty"},
+              "storage_replication", "compute_difficulty", "record_copies", "fsync", "adopt_after_secs"},
     "log": {"format"},
     "telemetry": {"otlp_endpoint", "service_name", "sampling_ratio"},
     "wasm": {"max_module_bytes", "cache_bytes", "compiled_modules", "max_fuel", "max_memory_bytes",
