@@ -204,6 +204,7 @@ mod tests {
                 worker: "w".into(),
                 outcome,
                 started_ms: None,
+                fuel_used: None,
             };
             let mut out = Cursor::new(Vec::new());
             block_on(codec.write_response(&protocol(), &mut out, response)).unwrap();
@@ -230,6 +231,7 @@ mod tests {
                 worker: "w".into(),
                 outcome: TaskOutcome::Ok("hi".into()),
                 started_ms: None,
+                fuel_used: None,
             })
             .unwrap(),
         ] {

@@ -174,6 +174,9 @@ pub struct Metrics {
     pub tasks_executed: Family<ExecutedLabels, Counter>,
     /// Runs of WebAssembly modules on this worker, by outcome (`crate::wasm::Outcome::label`).
     pub wasm_runs: Family<OutcomeLabels, Counter>,
+    pub replicas_minority: Counter,
+    pub replica_decisions: Family<OutcomeLabels, Counter>,
+    pub replicas_finished: Family<OutcomeLabels, Counter>,
     pub ping_rtt: Histogram,
     pub node_up: Gauge,
     pub node_ready: Gauge,
@@ -224,6 +227,9 @@ impl Metrics {
             tasks_executing: Gauge::default(),
             tasks_executed: Family::default(),
             wasm_runs: Family::default(),
+            replicas_minority: Counter::default(),
+            replica_decisions: Family::default(),
+            replicas_finished: Family::default(),
             ping_rtt: rtt_histogram(),
             node_up: Gauge::default(),
             node_ready: Gauge::default(),
@@ -302,6 +308,21 @@ impl Metrics {
         );
         r.register("tasks_executed", "Task attempts executed on this worker", self.tasks_executed.clone());
         r.register("wasm_runs", "WebAssembly module runs on this worker, by outcome", self.wasm_runs.clone());
+        r.register(
+            "replicas_minority",
+            "Replica results outvoted by a quorum of other replicas (their workers lose gossip score)",
+            self.replicas_minority.clone(),
+        );
+        r.register(
+            "replica_decisions",
+            "Replicated tasks decided, by outcome (agreed, no_quorum)",
+            self.replica_decisions.clone(),
+        );
+        r.register(
+            "replicas_finished",
+            "Replicas of replicated tasks that reached a final state, by state",
+            self.replicas_finished.clone(),
+        );
     }
 
     /// The node itself: liveness, membership, NAT, limits, gossip, build.
@@ -377,6 +398,11 @@ impl Metrics {
     /// A WebAssembly run ended as `outcome`.
     pub fn wasm_outcome(&self, outcome: &'static str) {
         self.wasm_runs.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// A replicated task was decided (`agreed` or `no_quorum`).
+    pub fn replica_decision(&self, outcome: &'static str) {
+        self.replica_decisions.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// A limit from the `limits` section (or the task queue) refused something.

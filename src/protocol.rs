@@ -66,6 +66,10 @@ pub struct TaskResponse {
     /// clock), for the task's timeline. Absent from refusals and from older workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<u64>,
+    /// Fuel a `wasm` run burned (deterministic for the same engine settings: replicas of a
+    /// task must agree on it). Absent for other task types and from older workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<u64>,
 }
 
 impl TaskResponse {

@@ -274,6 +274,7 @@ fn hostile(mode: Mode, node_addr: &str) -> HostileHandle {
                             worker: peer_id.to_string(),
                             outcome: TaskOutcome::Ok("forged result".into()),
                             started_ms: None,
+                            fuel_used: None,
                         };
                         let _ = swarm.behaviour_mut().tasks.send_response(channel, response);
                     }
@@ -345,6 +346,8 @@ async fn run_echo(node: &Running, payload: &str, max_attempts: u32) -> p2p_netwo
         timeout_ms: Some(3000),
         max_attempts: Some(max_attempts),
         trace: None,
+        replicas: None,
+        quorum: None,
     };
     let Ok(Submitted::Final(rec)) =
         tokio::time::timeout(Duration::from_secs(30), node.handle.submit(spec, true)).await.expect("task ends")

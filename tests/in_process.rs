@@ -44,6 +44,8 @@ async fn three_nodes_in_one_process_form_a_cluster_and_run_tasks() {
             timeout_ms: None,
             max_attempts: None,
             trace: None,
+            replicas: None,
+            quorum: None,
         };
         let Ok(Submitted::Final(rec)) = boot.handle.submit(spec, true).await else { panic!("submit failed") };
         assert_eq!(rec.state, TaskState::Completed, "{rec:?}");
@@ -65,6 +67,8 @@ async fn three_nodes_in_one_process_form_a_cluster_and_run_tasks() {
             timeout_ms: None,
             max_attempts: None,
             trace: None,
+            replicas: None,
+            quorum: None,
         };
         let Ok(Submitted::Final(rec)) = boot.handle.submit(spec, true).await else { panic!("submit failed") };
         assert_eq!(rec.state, TaskState::Completed);
@@ -124,6 +128,8 @@ async fn allow_lists_decide_who_submits_and_who_executes() {
         timeout_ms: None,
         max_attempts: Some(2),
         trace: None,
+        replicas: None,
+        quorum: None,
     };
 
     // Only the allowed worker executes the gateway's tasks.
@@ -223,6 +229,8 @@ async fn a_cluster_larger_than_its_active_view_keeps_only_the_view_connected() {
             timeout_ms: None,
             max_attempts: None,
             trace: None,
+            replicas: None,
+            quorum: None,
         };
         let Ok(Submitted::Final(rec)) = boot.handle.submit(spec, true).await else { panic!("submit failed") };
         assert_eq!(rec.state, TaskState::Completed, "{rec:?}");

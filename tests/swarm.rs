@@ -171,6 +171,7 @@ fn answer(worker: &Node, request: &TaskRequest) -> TaskResponse {
         worker: worker.peer.to_string(),
         outcome: TaskOutcome::Ok(format!("done: {}", request.payload)),
         started_ms: None,
+        fuel_used: None,
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, Spec, block_on, scratch, task_cluster};
+use common::{NodeProc, Spec, block_on, scratch, task_cluster, wait_until};
 use p2p_network::cli::client::ClientError;
 use serde_json::{Value, json};
 
@@ -155,4 +155,112 @@ fn bad_uploads_and_unknown_modules_are_refused_with_the_reason() {
     assert!(boot.get("/v1/modules/nonsense").unwrap_err().contains("not a module id"));
     // The node is fine after all that.
     assert!(boot.get("/v1/status").is_ok());
+}
+
+#[test]
+fn replicas_outvote_a_worker_that_corrupts_its_results() {
+    let dir = scratch("wasm-replicas");
+    // w3 is dishonest: `wasm.test_corrupt_output` (a test-only switch) alters its results.
+    let faulty = wasm_worker("w3").env("P2P_WASM__TEST_CORRUPT_OUTPUT", "true");
+    let (gw, workers) = task_cluster(dir.path(), vec![wasm_worker("w1"), wasm_worker("w2"), faulty]);
+    let faulty = workers[2].peer_id.clone();
+    let sha256 = upload(&gw, example("sha256")).unwrap();
+    let honest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+
+    let submit = || {
+        let body = json!({"type": "wasm", "module": sha256, "payload": "abc", "replicas": 3, "quorum": 2,
+            "timeout_ms": 20000});
+        gw.call("POST", "/v1/tasks?wait=true", Some(body)).expect("accepted")
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let record = submit();
+        assert_eq!(record["state"], "completed", "{record}");
+        assert_eq!(record["result"], honest, "{record}");
+        assert!(record["fuel_used"].as_u64().unwrap() > 0, "{record}");
+        ids.push(record["id"].as_str().unwrap().to_string());
+    }
+    // Every replica judged (a late one too): the dishonest worker is the minority each time.
+    for id in &ids {
+        let mut record = Value::Null;
+        wait_until(Duration::from_secs(10), "every replica to be judged", || {
+            record = gw.get(&format!("/v1/tasks/{id}")).unwrap();
+            record["replica_results"].as_array().unwrap().iter().all(|r| !r["agreed"].is_null())
+        });
+        let replicas = record["replica_results"].as_array().unwrap();
+        assert_eq!(replicas.len(), 3, "{record}");
+        let mut seen: Vec<&str> = replicas.iter().map(|r| r["worker"].as_str().unwrap()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 3, "replicas on distinct workers: {record}");
+        for r in replicas {
+            let from_faulty = r["worker"] == faulty.as_str();
+            assert_eq!(r["agreed"], !from_faulty, "{record}");
+        }
+        // A replica is a task of its own: its record names the task it ran for.
+        let replica = gw.get(&format!("/v1/tasks/{id}.r1")).unwrap();
+        assert_eq!(replica["replica_of"], id.as_str(), "{replica}");
+    }
+    assert_eq!(gw.metric_sum("p2p_replicas_minority_total"), 3.0);
+    // Three strikes: its GossipSub score at the gateway is well below zero.
+    let score = || {
+        gw.get("/v1/peers").unwrap()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["peer_id"] == faulty.as_str())
+            .and_then(|p| p["gossip_score"].as_f64())
+    };
+    wait_until(Duration::from_secs(5), "the dishonest worker's score to drop", || score().is_some_and(|s| s < -50.0));
+    for honest_worker in &workers[..2] {
+        let s = gw.get("/v1/peers").unwrap()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["peer_id"] == honest_worker.peer_id.as_str())
+            .and_then(|p| p["gossip_score"].as_f64());
+        assert!(s.is_none_or(|s| s >= 0.0), "honest workers keep their score: {s:?}");
+    }
+
+    // Not enough workers for the replicas asked for: refused with the reason.
+    let body = json!({"type": "wasm", "module": sha256, "payload": "abc", "replicas": 5});
+    let e = gw.call("POST", "/v1/tasks", Some(body)).unwrap_err();
+    assert!(e.contains("5 replicas need 5 distinct workers"), "{e}");
+    // The CLI asks for replicas too.
+    let (code, out, err) = gw.cli(&["task", "wasm", &sha256, "abc", "--replicas", "3", "--quorum", "2"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(honest.trim()) && out.contains("replicas (2 must agree)"), "{out}");
+}
+
+#[test]
+fn a_worker_killed_mid_run_has_its_wasm_task_retried_elsewhere() {
+    let dir = scratch("wasm-killed");
+    let (gw, mut workers) = task_cluster(dir.path(), vec![wasm_worker("w1"), wasm_worker("w2")]);
+    // Counts to 400 million: a few seconds of work, then exits with nothing on stdout.
+    let count = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start") (local $i i64)
+               (loop $l
+                 (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                 (br_if $l (i64.lt_u (local.get $i) (i64.const 400000000))))))"#,
+    );
+    let count = upload(&gw, count.unwrap()).unwrap();
+    let body = json!({"type": "wasm", "module": count, "timeout_ms": 60000});
+    let id = gw.call("POST", "/v1/tasks", Some(body)).expect("accepted")["id"].as_str().unwrap().to_string();
+    let mut first = String::new();
+    wait_until(Duration::from_secs(10), "the task to start on a worker", || {
+        let r = gw.get(&format!("/v1/tasks/{id}")).unwrap();
+        first = r["worker"].as_str().unwrap_or_default().to_string();
+        r["state"] == "running"
+    });
+    let victim = workers.iter().position(|w| w.peer_id == first).expect("runs on one of the workers");
+    workers[victim].kill();
+    let mut record = Value::Null;
+    wait_until(Duration::from_secs(60), "the task to complete elsewhere", || {
+        record = gw.get(&format!("/v1/tasks/{id}")).unwrap();
+        record["state"] == "completed"
+    });
+    assert_ne!(record["worker"], first.as_str(), "{record}");
+    assert!(record["attempts"].as_u64().unwrap() >= 2, "{record}");
+    assert!(record["fuel_used"].as_u64().unwrap() > 400_000_000, "{record}");
 }

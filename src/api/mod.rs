@@ -20,6 +20,7 @@ use crate::node::handle::{BatchSubmitted, HandleError, NodeHandle, Submitted};
 use crate::node::views::{CapabilitiesView, StatusView};
 use crate::scheduler::{CancelError, SubmitError, TaskRecord, TaskSpec};
 use crate::telemetry::{Remote, TARGET, TraceContext};
+use crate::wasm::call::CallLimits;
 use crate::wasm::{ModuleId, UploadError, WasmCall, WasmService};
 
 /// Largest request body accepted.
@@ -67,6 +68,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::UnknownType(_) => (StatusCode::BAD_REQUEST, "unknown_task_type"),
             SubmitError::Invalid { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             SubmitError::NoCapableWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_capable_worker"),
+            SubmitError::NotEnoughWorkers { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_enough_workers"),
             SubmitError::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             SubmitError::StoreFull => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
@@ -115,6 +117,12 @@ struct SubmitBody {
     module: Option<String>,
     /// `wasm` tasks: the module's arguments (after `argv[0]`).
     args: Option<Vec<String>>,
+    /// `wasm` tasks: limits below the workers' own (`fuel`, `memory_bytes`, `output_bytes`).
+    limits: Option<CallLimits>,
+    /// `wasm` tasks: run on this many distinct workers (default 1) ...
+    replicas: Option<u32>,
+    /// ... and complete when this many agree on the output (default: a majority).
+    quorum: Option<u32>,
 }
 
 /// Most tasks one batch may carry.
@@ -252,15 +260,23 @@ impl SubmitBody {
                     format!("field {prefix}module: no module {module} on this node (upload it: POST /v1/modules)"),
                 ));
             }
-            let call = WasmCall { module, input: self.payload, args: self.args.unwrap_or_default() };
-            call.check().map_err(|why| bad("args", why))?;
+            let limits = self.limits.unwrap_or_default();
+            let call = WasmCall { module, input: self.payload, args: self.args.unwrap_or_default(), limits };
+            call.check().map_err(|why| bad(if why.starts_with("limits.") { "limits" } else { "args" }, why))?;
             call.encode()
         } else {
             if self.module.is_some() {
                 return Err(bad("module", "only for type wasm".into()));
             }
-            if self.args.is_some() {
-                return Err(bad("args", "only for type wasm".into()));
+            for (field, given) in [
+                ("args", self.args.is_some()),
+                ("limits", self.limits.is_some()),
+                ("replicas", self.replicas.is_some()),
+                ("quorum", self.quorum.is_some()),
+            ] {
+                if given {
+                    return Err(bad(field, "only for type wasm".into()));
+                }
             }
             self.payload
         };
@@ -270,6 +286,8 @@ impl SubmitBody {
             timeout_ms: self.timeout_ms,
             max_attempts: self.max_attempts,
             trace: None,
+            replicas: self.replicas,
+            quorum: self.quorum,
         })
     }
 }

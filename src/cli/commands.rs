@@ -22,10 +22,32 @@ Commands:
   cancel <id>                  cancel a pending or running task
   tasks                        recent tasks at this node
   module add <file.wasm>       upload a WebAssembly module (a WASI command); prints its id
-  task wasm <module-id|file.wasm> <input...>   run a module on the input (`-`: read it from stdin;
-                               a file is uploaded first)
+  task wasm <module-id|file.wasm> <input...> [--replicas N] [--quorum Q]
+                               run a module on the input (`-`: read it from stdin; a file is uploaded
+                               first); with N replicas on distinct workers, Q of which must agree
 Task types: compute <data> | storage put <key> <value> | storage get <key> | echo <text> | sleep <ms> | fail <message>
   | wasm <module> <input>";
+
+/// Takes `--replicas N` and `--quorum Q` off the end of a `wasm` task's input.
+fn redundancy_flags(input: &str) -> Result<(String, Option<u32>, Option<u32>), String> {
+    let mut words: Vec<&str> = input.split(' ').collect();
+    let (mut replicas, mut quorum) = (None, None);
+    while words.len() >= 2 {
+        let flag = words[words.len() - 2];
+        let slot = match flag {
+            "--replicas" => &mut replicas,
+            "--quorum" => &mut quorum,
+            _ => break,
+        };
+        let value = words[words.len() - 1];
+        let n = value.parse::<u32>().map_err(|_| format!("{flag} takes a number, not {value:?}"))?;
+        if slot.replace(n).is_some() {
+            return Err(format!("{flag} given twice"));
+        }
+        words.truncate(words.len() - 2);
+    }
+    Ok((words.join(" ").trim_end().to_string(), replicas, quorum))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -43,6 +65,9 @@ pub enum Command {
         module: String,
         input: String,
         wait: bool,
+        /// Verification by redundancy: replicas on distinct workers, and how many must agree.
+        replicas: Option<u32>,
+        quorum: Option<u32>,
     },
     ModuleAdd(String),
     TaskStatus {
@@ -90,10 +115,13 @@ impl Command {
                     if module.is_empty() {
                         return Err(format!("usage: {word} wasm <module-id|file.wasm> <input...>"));
                     }
+                    let (input, replicas, quorum) = redundancy_flags(input.trim_start())?;
                     return Ok(Some(Command::Wasm {
                         module: module.to_string(),
-                        input: input.trim_start().to_string(),
+                        input,
                         wait: word == "task",
+                        replicas,
+                        quorum,
                     }));
                 }
                 Ok(Some(Command::Task {
@@ -149,7 +177,7 @@ pub async fn execute(api: &ApiClient, cmd: &Command) -> Result<String, String> {
             .map(|v| render_record(&v))
             .map_err(err),
         Command::ModuleAdd(file) => upload(api, file).await,
-        Command::Wasm { module, input, wait } => {
+        Command::Wasm { module, input, wait, replicas, quorum } => {
             let module = match module.parse::<crate::wasm::ModuleId>() {
                 Ok(id) => id.to_string(),
                 Err(_) => upload(api, module).await?,
@@ -163,7 +191,14 @@ pub async fn execute(api: &ApiClient, cmd: &Command) -> Result<String, String> {
             } else {
                 input.clone()
             };
-            submit(api, json!({"type": "wasm", "module": module, "payload": input}), *wait).await
+            let mut body = json!({"type": "wasm", "module": module, "payload": input});
+            if let Some(n) = replicas {
+                body["replicas"] = json!(n);
+            }
+            if let Some(q) = quorum {
+                body["quorum"] = json!(q);
+            }
+            submit(api, body, *wait).await
         }
         Command::Task { task_type, payload, wait } => {
             submit(api, json!({"type": task_type, "payload": payload}), *wait).await
@@ -309,6 +344,29 @@ pub fn render_record(v: &Value) -> String {
     if !v["error"].is_null() {
         let _ = write!(out, "\nerror: {}", s(&v["error"]));
     }
+    if let Some(fuel) = v["fuel_used"].as_u64() {
+        let _ = write!(out, "\nfuel used: {fuel}");
+    }
+    if let Some(replicas) = v["replica_results"].as_array() {
+        let _ = write!(out, "\nreplicas ({} must agree):", v["quorum"]);
+        for r in replicas {
+            let verdict = match r["agreed"].as_bool() {
+                Some(true) => "agreed",
+                Some(false) => "MINORITY",
+                None => "-",
+            };
+            let hash = r["output_sha256"].as_str().map_or_else(|| "-".to_string(), |h| h.chars().take(16).collect());
+            let _ = write!(
+                out,
+                "\n  {} {:<9} on {:<16} sha256 {} {}",
+                s(&r["task"]),
+                s(&r["state"]),
+                short(&s(&r["worker"])),
+                hash,
+                verdict
+            );
+        }
+    }
     out
 }
 
@@ -382,11 +440,51 @@ mod tests {
         assert_eq!(Command::parse("module add m.wasm").unwrap(), Some(Command::ModuleAdd("m.wasm".into())));
         assert_eq!(
             Command::parse("task wasm m.wasm the quick  fox").unwrap(),
-            Some(Command::Wasm { module: "m.wasm".into(), input: "the quick  fox".into(), wait: true })
+            Some(Command::Wasm {
+                module: "m.wasm".into(),
+                input: "the quick  fox".into(),
+                wait: true,
+                replicas: None,
+                quorum: None
+            })
         );
         assert_eq!(
             Command::parse("submit wasm sha256:ab -").unwrap(),
-            Some(Command::Wasm { module: "sha256:ab".into(), input: "-".into(), wait: false })
+            Some(Command::Wasm {
+                module: "sha256:ab".into(),
+                input: "-".into(),
+                wait: false,
+                replicas: None,
+                quorum: None
+            })
+        );
+        assert_eq!(
+            Command::parse("task wasm m.wasm a b --replicas 3 --quorum 2").unwrap(),
+            Some(Command::Wasm {
+                module: "m.wasm".into(),
+                input: "a b".into(),
+                wait: true,
+                replicas: Some(3),
+                quorum: Some(2)
+            })
+        );
+        assert_eq!(
+            Command::parse("task wasm m.wasm - --replicas 3").unwrap(),
+            Some(Command::Wasm {
+                module: "m.wasm".into(),
+                input: "-".into(),
+                wait: true,
+                replicas: Some(3),
+                quorum: None
+            })
+        );
+        assert!(
+            Command::parse("task wasm m.wasm x --replicas three").unwrap_err().contains("--replicas takes a number")
+        );
+        assert!(Command::parse("task wasm m.wasm x --quorum 1 --quorum 2").unwrap_err().contains("given twice"));
+        assert_eq!(
+            Command::parse("task wasm m.wasm").unwrap(),
+            Some(Command::Wasm { module: "m.wasm".into(), input: "".into(), wait: true, replicas: None, quorum: None })
         );
         assert!(Command::parse("module add").unwrap_err().contains("usage"));
         assert!(Command::parse("task wasm").unwrap_err().contains("usage"));

@@ -26,7 +26,7 @@ use crate::config::{Config, LogFormat};
     about = "A peer-to-peer worker cluster node (bootstrap, relay or worker)",
     after_help = "COMMAND is one of: run, check-config, identity <file>, psk <file>, help, peers, status, capabilities, \
 task <type> <payload...>, submit <type> <payload...>, task-status <id> [--timeline], cancel <id>, tasks, \
-module add <file.wasm>, task wasm <module-id|file.wasm> <input|->.\n\
+module add <file.wasm>, task wasm <module-id|file.wasm> <input|-> [--replicas N] [--quorum Q].\n\
 Without COMMAND: starts the node, or, if a node with this config is already running, reads commands from stdin.\n\
 Environment: P2P_<SECTION>__<KEY> overrides a config key (e.g. P2P_NODE__LISTEN_PORT=4001); RUST_LOG sets log levels."
 )]

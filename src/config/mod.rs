@@ -324,6 +324,9 @@ pub struct WasmConfig {
     pub max_run_ms: u64,
     /// Longest a worker waits to fetch a module it lacks from the task's sender.
     pub fetch_timeout_ms: u64,
+    /// TEST ONLY, never in production: this worker alters every `wasm` result it returns
+    /// (a dishonest worker, for the tests of verification by redundancy). Off by default.
+    pub test_corrupt_output: bool,
 }
 
 impl Default for WasmConfig {
@@ -337,6 +340,7 @@ impl Default for WasmConfig {
             max_output_bytes: 512 * 1024,
             max_run_ms: 30_000,
             fetch_timeout_ms: 10_000,
+            test_corrupt_output: false,
         }
     }
 }

@@ -49,6 +49,7 @@ pub(super) enum Command {
     GetRecord { key: Vec<u8>, reply: GetReply },
     Status { reply: oneshot::Sender<NetworkStatus> },
     GossipScores { reply: oneshot::Sender<HashMap<PeerId, f64>> },
+    SetAppScore { peer: PeerId, score: f64 },
     Disconnect { peer: PeerId },
     ClusterSize { members: usize },
     Forget { peer: PeerId },
@@ -159,6 +160,11 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Status { reply }).await?;
         rx.await.map_err(|_| Closed)
+    }
+
+    /// Sets `peer`'s GossipSub application score (what the application thinks of it).
+    pub async fn set_app_score(&self, peer: PeerId, score: f64) -> Result<(), Closed> {
+        self.send(Command::SetAppScore { peer, score }).await
     }
 
     /// GossipSub score of each connected peer (empty when the mesh is off).

@@ -79,6 +79,16 @@ impl Gossip {
             .is_some_and(|gs| gs.all_peers().any(|(p, topics)| p == peer && topics.contains(&&topic)))
     }
 
+    /// Sets `peer`'s application score (GossipSub keeps it only while it knows the peer: a
+    /// peer that is not connected is not scored).
+    pub fn set_app_score(&self, swarm: &mut Swarm<Behaviour>, peer: PeerId, score: f64) {
+        if let Some(gs) = swarm.behaviour_mut().gossipsub.as_mut()
+            && !gs.set_application_score(&peer, score)
+        {
+            tracing::debug!(%peer, score, "application score not set: the peer is not scored");
+        }
+    }
+
     /// GossipSub scores of connected peers; refreshes the graylisted gauge.
     pub fn scores(&self, swarm: &Swarm<Behaviour>) -> HashMap<PeerId, f64> {
         let Some(gs) = swarm.behaviour().gossipsub.as_ref() else { return HashMap::new() };

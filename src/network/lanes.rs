@@ -458,6 +458,7 @@ mod tests {
             worker: "w".into(),
             outcome: TaskOutcome::Ok(request.payload.clone()),
             started_ms: None,
+            fuel_used: None,
         }
     }
 

@@ -353,6 +353,7 @@ impl TaskRouter {
                 worker: self.local.to_string(),
                 outcome: TaskOutcome::Err(refusal.error()),
                 started_ms: None,
+                fuel_used: None,
             };
             return reply(swarm, replier, response);
         }

@@ -92,6 +92,7 @@ impl Gateway {
         } else {
             Effect::Dispatch { peer, request }
         });
+        self.replica_changed(id);
     }
 
     /// Ends the running attempt of `id` if it is `(attempt, peer)`; false for a stale answer.
@@ -132,6 +133,7 @@ impl Gateway {
                 self.note_attempt(id, AttemptOutcome::Error, Some(err.to_string()));
                 if let Some(e) = self.entries.get_mut(id) {
                     e.failures += 1;
+                    e.deterministic_failure = Some(err.to_string());
                 }
                 self.give_up(id);
             }

@@ -120,7 +120,7 @@ impl Gateway {
 
     /// Names the holders of a new task's copies.
     pub(super) fn place_copies(&mut self, id: &str) {
-        let holders = place(id, &self.copies.members, self.copies.wanted);
+        let holders = place(super::replicas::family(id), &self.copies.members, self.copies.wanted);
         let names = holders.iter().map(|p| self.names_of(p)).collect();
         if let Some(e) = self.entries.get_mut(id) {
             e.record.owner = self.local_name.clone();
@@ -348,7 +348,7 @@ impl Gateway {
                 self.copies.members.iter().filter(|(p, _)| !keep.contains(p)).copied().collect();
             let mut holders = keep;
             let need = self.copies.wanted.saturating_sub(holders.len());
-            holders.extend(place(&id, &candidates, need));
+            holders.extend(place(super::replicas::family(&id), &candidates, need));
             let names: Vec<String> = holders.iter().map(|p| self.names_of(p)).collect();
             if let Some(e) = self.entries.get_mut(&id) {
                 e.holders = holders;
@@ -377,7 +377,7 @@ impl Gateway {
     /// Names new holders for an adopted task: neither this node nor `lost`.
     pub(super) fn replace_holders(&mut self, id: &str, lost: &PeerId) {
         let candidates: Vec<(PeerId, u64)> = self.copies.members.iter().filter(|(p, _)| p != lost).copied().collect();
-        let holders = place(id, &candidates, self.copies.wanted);
+        let holders = place(super::replicas::family(id), &candidates, self.copies.wanted);
         let names: Vec<String> = holders.iter().map(|p| self.names_of(p)).collect();
         if let Some(e) = self.entries.get_mut(id) {
             e.holders = holders;

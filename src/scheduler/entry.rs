@@ -10,6 +10,7 @@ use tracing::field::Empty;
 
 use super::admission::Checked;
 use super::durable::Stored;
+use super::quorum::VoteKey;
 use super::record::{AttemptOutcome, TaskRecord, TaskState, TimelineKind, now_ms};
 use super::types::TaskSpec;
 use crate::metrics::TypeLabels;
@@ -41,6 +42,12 @@ pub(super) struct Entry {
     pub(super) holders: Vec<PeerId>,
     /// A copy holder adopted the task: this gateway no longer drives it.
     pub(super) handed_over: bool,
+    /// The error of the latest attempt when it is one any worker would reproduce (a replica's
+    /// vote when it fails).
+    pub(super) deterministic_failure: Option<String>,
+    /// A replicated task: what its quorum agreed on, once it did (late replicas are judged
+    /// against it).
+    pub(super) agreed: Option<VoteKey>,
     /// The task's span, from acceptance to its final state; disabled (free) when traces are
     /// not exported. The spans below are its children, each open while its phase lasts.
     pub(super) span: Span,
@@ -84,6 +91,11 @@ impl Entry {
             epoch: 1,
             copies: Vec::new(),
             adopted_from: None,
+            fuel_used: None,
+            replicas: None,
+            quorum: None,
+            replica_results: Vec::new(),
+            replica_of: None,
         };
         Entry {
             record,
@@ -99,6 +111,8 @@ impl Entry {
             dirty: false,
             holders: Vec::new(),
             handed_over: false,
+            deterministic_failure: None,
+            agreed: None,
             span,
             queue_span: Span::none(),
             attempt_span: Span::none(),
@@ -116,6 +130,8 @@ impl Entry {
         Entry {
             holders,
             handed_over: false,
+            deterministic_failure: None,
+            agreed: None,
             record: s.record,
             kind,
             timeout: Duration::from_millis(s.timeout_ms),
@@ -127,6 +143,56 @@ impl Entry {
             tried: s.tried,
             started: Instant::now(),
             dirty: false,
+            span,
+            queue_span: Span::none(),
+            attempt_span: Span::none(),
+            backoff_span: Span::none(),
+        }
+    }
+
+    /// Replica `id` of the replicated task `task`: the same work, its own record (joining the
+    /// task's trace), not counted as a submission.
+    pub(super) fn replica(id: String, task: &Entry) -> Self {
+        let span = task_span(&id, task.kind, None, false);
+        let record = TaskRecord {
+            id,
+            replica_of: Some(task.record.id.clone()),
+            trace_id: task.record.trace_id.clone(),
+            state: TaskState::Pending,
+            attempts: 0,
+            worker: None,
+            result: None,
+            error: None,
+            submitted_at: SystemTime::now(),
+            finished_at: None,
+            attempt_history: Vec::new(),
+            timeline: Vec::new(),
+            adopted_from: None,
+            fuel_used: None,
+            replicas: None,
+            quorum: None,
+            replica_results: Vec::new(),
+            ..task.record.clone()
+        };
+        if let Some(parent) = TraceContext::of_span(&task.span) {
+            parent.adopt(&span);
+        }
+        Entry {
+            record,
+            kind: task.kind,
+            timeout: task.timeout,
+            max_attempts: task.max_attempts,
+            failures: 0,
+            running: None,
+            retry_timer: None,
+            queued: None,
+            tried: Vec::new(),
+            started: Instant::now(),
+            dirty: false,
+            holders: Vec::new(),
+            handed_over: false,
+            deterministic_failure: None,
+            agreed: None,
             span,
             queue_span: Span::none(),
             attempt_span: Span::none(),

@@ -61,6 +61,8 @@ pub struct Gateway {
     pub(super) copies: Copies,
     /// Other gateways' records kept here, and their adoption.
     pub(super) keeper: Keeper,
+    /// Times each worker's replica results were outvoted (its GossipSub penalty).
+    pub(super) strikes: HashMap<PeerId, u32>,
 }
 
 impl Gateway {
@@ -91,6 +93,7 @@ impl Gateway {
             rng: StdRng::from_entropy(),
             names: HashMap::new(),
             durable: Durable::new(log),
+            strikes: HashMap::new(),
         }
     }
 
@@ -196,6 +199,9 @@ impl Gateway {
                 e.record.note(started, TimelineKind::Started, None, None);
             }
             e.record.note(now_ms(), TimelineKind::Answered, None, None);
+            if matches!(response.outcome, TaskOutcome::Ok(_)) {
+                e.record.fuel_used = response.fuel_used;
+            }
         }
         if let Some(e) = self.entries.get(task_id) {
             let verdict = judge(e, task_id, attempt, result, self.config.compute_difficulty);
@@ -246,6 +252,7 @@ impl Gateway {
         }
         self.halt(id, AttemptOutcome::Cancelled, None);
         self.finish(id, TaskState::Cancelled, None, Some("cancelled by user".into()));
+        self.cancel_replicas(id, "its task was cancelled by user");
         Ok(self.entries[id].record.clone())
     }
 

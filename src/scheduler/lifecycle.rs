@@ -10,6 +10,7 @@ use super::entry::Entry;
 use super::gateway::Gateway;
 use super::record::{AttemptOutcome, TaskRecord, TaskState, TimelineKind, now_ms};
 use super::types::{CancelError, TaskSpec};
+use crate::metrics::OutcomeLabels;
 
 /// Final records kept at most, whatever the retention, to bound memory.
 const MAX_FINISHED_RECORDS: usize = 200_000;
@@ -20,6 +21,7 @@ impl Gateway {
         // Time-ordered (UUIDv7): the store's B-tree keyed by id grows at its right edge, so a
         // group commit rewrites a few pages rather than one random page per task.
         let id = uuid::Uuid::now_v7().to_string();
+        let (replicas, quorum) = (checked.replicas, checked.quorum);
         let entry = Entry::new(id.clone(), spec, checked);
         self.metrics.tasks_submitted.get_or_create(&entry.type_label()).inc();
         tracing::debug!(task_id = %id, trace_id = %entry.record.trace_id, r#type = entry.kind.name(), "task accepted");
@@ -27,7 +29,11 @@ impl Gateway {
         self.place_copies(&id);
         self.touch(&id);
         self.hold_accepted(&id);
-        self.enqueue(&id, false);
+        if replicas > 1 {
+            self.start_replicated(&id, replicas, quorum);
+        } else {
+            self.enqueue(&id, false);
+        }
         id
     }
 
@@ -83,12 +89,19 @@ impl Gateway {
         }
         drop(span);
         let labels = e.type_label();
+        let replica = e.record.replica_of.is_some();
+        // A replica is part of its task, not a task users submitted: counted apart.
         match state {
+            _ if replica => {
+                self.metrics.replicas_finished.get_or_create(&OutcomeLabels { outcome: state.as_str() }).inc()
+            }
             TaskState::Completed => self.metrics.tasks_completed.get_or_create(&labels).inc(),
             TaskState::Failed => self.metrics.tasks_failed.get_or_create(&labels).inc(),
             _ => self.metrics.tasks_cancelled.get_or_create(&labels).inc(),
         };
-        self.metrics.task_duration.get_or_create(&labels).observe(e.started.elapsed().as_secs_f64());
+        if !replica {
+            self.metrics.task_duration.get_or_create(&labels).observe(e.started.elapsed().as_secs_f64());
+        }
         // One line per completed task would be thousands a second under load: completions are
         // debug (metrics count them), the rest stay visible.
         if state == TaskState::Completed {
@@ -104,7 +117,13 @@ impl Gateway {
                 self.hold_waiter(w, record.clone());
             }
         }
-        self.hold_evict(id);
+        // A task whose replicas still run stays in memory to judge them.
+        if !self.entries.get(id).is_some_and(Entry::replicas_running) {
+            self.hold_evict(id);
+        }
+        if replica {
+            self.replica_changed(id);
+        }
     }
 
     /// Resolves `reply` when the task is final (at once if it already is).

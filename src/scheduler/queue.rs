@@ -70,6 +70,13 @@ impl Queues {
 impl Gateway {
     pub(super) fn enqueue(&mut self, id: &str, front: bool) {
         let Some(e) = self.entries.get_mut(id) else { return };
+        if e.record.replicas.is_some() {
+            // A replicated task never runs itself: its replicas do. Resumed (after a restart
+            // or an adoption), it waits for them and is judged again.
+            e.record.state = TaskState::Running;
+            self.judge_replicas(id, None);
+            return;
+        }
         let seq = self.queues.push(e.kind.capability(), id, front);
         // A task waits for a free worker at most one attempt's timeout per try.
         let key = self.timers.arm(Timer::QueueDeadline { id: id.to_string(), seq }, e.timeout);
@@ -111,12 +118,28 @@ impl Gateway {
             .filter(|w| key == ANY_WORKER || w.capabilities.iter().any(|c| c == key))
             .map(|w| Candidate { id: w.id, load: self.load.of(w), capacity: w.capacity })
             .collect();
+        // Replicas with no distinct worker free now wait, without holding up the tasks behind.
+        let mut set_aside = Vec::new();
         while let Some(id) = self.queues.by_capability.get_mut(key).and_then(|q| q.pop_front()) {
             let Some(entry) = self.entries.get(&id) else { continue };
             if entry.queued.is_none() {
                 continue;
             }
-            match choose(&candidates, &entry.tried, &mut self.rng) {
+            let chosen = if entry.record.replica_of.is_some() {
+                // Never where another replica of the same task ran or runs.
+                let taken = self.siblings_workers(&id);
+                let distinct: Vec<Candidate<PeerId>> =
+                    candidates.iter().filter(|c| !taken.contains(&c.id)).cloned().collect();
+                let chosen = choose(&distinct, &entry.tried, &mut self.rng);
+                if chosen.is_none() && candidates.iter().any(|c| c.load < c.capacity) {
+                    set_aside.push(id);
+                    continue;
+                }
+                chosen
+            } else {
+                choose(&candidates, &entry.tried, &mut self.rng)
+            };
+            match chosen {
                 Some(peer) => {
                     self.unqueue(&id);
                     if let Some(c) = candidates.iter_mut().find(|c| c.id == peer) {
@@ -130,6 +153,11 @@ impl Gateway {
                     }
                     break;
                 }
+            }
+        }
+        if let Some(q) = self.queues.by_capability.get_mut(key) {
+            for id in set_aside.into_iter().rev() {
+                q.push_front(id);
             }
         }
     }

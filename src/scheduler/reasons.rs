@@ -10,6 +10,8 @@ pub(super) enum Rejection {
     BadTimeout,
     BadMaxAttempts,
     NoCapableWorker,
+    NotEnoughWorkers,
+    BadReplicas,
     QueueFull,
     StoreFull,
 }
@@ -22,6 +24,8 @@ impl Rejection {
             Rejection::BadTimeout => "bad_timeout",
             Rejection::BadMaxAttempts => "bad_max_attempts",
             Rejection::NoCapableWorker => "no_capable_worker",
+            Rejection::NotEnoughWorkers => "not_enough_workers",
+            Rejection::BadReplicas => "bad_replicas",
             Rejection::QueueFull => "queue_full",
             Rejection::StoreFull => "store_full",
         }

@@ -117,6 +117,43 @@ pub struct TaskRecord {
     /// The gateway the task was adopted from, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted_from: Option<String>,
+    /// Fuel the `wasm` run burned (for a replicated task, what the agreeing replicas burned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<u64>,
+    /// A replicated task: the replicas asked for ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// ... and how many of them must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// A replicated task: every replica launched, with its worker and what it said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_results: Vec<ReplicaResult>,
+    /// A replica: the replicated task it runs for (its id is that task's, then `.r<n>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
+}
+
+/// One replica of a replicated task, as the task's record shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplicaResult {
+    /// The replica's own task id (`<task id>.r<n>`).
+    pub task: String,
+    /// The worker of its latest attempt.
+    pub worker: Option<String>,
+    pub state: TaskState,
+    /// SHA-256 (hex) of its output; of its error, for a failure any worker would reproduce.
+    /// What the quorum compares, with `fuel_used`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<u64>,
+    /// The deterministic failure it reported, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether it agreed with the quorum, once there is one (false: it was in the minority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreed: Option<bool>,
 }
 
 /// Most events a task's timeline keeps; a task that keeps being refused (busy workers) would

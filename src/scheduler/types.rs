@@ -16,6 +16,10 @@ pub struct TaskSpec {
     /// The trace the task joins: the submission's span, or the submitter's `traceparent`.
     /// `None` starts a fresh trace.
     pub trace: Option<Remote>,
+    /// Run on this many distinct workers (`wasm` only; default 1) ...
+    pub replicas: Option<u32>,
+    /// ... and complete when this many agree on the output (default: a majority).
+    pub quorum: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +30,8 @@ pub enum SubmitError {
     Invalid { field: &'static str, message: String },
     #[error("no alive worker advertises capability {capability:?} ({alive} alive workers in the cluster)")]
     NoCapableWorker { capability: String, alive: usize },
+    #[error("{replicas} replicas need {replicas} distinct workers with capability {capability:?}; {capable} alive")]
+    NotEnoughWorkers { capability: String, replicas: u32, capable: usize },
     #[error("task queue is full ({0} tasks waiting); retry later")]
     QueueFull(usize),
     #[error("the node's data dir is full: it cannot store new tasks")]
@@ -61,6 +67,14 @@ pub enum Effect {
     },
     RunLocal {
         request: TaskRequest,
+    },
+    /// `peer`'s results were outvoted by replicas on other workers `strikes` times: lower its
+    /// GossipSub application score (to `score`) so that a persistently wrong worker ends up
+    /// graylisted.
+    Penalize {
+        peer: PeerId,
+        strikes: u32,
+        score: f64,
     },
     /// Forward changed records to one of their copy holders; its answer comes back with `tag`.
     Replicate {

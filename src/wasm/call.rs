@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ModuleId;
+use super::{Limits, ModuleId};
 
 /// Most arguments a call may pass, and most bytes all of them may take.
 pub const MAX_ARGS: usize = 64;
@@ -18,6 +18,51 @@ pub struct WasmCall {
     pub input: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// The task's own limits, below the worker's (`wasm:` config): a worker applies the
+    /// lower of the two. Replicas compare fuel, so a task that sets its limits runs under the
+    /// same ones everywhere.
+    #[serde(default, skip_serializing_if = "CallLimits::is_empty")]
+    pub limits: CallLimits,
+}
+
+/// Limits a task asks for; each one left out is the worker's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
+}
+
+impl CallLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `ceiling` lowered to what the task asked for.
+    pub fn apply(&self, ceiling: Limits) -> Limits {
+        let bytes = |v: Option<u64>| v.map_or(usize::MAX, |v| usize::try_from(v).unwrap_or(usize::MAX));
+        Limits {
+            fuel: self.fuel.unwrap_or(u64::MAX),
+            deadline: ceiling.deadline,
+            memory_bytes: bytes(self.memory_bytes),
+            output_bytes: bytes(self.output_bytes),
+        }
+        .within(ceiling)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (name, v) in [("fuel", self.fuel), ("memory_bytes", self.memory_bytes), ("output_bytes", self.output_bytes)]
+        {
+            if v == Some(0) {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl WasmCall {
@@ -44,6 +89,6 @@ impl WasmCall {
         if self.args.iter().any(|a| a.contains('\0')) {
             return Err("an argument contains a NUL byte".into());
         }
-        Ok(())
+        self.limits.check()
     }
 }

@@ -157,7 +157,7 @@ impl WasmService {
             Ok(engine) => engine,
             Err(why) => return Outcome::ModuleUnavailable(why),
         };
-        let mut limits = self.limits();
+        let mut limits = call.limits.apply(self.limits());
         limits.deadline = limits.deadline.min(deadline);
         engine.run_blocking(pre, call.input.into_bytes(), call.args, limits).await
     }

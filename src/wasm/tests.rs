@@ -174,7 +174,7 @@ fn module_ids_parse_strictly() {
         assert!(bad.parse::<ModuleId>().is_err(), "{bad:?}");
     }
     assert!(WasmCall::decode(r#"{"module": "sha256:00", "input": ""}"#).is_err());
-    let call = WasmCall { module: id, input: "in".into(), args: vec!["-n".into()] };
+    let call = WasmCall { module: id, input: "in".into(), args: vec!["-n".into()], limits: Default::default() };
     assert_eq!(WasmCall::decode(&call.encode()).unwrap(), call);
 }
 

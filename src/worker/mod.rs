@@ -67,6 +67,9 @@ struct Inner {
     tasks: TaskTracker,
     /// Runs `wasm` tasks (the node's WebAssembly service).
     wasm: WasmService,
+    /// Test-only fault injection (`wasm.test_corrupt_output`): every `wasm` result this
+    /// worker returns is altered, as a dishonest or broken worker's would be.
+    corrupt_wasm: bool,
 }
 
 impl Executor {
@@ -98,6 +101,7 @@ impl Executor {
                 metrics,
                 tasks,
                 wasm,
+                corrupt_wasm: config.wasm.test_corrupt_output,
             }),
         }
     }
@@ -184,10 +188,10 @@ impl Executor {
                     };
                     this.run(kind, &request.payload, deadline.saturating_sub(started.elapsed()), from).await
                 };
-                let outcome = match tokio::time::timeout(deadline, work).await {
-                    Ok(Ok(result)) => TaskOutcome::Ok(result),
-                    Ok(Err(e)) => TaskOutcome::Err(e),
-                    Err(_) => TaskOutcome::Err(TaskError::Timeout),
+                let (outcome, fuel_used) = match tokio::time::timeout(deadline, work).await {
+                    Ok(Ok(ran)) => (TaskOutcome::Ok(ran.result), ran.fuel_used),
+                    Ok(Err(e)) => (TaskOutcome::Err(e), None),
+                    Err(_) => (TaskOutcome::Err(TaskError::Timeout), None),
                 };
                 this.inner.executing.fetch_sub(1, Ordering::Relaxed);
                 this.inner.metrics.tasks_executing.dec();
@@ -212,7 +216,7 @@ impl Executor {
                     }
                 };
                 let started_ms = Some(started_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
-                let response = this.response(&request, outcome, started_ms);
+                let response = TaskResponse { fuel_used, ..this.response(&request, outcome, started_ms) };
                 this.answer(origin, response).await;
             }
             .instrument(execute),
@@ -229,6 +233,7 @@ impl Executor {
             worker: self.inner.local_name.clone(),
             outcome,
             started_ms,
+            fuel_used: None,
         }
     }
 
@@ -249,20 +254,26 @@ impl Executor {
         payload: &str,
         deadline: Duration,
         from: Option<PeerId>,
-    ) -> Result<String, TaskError> {
-        match kind {
+    ) -> Result<Ran, TaskError> {
+        let result = match kind {
             TaskKind::Wasm => {
                 let call = WasmCall::decode(payload).map_err(TaskError::BadPayload)?;
                 let outcome = self.inner.wasm.run(call, from, deadline).await;
                 self.inner.metrics.wasm_outcome(outcome.label());
-                match outcome {
+                return match outcome {
                     // The result is text (a task's result); bytes that are not UTF-8 are
                     // replaced the same way on every worker.
-                    Outcome::Completed { stdout, .. } => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+                    Outcome::Completed { stdout, fuel_used } => {
+                        let mut result = String::from_utf8_lossy(&stdout).into_owned();
+                        if self.inner.corrupt_wasm {
+                            result.push_str(CORRUPTION);
+                        }
+                        Ok(Ran { result, fuel_used: Some(fuel_used) })
+                    }
                     Outcome::DeadlineExceeded => Err(TaskError::Timeout),
                     other if other.is_deterministic() => Err(TaskError::Deterministic(other.describe())),
                     other => Err(TaskError::Failed(other.describe())),
-                }
+                };
             }
             TaskKind::Echo => Ok(payload.to_string()),
             TaskKind::Fail => {
@@ -307,9 +318,19 @@ impl Executor {
                     }
                 }
             },
-        }
+        };
+        result.map(|result| Ran { result, fuel_used: None })
     }
 }
+
+/// What a run produced: the task's result and, for `wasm`, the fuel it burned.
+struct Ran {
+    result: String,
+    fuel_used: Option<u64>,
+}
+
+/// What `wasm.test_corrupt_output` appends to every `wasm` result (test-only).
+const CORRUPTION: &str = "[corrupted by wasm.test_corrupt_output]";
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

@@ -47,6 +47,7 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::SetAppScore { peer, score } => self.gossip.set_app_score(swarm, peer, score),
             Command::GossipScores { reply } => {
                 let _ = reply.send(self.gossip.scores(&self.swarm));
             }

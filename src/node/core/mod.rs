@@ -264,6 +264,10 @@ impl Core {
                 let _ = self.network.send_task(peer, addresses, request).await;
             }
             Effect::Replicate { peer, tag, records } => self.replicate(peer, tag, records).await,
+            Effect::Penalize { peer, strikes, score } => {
+                tracing::warn!(%peer, strikes, score, "worker outvoted by replicas: its gossip application score is lowered");
+                let _ = self.network.set_app_score(peer, score).await;
+            }
             Effect::RunLocal { request } => match &self.executor {
                 Some(ex) => {
                     if let Some(response) = ex.submit(Origin::Local, request) {
@@ -408,6 +412,7 @@ impl Core {
                         "worker".into(),
                     )),
                     started_ms: None,
+                    fuel_used: None,
                 };
                 let _ = self.network.respond_task(id, response).await;
             }

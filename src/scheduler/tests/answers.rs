@@ -86,6 +86,7 @@ async fn mismatched_response_is_not_a_completion() {
             worker: peer.to_string(),
             outcome: ok("x"),
             started_ms: None,
+            fuel_used: None,
         };
         mutate(&mut response);
         gw.on_answer(peer, &request.task_id, request.attempt, Ok(response), &workers);
@@ -109,6 +110,7 @@ async fn mismatched_response_is_not_a_completion() {
         worker: w.to_string(),
         outcome: ok("b"),
         started_ms: None,
+        fuel_used: None,
     };
     gw.on_answer(w, &a, ra.attempt, Ok(for_b), &workers);
     assert_eq!(state(&gw, &a), TaskState::Pending, "A's attempt failed and is retried");

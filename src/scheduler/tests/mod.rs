@@ -32,6 +32,7 @@ mod lifecycle;
 mod placement;
 mod queue_deadline;
 mod regressions;
+mod replicas;
 mod retries;
 mod submission;
 mod timeline;
@@ -65,7 +66,15 @@ fn worker(capacity: u32, capabilities: &[&str]) -> WorkerView {
 }
 
 fn spec(task_type: &str, payload: &str) -> TaskSpec {
-    TaskSpec { task_type: task_type.into(), payload: payload.into(), timeout_ms: None, max_attempts: None, trace: None }
+    TaskSpec {
+        task_type: task_type.into(),
+        payload: payload.into(),
+        timeout_ms: None,
+        max_attempts: None,
+        trace: None,
+        replicas: None,
+        quorum: None,
+    }
 }
 
 fn echo() -> TaskSpec {
@@ -93,7 +102,7 @@ fn sent(gw: &mut Gateway) -> Vec<(PeerId, TaskRequest)> {
         .filter_map(|e| match e {
             Effect::Dispatch { peer, request } => Some((peer, request)),
             Effect::RunLocal { request } => Some((local, request)),
-            Effect::Replicate { .. } => None,
+            Effect::Replicate { .. } | Effect::Penalize { .. } => None,
         })
         .collect()
 }
@@ -125,6 +134,7 @@ fn answer(gw: &mut Gateway, peer: PeerId, request: &TaskRequest, outcome: TaskOu
         worker: peer.to_string(),
         outcome,
         started_ms: None,
+        fuel_used: None,
     };
     gw.on_answer(peer, &request.task_id, request.attempt, Ok(response), workers);
 }
@@ -182,7 +192,19 @@ fn check_invariants_after_prune(gw: &Gateway, pruned: u64) {
     let mut finals = 0u64;
     let mut queued = 0usize;
     let mut in_flight: HashMap<PeerId, u32> = HashMap::new();
+    let mut replicas = (0u64, 0u64);
     for (id, e) in &gw.entries {
+        if e.record.replica_of.is_some() {
+            replicas.0 += 1;
+            replicas.1 += u64::from(e.record.state.is_final());
+        }
+        if e.record.replicas.is_some() && !e.record.state.is_final() {
+            // Its replicas drive it: it never runs, waits or backs off itself.
+            assert_eq!(e.record.state, TaskState::Running, "{id}");
+            assert!(e.queued.is_none() && e.running.is_none() && e.retry_timer.is_none(), "{id}");
+            assert!(e.record.replica_results.iter().any(|r| !r.state.is_final()), "{id} waits for no replica");
+            continue;
+        }
         let places = [
             ("queued", e.queued.is_some()),
             ("running", e.running.is_some()),
@@ -218,6 +240,11 @@ fn check_invariants_after_prune(gw: &Gateway, pruned: u64) {
     assert_eq!(gw.unfinished() as u64, gw.entries.len() as u64 - finals);
     let m = &gw.metrics;
     let ended = total(&m.tasks_completed) + total(&m.tasks_failed) + total(&m.tasks_cancelled);
-    assert_eq!(ended, finals + pruned, "completed+failed+cancelled counters vs final tasks");
-    assert_eq!(total(&m.tasks_submitted), gw.entries.len() as u64 + pruned, "submitted counter vs tasks");
+    let replicas_ended: u64 = ["completed", "failed", "cancelled"]
+        .iter()
+        .map(|s| m.replicas_finished.get_or_create(&crate::metrics::OutcomeLabels { outcome: s }).get())
+        .sum();
+    assert_eq!(replicas_ended, replicas.1, "replicas_finished counter vs final replicas");
+    assert_eq!(ended, finals - replicas.1 + pruned, "completed+failed+cancelled counters vs final tasks");
+    assert_eq!(total(&m.tasks_submitted), gw.entries.len() as u64 - replicas.0 + pruned, "submitted counter vs tasks");
 }

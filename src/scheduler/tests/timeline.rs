@@ -26,6 +26,7 @@ async fn a_task_lost_on_one_worker_and_completed_on_another_tells_its_story() {
         worker: p2.to_string(),
         outcome: ok("hello"),
         started_ms: Some(1_000),
+        fuel_used: None,
     };
     gw.on_answer(p2, &id, r2.attempt, Ok(response), &workers);
     let record = assert_final(&gw, &id, TaskState::Completed);

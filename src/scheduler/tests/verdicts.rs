@@ -13,7 +13,7 @@ const WORKER: &str = "the-worker";
 
 /// Attempt 1 of task "t", sent to `WORKER`.
 fn sent(kind: TaskKind, payload: &str) -> Entry {
-    let checked = Checked { kind, timeout: Duration::from_secs(1), max_attempts: 3 };
+    let checked = Checked { kind, timeout: Duration::from_secs(1), max_attempts: 3, replicas: 1, quorum: 1 };
     let mut entry = Entry::new("t".into(), spec(kind.name(), payload), checked);
     entry.record.worker = Some(WORKER.into());
     entry
@@ -27,6 +27,7 @@ fn reply(outcome: TaskOutcome) -> Result<TaskResponse, DispatchError> {
         worker: WORKER.into(),
         outcome,
         started_ms: None,
+        fuel_used: None,
     })
 }
 
