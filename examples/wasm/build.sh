@@ -21,9 +21,11 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
     exit 1
   fi
 fi
+# Each src/*.rs is one module; src/shared/ holds code a module shares with native builds.
 for src in src/*.rs; do
   name=$(basename "$src" .rs)
   rustc --edition 2021 --target "$TARGET" -C opt-level=3 -C strip=symbols -C panic=abort \
     -o "$name.wasm" "$src"
+  chmod 644 "$name.wasm" # rustc marks its output executable; a module is data
   echo "built $name.wasm ($(wc -c <"$name.wasm") bytes, sha256:$(sha256sum "$name.wasm" | cut -d' ' -f1))"
 done

@@ -4,6 +4,11 @@
 //! given gateways) for at most T seconds, then checks every accepted task reached a final
 //! state and prints throughput, latency percentiles and failures by reason (text and JSON).
 //! Used by `stress-test.sh` and the benchmarks.
+//!
+//! With `--wasm FILE.wasm` the tasks are `wasm` tasks of that module (uploaded first, the
+//! payload is its input); with `--fresh-modules` as well, every task gets a module no node
+//! has seen (the file with a custom section of random bytes appended: the same code under a
+//! new id), which measures a cold start: upload, fetch by the worker, compile, run.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +38,15 @@ struct Args {
     /// Task type.
     #[arg(long = "type", default_value = "echo")]
     task_type: String,
+    /// Submit `wasm` tasks of this module (a WASI command): uploaded first to every gateway
+    /// of `--api` (`POST /v1/modules`); `--payload` is its input.
+    #[arg(long, conflicts_with_all = ["task_type", "sleep_range"])]
+    wasm: Option<std::path::PathBuf>,
+    /// With `--wasm`: every task (warm-ups too) runs a module of its own, the file with a
+    /// random custom section appended, uploaded to its gateway just before it is submitted.
+    /// The upload is timed apart (`upload_ms`); the task's latency is its cold start.
+    #[arg(long, requires = "wasm", conflicts_with_all = ["batch", "poll"])]
+    fresh_modules: bool,
     /// Payload; `{i}` is replaced by the task's index.
     #[arg(long, default_value = "load-{i}")]
     payload: String,
@@ -76,6 +90,78 @@ struct Outcome {
     latency: Duration,
     state: String,
     reason: Option<String>,
+    /// With `--fresh-modules`: how long the module's upload took (not part of `latency`).
+    upload: Option<Duration>,
+}
+
+/// Custom section name of the nonce `--fresh-modules` appends.
+const NONCE_SECTION: &str = "p2p-load.nonce";
+
+/// `module` with a custom section of 16 random bytes appended: the same code under a new id.
+/// A custom section is `0x00`, its size, then its name and contents (sizes as unsigned LEB128).
+fn fresh_module(module: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let nonce: [u8; 16] = rand::random();
+    let mut contents = Vec::new();
+    leb128(NONCE_SECTION.len(), &mut contents);
+    contents.extend_from_slice(NONCE_SECTION.as_bytes());
+    contents.extend_from_slice(&nonce);
+    let mut out = module.to_vec();
+    out.push(0);
+    leb128(contents.len(), &mut out);
+    out.extend_from_slice(&contents);
+    out
+}
+
+/// Uploads a module and returns its id.
+async fn upload(client: &ApiClient, bytes: Vec<u8>) -> anyhow::Result<String> {
+    let v = client
+        .post_bytes("/v1/modules", bytes)
+        .await
+        .map_err(|e| anyhow::anyhow!("uploading the module to {}: {e}", client.addr()))?;
+    v["id"].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("no module id in {v}"))
+}
+
+/// One task sent with `?wait=true`; with `fresh`, a module of its own is uploaded first and
+/// the body's `module` set to it.
+async fn run_sync(client: &ApiClient, mut body: Value, fresh: Option<Arc<Vec<u8>>>) -> Outcome {
+    let mut uploaded = None;
+    if let Some(module) = fresh {
+        let t0 = Instant::now();
+        match upload(client, fresh_module(&module)).await {
+            Ok(id) => body["module"] = json!(id),
+            Err(e) => {
+                let reason = Some(reason_key(&e.to_string()));
+                return Outcome {
+                    id: None,
+                    latency: t0.elapsed(),
+                    state: "upload-failed".into(),
+                    reason,
+                    upload: None,
+                };
+            }
+        }
+        uploaded = Some(t0.elapsed());
+    }
+    let t0 = Instant::now();
+    let r = client.call(Method::POST, "/v1/tasks?wait=true", Some(body), Duration::from_secs(600)).await;
+    let latency = t0.elapsed();
+    let mut outcome = match r {
+        Ok(rec) => record_outcome(&rec, latency),
+        Err(e) => error_outcome(&e, latency),
+    };
+    outcome.upload = uploaded;
+    outcome
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -121,21 +207,38 @@ async fn main() -> anyhow::Result<()> {
         Some(r) => Some(parse_range(r).ok_or_else(|| anyhow::anyhow!("--sleep-range must look like 100-500"))?),
         None => None,
     };
+    let module = match &args.wasm {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(Arc::new(bytes))
+        }
+        None => None,
+    };
+    // One upload per gateway, unless every task brings its own module.
+    let mut module_id = None;
+    if let Some(bytes) = module.as_ref().filter(|_| !args.fresh_modules) {
+        for client in &clients {
+            module_id = Some(upload(client, bytes.to_vec()).await?);
+        }
+    }
+    let fresh = module.filter(|_| args.fresh_modules);
     let make_body = |i: usize| {
         let payload = match range {
             Some((lo, hi)) => (lo + rand::random::<u64>() % (hi - lo + 1)).to_string(),
             None => args.payload.replace("{i}", &i.to_string()),
         };
-        let mut body = json!({"type": args.task_type, "payload": payload});
+        let mut body = match (&args.wasm, &module_id) {
+            // A fresh module's id is set when it is uploaded (`run_sync`).
+            (Some(_), id) => json!({"type": "wasm", "module": id, "payload": payload}),
+            (None, _) => json!({"type": args.task_type, "payload": payload}),
+        };
         if let Some(t) = args.timeout_ms {
             body["timeout_ms"] = json!(t);
         }
         body
     };
     for i in 0..args.warmup {
-        let _ = clients[i % clients.len()]
-            .call(Method::POST, "/v1/tasks?wait=true", Some(make_body(i)), Duration::from_secs(60))
-            .await;
+        let _ = run_sync(&clients[i % clients.len()], make_body(i), fresh.clone()).await;
     }
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
@@ -201,15 +304,11 @@ async fn main() -> anyhow::Result<()> {
         }
         let client = clients[i % clients.len()].clone();
         let body = make_body(i);
+        let fresh = fresh.clone();
         handles.push(tokio::spawn(async move {
-            let t0 = Instant::now();
-            let r = client.call(Method::POST, "/v1/tasks?wait=true", Some(body), Duration::from_secs(600)).await;
+            let outcome = run_sync(&client, body, fresh).await;
             drop(permit);
-            let latency = t0.elapsed();
-            match r {
-                Ok(rec) => record_outcome(&rec, latency),
-                Err(e) => error_outcome(&e, latency),
-            }
+            outcome
         }));
     }
     let mut outcomes = Vec::with_capacity(handles.len());
@@ -227,7 +326,15 @@ async fn submit_and_poll(client: &ApiClient, poller: &ApiClient, body: Value, gi
     let id = match client.call(Method::POST, "/v1/tasks", Some(body), Duration::from_secs(30)).await {
         Ok(v) => match v["id"].as_str() {
             Some(id) => id.to_string(),
-            None => return Outcome { id: None, latency: t0.elapsed(), state: "no-answer".into(), reason: None },
+            None => {
+                return Outcome {
+                    id: None,
+                    latency: t0.elapsed(),
+                    state: "no-answer".into(),
+                    reason: None,
+                    upload: None,
+                };
+            }
         },
         Err(e) => return error_outcome(&e, t0.elapsed()),
     };
@@ -242,7 +349,7 @@ async fn submit_and_poll(client: &ApiClient, poller: &ApiClient, body: Value, gi
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Outcome { id: Some(id), latency: t0.elapsed(), state: last, reason: Some("not final in time".into()) }
+    Outcome { id: Some(id), latency: t0.elapsed(), state: last, reason: Some("not final in time".into()), upload: None }
 }
 
 fn record_outcome(rec: &Value, latency: Duration) -> Outcome {
@@ -251,15 +358,26 @@ fn record_outcome(rec: &Value, latency: Duration) -> Outcome {
         latency,
         state: rec["state"].as_str().unwrap_or("?").to_string(),
         reason: rec["error"].as_str().map(reason_key),
+        upload: None,
     }
 }
 
 fn error_outcome(e: &ClientError, latency: Duration) -> Outcome {
     match e {
-        ClientError::Api { code, message, .. } => {
-            Outcome { id: None, latency, state: format!("refused:{code}"), reason: Some(reason_key(message)) }
-        }
-        other => Outcome { id: None, latency, state: "no-answer".into(), reason: Some(reason_key(&other.to_string())) },
+        ClientError::Api { code, message, .. } => Outcome {
+            id: None,
+            latency,
+            state: format!("refused:{code}"),
+            reason: Some(reason_key(message)),
+            upload: None,
+        },
+        other => Outcome {
+            id: None,
+            latency,
+            state: "no-answer".into(),
+            reason: Some(reason_key(&other.to_string())),
+            upload: None,
+        },
     }
 }
 
@@ -294,9 +412,14 @@ fn finish(args: &Args, outcomes: Vec<Outcome>, elapsed: Duration) -> anyhow::Res
         }
     }
     let throughput = completed as f64 / elapsed.as_secs_f64().max(1e-9);
+    let mut uploads: Vec<Duration> = outcomes.iter().filter_map(|o| o.upload).collect();
+    uploads.sort();
+    let task_type = if args.wasm.is_some() { "wasm" } else { args.task_type.as_str() };
     let report = json!({
         "label": args.label,
-        "task_type": args.task_type,
+        "task_type": task_type,
+        "module": args.wasm.as_ref().map(|p| p.display().to_string()),
+        "fresh_modules": args.fresh_modules,
         "submitted": submitted,
         "completed": completed,
         "states": by_state,
@@ -308,11 +431,17 @@ fn finish(args: &Args, outcomes: Vec<Outcome>, elapsed: Duration) -> anyhow::Res
         "elapsed_secs": elapsed.as_secs_f64(),
         "throughput_per_sec": throughput,
         "latency_ms": {
+            "min": latencies.first().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             "p50": percentile(&latencies, 50.0),
             "p95": percentile(&latencies, 95.0),
             "p99": percentile(&latencies, 99.0),
             "max": latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         },
+        // Each task's module upload (`--fresh-modules`), not part of its latency.
+        "upload_ms": (!uploads.is_empty()).then(|| json!({
+            "p50": percentile(&uploads, 50.0),
+            "max": uploads.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        })),
     });
     print_text(&report);
     if let Some(path) = &args.json {
@@ -320,7 +449,8 @@ fn finish(args: &Args, outcomes: Vec<Outcome>, elapsed: Duration) -> anyhow::Res
     }
     // Polling through gateway crashes, a submission without an answer was never acknowledged.
     let unanswered_fail = unknown > 0 && !args.poll;
-    std::process::exit(if lost == 0 && !unanswered_fail { 0 } else { 1 });
+    let upload_failed = outcomes.iter().any(|o| o.state == "upload-failed");
+    std::process::exit(if lost == 0 && !unanswered_fail && !upload_failed { 0 } else { 1 });
 }
 
 fn print_text(r: &Value) {
@@ -344,6 +474,13 @@ fn print_text(r: &Value) {
         l["p99"].as_f64().unwrap_or(0.0),
         l["max"].as_f64().unwrap_or(0.0)
     );
+    if let Some(u) = r["upload_ms"].as_object() {
+        println!(
+            "  upload ms    p50 {:.3}  max {:.3} (each task's own module, before it)",
+            u["p50"].as_f64().unwrap_or(0.0),
+            u["max"].as_f64().unwrap_or(0.0)
+        );
+    }
     println!("  final states {}", r["states"]);
     println!("  failures     {}", r["failures_by_reason"]);
     println!("  lost         {} (accepted but never final)   unanswered {}", r["lost"], r["unanswered"]);

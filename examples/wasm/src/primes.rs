@@ -4,6 +4,9 @@
 
 use std::io::{self, Read, Write};
 
+#[path = "shared/primes.rs"]
+mod primes;
+
 /// Largest N accepted: the sieve is one byte per number.
 const MAX_N: usize = 100_000_000;
 
@@ -19,23 +22,6 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut composite = vec![false; n + 1];
-    let (mut count, mut largest) = (0usize, 0usize);
-    for i in 2..=n {
-        if composite[i] {
-            continue;
-        }
-        count += 1;
-        largest = i;
-        // i * i would overflow a 32-bit usize (wasm32) for large i; nothing to mark then.
-        if i > n / i {
-            continue;
-        }
-        let mut j = i * i;
-        while j <= n {
-            composite[j] = true;
-            j += i;
-        }
-    }
+    let (count, largest) = primes::sieve(n);
     writeln!(io::stdout(), "{count} {largest}").expect("stdout");
 }
