@@ -325,13 +325,13 @@ async fn a_worker_refuses_tasks_from_a_peer_outside_its_allowed_submitters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probes_direct_and_indirect_are_carried_to_the_application_and_answered() {
+async fn indirect_probes_are_carried_to_the_application_and_answered() {
     let mut a = Node::start("worker", "").await;
     let mut b = Node::start("worker", "").await;
     connect(&mut a, &mut b).await;
-    let (a_peer, b_peer, elsewhere) = (a.peer, b.peer, PeerId::random());
+    let (a_peer, b_peer) = (a.peer, b.peer);
 
-    for (target, reachable) in [(b_peer, true), (elsewhere, false)] {
+    for (target, reachable) in [(PeerId::random(), false), (PeerId::random(), true)] {
         a.client.send_probe(b_peer, target).await.unwrap();
         let (id, target_asked) = b
             .next("ProbeRequested", |e| match e {
@@ -351,6 +351,37 @@ async fn probes_direct_and_indirect_are_carried_to_the_application_and_answered(
             .await;
         assert_eq!(answered, reachable, "probe about {target}");
     }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A direct ping asks only whether the node is up: its network answers it at once, so a node
+/// whose application is busy (here: never reads its events) is not taken for dead. Once it
+/// leaves, its pings say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_about_us_is_answered_while_the_application_is_stalled() {
+    let mut a = Node::start("worker", "").await;
+    let mut b = Node::start("worker", "").await;
+    connect(&mut a, &mut b).await;
+    let b_peer = b.peer;
+    for expected in [true, false] {
+        if !expected {
+            b.client.leaving().await.unwrap();
+        }
+        a.client.send_probe(b_peer, b_peer).await.unwrap();
+        let answered = a
+            .next("ProbeAnswered", |e| match e {
+                NetworkEvent::ProbeAnswered { via, target, reachable, .. } if via == b_peer && target == b_peer => {
+                    Some(reachable)
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(answered, expected);
+    }
+    // b's application was never asked.
+    let seen = b.events_so_far(1_000_001).await;
+    assert!(!seen.iter().any(|e| matches!(e, NetworkEvent::ProbeRequested { .. })), "{seen:?}");
     a.stop().await;
     b.stop().await;
 }

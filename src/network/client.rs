@@ -50,6 +50,7 @@ pub(super) enum Command {
     Status { reply: oneshot::Sender<NetworkStatus> },
     GossipScores { reply: oneshot::Sender<HashMap<PeerId, f64>> },
     SetAppScore { peer: PeerId, score: f64 },
+    Leaving,
     Disconnect { peer: PeerId },
     ClusterSize { members: usize },
     Forget { peer: PeerId },
@@ -160,6 +161,11 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Status { reply }).await?;
         rx.await.map_err(|_| Closed)
+    }
+
+    /// This node is leaving: pings about it are answered "not reachable" from now on.
+    pub async fn leaving(&self) -> Result<(), Closed> {
+        self.send(Command::Leaving).await
     }
 
     /// Sets `peer`'s GossipSub application score (what the application thinks of it).

@@ -1,6 +1,10 @@
 //! SWIM probes over our probe protocol: the ones we send (a direct ping is a probe about the
 //! member itself), matched to their answers by request id, and the ones others send us, held
 //! until the application answers.
+//!
+//! A ping about this node is answered here, at once: it asks only whether we are up, and an
+//! answer that waited behind the application's work (gossip, tasks) would make a busy node
+//! look dead to its prober. Only probes about other members reach the application.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -24,6 +28,8 @@ pub(super) struct Probes {
     next_inbound: u64,
     /// Dials `Client::dial` asked for (to ping a member); only their failures are reported.
     dials: HashSet<ConnectionId>,
+    /// This node is leaving: pings about it are answered "not reachable".
+    leaving: bool,
     metrics: Metrics,
 }
 
@@ -35,8 +41,14 @@ impl Probes {
             pending: HashMap::new(),
             next_inbound: 0,
             dials: HashSet::new(),
+            leaving: false,
             metrics,
         }
+    }
+
+    /// From now on, pings about this node say it is not reachable (it is leaving).
+    pub fn set_leaving(&mut self) {
+        self.leaving = true;
     }
 
     pub fn send(&mut self, swarm: &mut Swarm<Behaviour>, via: PeerId, target: PeerId) {
@@ -69,6 +81,7 @@ impl Probes {
 
     pub fn on_event(
         &mut self,
+        swarm: &mut Swarm<Behaviour>,
         event: request_response::Event<ProbeRequest, ProbeResponse>,
         is_member: impl Fn(&PeerId) -> bool,
     ) -> Option<NetworkEvent> {
@@ -81,6 +94,11 @@ impl Probes {
                 let about_us = request.target == self.local.to_string();
                 if !(is_member(&peer) || about_us) || request.v != WIRE_VERSION {
                     self.metrics.dropped(DropReason::ProbeUnexpected);
+                    return None;
+                }
+                if about_us {
+                    let response = ProbeResponse { v: WIRE_VERSION, target: request.target, reachable: !self.leaving };
+                    let _ = swarm.behaviour_mut().probe.send_response(channel, response);
                     return None;
                 }
                 self.next_inbound += 1;

@@ -47,6 +47,7 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::Leaving => self.probes.set_leaving(),
             Command::SetAppScore { peer, score } => self.gossip.set_app_score(swarm, peer, score),
             Command::GossipScores { reply } => {
                 let _ = reply.send(self.gossip.scores(&self.swarm));
@@ -314,7 +315,7 @@ impl EventLoop {
             BehaviourEvent::Streams(()) => {}
             BehaviourEvent::Probe(e) => {
                 let peers = &self.peers;
-                let event = self.probes.on_event(e, |p| peers.is_member(p));
+                let event = self.probes.on_event(&mut self.swarm, e, |p| peers.is_member(p));
                 self.emit_some(event);
             }
             BehaviourEvent::Records(e) => {

@@ -191,6 +191,7 @@ impl Core {
         if let Some(ex) = &self.executor {
             ex.drain();
         }
+        let _ = self.network.leaving().await;
         let actions = self.membership.leave(Instant::now());
         self.on_actions(actions).await;
         let deadline = Instant::now() + drain;
