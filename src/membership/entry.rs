@@ -134,6 +134,10 @@ pub(super) struct Entry<P> {
     pub(super) direct: Option<Instant>,
     /// When we last repeated our suspicion or death of this member to it.
     pub(super) reannounced: Option<Instant>,
+    /// We suspected it ourselves (our probe failed), rather than heard so: only first-hand
+    /// suspicions are announced and repeated, so that one suspicion is one message and not
+    /// one from every node that heard of it.
+    pub(super) suspected_by_us: bool,
     /// Our direct ping in flight, since when (its deadline is kept here, not by the transport).
     pub(super) ping: Option<Instant>,
 }
@@ -150,7 +154,7 @@ impl<P: Copy> Entry<P> {
             connected: false,
             rtt: None,
         };
-        Self { member, probe: None, direct: None, reannounced: None, ping: None }
+        Self { member, probe: None, direct: None, reannounced: None, ping: None, suspected_by_us: false }
     }
 
     pub(super) fn heard(&mut self, now: Instant) {
@@ -163,6 +167,9 @@ impl<P: Copy> Entry<P> {
         if from != to {
             self.member.state = to;
             self.member.state_since = now;
+            if to == Alive {
+                self.suspected_by_us = false;
+            }
             if matches!(to, Dead | Left) {
                 self.probe = None;
             }
@@ -188,6 +195,7 @@ impl<P: Copy> Entry<P> {
         self.probe = None;
         if self.member.state == Alive {
             self.transition(now, Suspect, actions);
+            self.suspected_by_us = true;
             actions.push(announce(self.member.id, Suspect, self.member.incarnation));
         }
     }

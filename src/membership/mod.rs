@@ -45,6 +45,10 @@ pub use health::{MAX_LOCAL_HEALTH, max_ping_wait};
 /// Piggybacked rumors ride on every heartbeat, so they must stay small.
 const MAX_ACTIVE_RUMORS: usize = 16;
 
+/// Suspect timeouts a node that only heard of a suspicion waits before repeating it to the
+/// suspect itself (see `on_heartbeat`).
+const HEARSAY_PATIENCE: u32 = 5;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MembershipConfig {
     pub suspect_timeout: Duration,
@@ -161,13 +165,21 @@ where
                 entry.probe = None;
             }
             // Still running at the incarnation we suspect or bury: it has not heard the news,
-            // which may have dropped out of the bounded rumor list in a burst. Repeat it (at
-            // most once per suspect timeout) so that it refutes.
+            // which may have dropped out of the bounded rumor list in a burst. Repeat it so
+            // that it refutes: at most once per suspect timeout when the suspicion was ours;
+            // when we only heard it, not before HEARSAY_PATIENCE suspect timeouts (its first-hand
+            // suspectors repeat it; every node repeating it at once is a storm).
             let m = &entry.member;
+            let wait = if entry.suspected_by_us {
+                self.config.suspect_timeout
+            } else {
+                self.config.suspect_timeout * HEARSAY_PATIENCE
+            };
             if matches!(m.state, Suspect | Dead)
                 && incarnation == m.incarnation
                 && state == Alive
-                && entry.reannounced.is_none_or(|t| elapsed(now, t) >= self.config.suspect_timeout)
+                && (entry.suspected_by_us || elapsed(now, m.state_since) >= wait)
+                && entry.reannounced.is_none_or(|t| elapsed(now, t) >= wait)
             {
                 entry.reannounced = Some(now);
                 actions.push(announce(from, m.state, m.incarnation));
@@ -369,7 +381,12 @@ where
                 Suspect if age >= suspect_timeout => {
                     let incarnation = m.incarnation;
                     entry.transition(now, Dead, &mut actions);
-                    actions.push(announce(peer, Dead, incarnation));
+                    // Every node that heard the suspicion buries the member on its own timer;
+                    // only its first-hand suspectors say so (the others would repeat news
+                    // everyone has, all at once).
+                    if entry.suspected_by_us {
+                        actions.push(announce(peer, Dead, incarnation));
+                    }
                 }
                 Dead | Left if age >= cfg.dead_retention => expired.push(peer),
                 Alive if quiet => silent.push(peer),
@@ -465,7 +482,12 @@ where
         let mut news: Vec<(&Member<P>, Instant)> = self
             .members
             .values()
-            .filter(|e| e.direct.is_some() && matches!(e.member.state, Suspect | Dead))
+            .filter(|e| match e.member.state {
+                // A suspicion travels with its first-hand suspectors' heartbeats only.
+                Suspect => e.suspected_by_us,
+                Dead => e.direct.is_some(),
+                _ => false,
+            })
             .map(|e| (&e.member, e.reannounced.map_or(e.member.state_since, |t| t.max(e.member.state_since))))
             .collect();
         news.sort_by_key(|(m, since)| (std::cmp::Reverse(*since), m.id));

@@ -28,9 +28,11 @@ fn precedence_and_stale_rumors() {
     // same-incarnation heartbeat nor a connection clears it.
     assert_eq!(m.on_rumor(t0, rumor(1, Suspect, 5)), [changed(1, Some(Alive), Suspect)]);
     assert!(m.on_rumor(t0, rumor(1, Alive, 5)).is_empty());
-    // The member has not heard it: we repeat it (once per suspect timeout) so it refutes.
-    assert_eq!(m.on_heartbeat(t0 + secs(1), 1, 5, Alive), [announce(1, Suspect, 5)]);
-    assert!(m.on_heartbeat(t0 + ms(1500), 1, 5, Alive).is_empty());
+    // The member has not heard it. Its first-hand suspectors repeat it; we, who only heard
+    // it, do so only after 5 suspect timeouts (then at most once per 5).
+    assert!(m.on_heartbeat(t0 + secs(1), 1, 5, Alive).is_empty());
+    assert_eq!(m.on_heartbeat(t0 + secs(15), 1, 5, Alive), [announce(1, Suspect, 5)]);
+    assert!(m.on_heartbeat(t0 + secs(29), 1, 5, Alive).is_empty());
     assert!(m.on_connected(t0 + secs(1), 1).is_empty());
     assert_eq!(state(&m, 1), Some(Suspect));
     assert!(m.on_rumor(t0 + secs(2), rumor(1, Suspect, 6)).is_empty());
@@ -49,7 +51,7 @@ fn precedence_and_stale_rumors() {
 fn revival_with_higher_incarnation() {
     let (mut m, t0) = setup();
     m.on_rumor(t0, rumor(1, Dead, 3));
-    assert_eq!(m.on_heartbeat(t0, 1, 3, Alive), [announce(1, Dead, 3)]);
+    assert!(m.on_heartbeat(t0, 1, 3, Alive).is_empty(), "hearsay: its suspectors tell it");
     assert!(m.on_heartbeat(t0 + ms(10), 1, 2, Alive).is_empty(), "stale");
     assert!(m.on_ping(t0, 1, ms(5)).is_empty());
     assert_eq!(state(&m, 1), Some(Dead));
@@ -68,10 +70,13 @@ fn active_rumors_bounded_newest_first() {
     m.on_heartbeat(t0, 101, 0, Left);
     for p in 1..=21u32 {
         m.on_heartbeat(t0, p, 0, Alive);
-        m.on_rumor(t0 + secs(p.into()), rumor(p, Suspect, 0));
+        m.on_rumor(t0 + secs(p.into()), rumor(p, Dead, 0));
     }
     m.on_rumor(t0 + secs(30), rumor(21, Dead, 2));
     m.on_rumor(t0 + secs(40), rumor(22, Dead, 0)); // hearsay only
+    // A suspicion we only heard of travels with its first-hand suspectors' heartbeats, not ours.
+    m.on_heartbeat(t0, 50, 0, Alive);
+    m.on_rumor(t0 + secs(50), rumor(50, Suspect, 0));
     let r = m.active_rumors();
     assert_eq!(r.len(), 16);
     assert_eq!(r[0], rumor(21, Dead, 2));
@@ -104,8 +109,34 @@ fn dead_member_still_heard_is_told_again_and_its_rumor_goes_first() {
     let t = t0 + secs(30);
     assert_eq!(m.on_heartbeat(t, 1, 0, Alive), [announce(1, Dead, 0)]);
     assert_eq!(m.active_rumors()[0], rumor(1, Dead, 0));
-    assert!(m.on_heartbeat(t + secs(3) - ms(1), 1, 0, Alive).is_empty(), "once per suspect timeout");
-    assert_eq!(m.on_heartbeat(t + secs(3), 1, 0, Alive), [announce(1, Dead, 0)]);
+    assert!(m.on_heartbeat(t + secs(15) - ms(1), 1, 0, Alive).is_empty(), "hearsay: once per 5 suspect timeouts");
+    assert_eq!(m.on_heartbeat(t + secs(15), 1, 0, Alive), [announce(1, Dead, 0)]);
     // Its refutation (a higher incarnation) brings it back.
-    assert_eq!(m.on_heartbeat(t + secs(4), 1, 1, Alive), [changed(1, Some(Dead), Alive)]);
+    assert_eq!(m.on_heartbeat(t + secs(16), 1, 1, Alive), [changed(1, Some(Dead), Alive)]);
+}
+
+/// One suspicion is one announcement: the node whose probe failed announces the suspicion and
+/// the death, and repeats them to the suspect; every other node buries the member on its own
+/// timer without a word (before, each of them announced it too: at 100 nodes one suspicion
+/// became a hundred floods, which slowed every node and caused more suspicions).
+#[test]
+fn a_death_learnt_by_hearsay_is_not_announced() {
+    let (mut m, t0) = setup();
+    m.on_heartbeat(t0, 1, 0, Alive);
+    m.on_rumor(t0, rumor(1, Suspect, 0));
+    assert_eq!(m.tick(t0 + secs(3)), [changed(1, Some(Suspect), Dead)]);
+    assert!(m.on_heartbeat(t0 + secs(4), 1, 0, Alive).is_empty());
+    assert!(m.active_rumors().contains(&rumor(1, Dead, 0)), "known first-hand: still carried along");
+
+    // First-hand: our own probe failed.
+    let (mut m, t0) = setup();
+    m.on_heartbeat(t0, 1, 0, Alive);
+    m.on_connected(t0, 2);
+    m.on_disconnected(t0, 1);
+    let failed = m.tick(t0 + secs(2));
+    assert!(failed.contains(&announce(1, Suspect, 0)), "{failed:?}");
+    assert_eq!(m.active_rumors(), [rumor(1, Suspect, 0)]);
+    let dead = m.tick(t0 + secs(6));
+    assert!(dead.contains(&announce(1, Dead, 0)), "{dead:?}");
+    assert_eq!(m.on_heartbeat(t0 + secs(7), 1, 0, Alive), [announce(1, Dead, 0)]);
 }

@@ -184,12 +184,12 @@ fn heartbeat_speaks_for_this_node_with_its_rumors() {
     let mut m = Membership::new(local, 42, MembershipConfig::default());
     let suspect = PeerId::random();
     m.on_connected(t0, suspect);
-    m.on_rumor(t0, Rumor { peer: suspect, state: MemberState::Suspect, incarnation: 0 });
+    m.on_rumor(t0, Rumor { peer: suspect, state: MemberState::Dead, incarnation: 0 });
     let GossipMessage::HeartBeat(hb) = heartbeat(&m, 3, 7) else { panic!("not a heartbeat") };
     assert_eq!((hb.v, hb.node, hb.incarnation, hb.state), (WIRE_VERSION, local.to_string(), 42, MemberState::Alive));
     assert_eq!((hb.load, hb.seq), (3, 7));
     assert_eq!(hb.rumors.len(), 1);
-    assert_eq!((hb.rumors[0].peer.clone(), hb.rumors[0].state), (suspect.to_string(), MemberState::Suspect));
+    assert_eq!((hb.rumors[0].peer.clone(), hb.rumors[0].state), (suspect.to_string(), MemberState::Dead));
 }
 
 #[test]
