@@ -3,7 +3,7 @@
 # machine can run, then prints what ran, what was skipped and why.
 #
 #   ./test.sh            all local stages
-#   ./test.sh STAGE...   only these stages (lint build unit process api stress shell manifests
+#   ./test.sh STAGE...   only these stages (lint build unit process api stress scale shell manifests
 #                        containers netns)
 #   ./test.sh k8s        smoke-test a deployed Kubernetes cluster (see README)
 #
@@ -19,7 +19,7 @@ if [[ "${1:-}" == "k8s" ]]; then
   exec scripts/test-k8s.sh "$@"
 fi
 
-ALL_STAGES=(lint build unit process api stress shell manifests containers netns)
+ALL_STAGES=(lint build unit process api stress scale shell manifests containers netns)
 if [[ $# -gt 0 ]]; then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
 
 export CARGO_TERM_COLOR=never
@@ -90,7 +90,20 @@ stage_api() {
 
 stage_stress() {
   need_binary || return $?
-  ./stress-test.sh --short && ./stress-test.sh --short --kill gateway --json stress-gateway-report.json
+  # The report goes to a temporary file: a test run leaves the tree as it found it.
+  local report
+  report=$(mktemp /tmp/stress-gateway-report.XXXXXX.json)
+  ./stress-test.sh --short && ./stress-test.sh --short --kill gateway --json "$report"
+  local rc=$?
+  rm -f "$report"
+  return $rc
+}
+
+stage_scale() {
+  # The scale harness's short form: 25 workers and a bootstrap in one process; counts only
+  # (formed, a join and every gossip message seen everywhere, a killed worker dead everywhere).
+  [[ -x target/release/examples/scale ]] || { echo "target/release/examples/scale missing: run the build stage"; return 1; }
+  target/release/examples/scale --nodes 25 --max-secs 120 --check
 }
 
 stage_shell() {

@@ -3,7 +3,13 @@
 //!
 //! ```sh
 //! cargo run --release --example scale -- --nodes 100 [--max-secs 240] [--json out.json]
+//! cargo run --release --example scale -- --nodes 100 --compare /tmp/scale-old   # an older build first
 //! ```
+//!
+//! The last line of the output is one JSON object with the headline figures (`nodes`,
+//! `formed_s`, `gossip_delivered`, `gossip_p99_ms`, `false_suspicions`, `join_everywhere_p50_ms`,
+//! `dead_everywhere_p50_ms`, `idle_cores`, `rss_mib_per_node`; with `--compare`, the older
+//! build's under `compare`).
 //!
 //! Nodes are started in batches (`--batch`, `--batch-pause-ms`); every node listens on
 //! 127.0.0.1 with p2p port 0, QUIC and mDNS off, metrics on 127.0.0.1:0. Phases, each bounded by
@@ -124,6 +130,14 @@ struct Args {
     /// Log to stderr with RUST_LOG (default filter "warn").
     #[arg(long)]
     log: bool,
+    /// Run this older build of the harness first, with the same arguments (one after the
+    /// other: never both at once), and print its figures beside this build's.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Exit with status 1 unless the counts hold (formed, every message and the join delivered
+    /// everywhere, the kill seen everywhere): the short form `./test.sh` runs.
+    #[arg(long)]
+    check: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,6 +346,9 @@ struct Report {
     kad: Option<Kad>,
     memory: Memory,
     phase: String,
+    /// `--compare`: the older build's report, run first in the same sitting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compared: Option<serde_json::Value>,
     hard_cap_hit: bool,
     elapsed_s: f64,
     notes: Vec<String>,
@@ -958,6 +975,19 @@ fn finish(shared: &Shared, json: Option<&Path>, t_start: Instant, hard_cap: bool
         r.clone()
     };
     print!("{}", render(&report));
+    // The figures issue #22 sets targets for, as one line a script can compare across runs.
+    let mut line = summary(&serde_json::to_value(&report).unwrap_or_default());
+    if let Some(older) = &report.compared {
+        let theirs = summary(older);
+        println!("{:<24} {:>14} {:>14}", "compared (older, first)", "older", "this build");
+        if let (Some(a), Some(b)) = (theirs.as_object(), line.as_object()) {
+            for (key, old) in a {
+                println!("{key:<24} {:>14} {:>14}", old.to_string(), b.get(key).map_or("-".into(), |v| v.to_string()));
+            }
+        }
+        line["compare"] = theirs;
+    }
+    println!("{line}");
     if let Some(path) = json {
         match serde_json::to_vec_pretty(&report) {
             Ok(bytes) => {
@@ -970,10 +1000,73 @@ fn finish(shared: &Shared, json: Option<&Path>, t_start: Instant, hard_cap: bool
     }
 }
 
+/// The headline figures as one JSON line, from a report as JSON (ours, or the one an older
+/// build wrote with `--json`): `null` for what was not measured. `false_suspicions` counts
+/// members seen suspect or dead, summed over nodes, at the end of formation (before any kill:
+/// every node is alive then, so each one is false). A run has one join and one kill: their
+/// `_everywhere_p50_ms` is the time until the last node saw it (null unless every node did).
+fn summary(r: &serde_json::Value) -> serde_json::Value {
+    let f = |path: &str| r.pointer(path).and_then(serde_json::Value::as_f64);
+    let all = |what: &str, seen: &str, of: &str| {
+        let (seen, of) = (f(&format!("/{what}/{seen}")), f(&format!("/{what}/{of}")));
+        seen.is_some() && seen == of
+    };
+    let suspicions = f("/formation/suspect_at_end").zip(f("/formation/dead_at_end")).map(|(s, d)| s + d);
+    serde_json::json!({
+        "nodes": f("/nodes_total"),
+        "formed_s": f("/formation/all_full_after_last_start_s"),
+        "gossip_delivered": f("/gossip/ratio"),
+        "gossip_p99_ms": f("/gossip/latency_ms/p99"),
+        "false_suspicions": suspicions,
+        "join_everywhere_p50_ms": if all("join", "delivered", "expected") { f("/join/latency_ms/max") } else { None },
+        "dead_everywhere_p50_ms": if all("kill", "dead_seen", "observers") { f("/kill/dead_ms/max") } else { None },
+        "idle_cores": f("/steady/cpu_cores_steady"),
+        "rss_mib_per_node": f("/memory/per_node_kib").map(|k| k / 1024.0),
+    })
+}
+
+/// `--compare BINARY`: runs an older build of this harness with the same arguments first (on
+/// its own, so the two never share the CPU) and returns its report.
+fn run_compared(binary: &Path) -> Result<serde_json::Value, String> {
+    let out = std::env::temp_dir().join(format!("scale-compare-{}.json", std::process::id()));
+    let mut args: Vec<String> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args().skip(1) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if a == "--compare" || a == "--json" {
+            skip = true;
+            continue;
+        }
+        if a.starts_with("--compare=") || a.starts_with("--json=") {
+            continue;
+        }
+        args.push(a);
+    }
+    eprintln!("scale: running {} {} first", binary.display(), args.join(" "));
+    let status = std::process::Command::new(binary)
+        .args(&args)
+        .arg("--json")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let bytes = std::fs::read(&out).map_err(|e| format!("{} wrote no report ({status}): {e}", binary.display()))?;
+    let _ = std::fs::remove_file(&out);
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}'s report: {e}", binary.display()))
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
     let args = Args::parse();
+    let compared = args.compare.as_deref().map(|binary| {
+        run_compared(binary).unwrap_or_else(|e| {
+            eprintln!("scale: --compare: {e}");
+            std::process::exit(2);
+        })
+    });
     let t_start = Instant::now();
     if args.log {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -993,6 +1086,7 @@ fn main() {
         bootstrap_max_connections: args.bootstrap_max_connections,
         worker_max_connections: args.worker_max_connections,
         phase: "setup".into(),
+        compared,
         ..Default::default()
     }));
 
@@ -1018,8 +1112,42 @@ fn main() {
         note(&shared, format!("aborted: {e:#}"));
     }
     finish(&shared, args.json.as_deref(), t_start, false);
+    let failed = if args.check { check(&shared) } else { Vec::new() };
+    for f in &failed {
+        eprintln!("scale: check failed: {f}");
+    }
     // Tearing down N nodes one by one adds nothing to the measurement; the OS closes the sockets.
-    std::process::exit(0);
+    std::process::exit(if failed.is_empty() { 0 } else { 1 });
+}
+
+/// `--check` (the short form `./test.sh` runs): counts, never timings. Every node saw every
+/// other alive, the joiner and every raw gossip message reached every node, and the killed
+/// worker was declared dead everywhere. (False suspicions are reported, not checked: on a
+/// shared 2-core machine they depend on what else runs.)
+fn check(shared: &Shared) -> Vec<String> {
+    let r = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut failed = Vec::new();
+    match &r.formation {
+        Some(f) if f.converged => {}
+        Some(f) => failed.push(format!(
+            "formation: converged {}, {} of {} nodes full, {} suspect and {} dead at the end",
+            f.converged, f.nodes_full_at_end, f.nodes, f.suspect_at_end, f.dead_at_end
+        )),
+        None => failed.push("formation was not measured".into()),
+    }
+    for (what, d) in [("join", &r.join), ("gossip", &r.gossip)] {
+        match d {
+            Some(d) if d.delivered == d.expected => {}
+            Some(d) => failed.push(format!("{what}: delivered to {} of {}", d.delivered, d.expected)),
+            None => failed.push(format!("{what} was not measured")),
+        }
+    }
+    match &r.kill {
+        Some(k) if k.dead_seen == k.observers => {}
+        Some(k) => failed.push(format!("kill: dead on {} of {} observers", k.dead_seen, k.observers)),
+        None => failed.push("kill was not measured".into()),
+    }
+    failed
 }
 
 /// Deadlines: the whole run ends `OUTPUT_MARGIN` before `--max-secs`.
