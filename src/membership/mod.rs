@@ -45,6 +45,13 @@ pub use health::{MAX_LOCAL_HEALTH, max_ping_wait};
 /// Piggybacked rumors ride on every heartbeat, so they must stay small.
 const MAX_ACTIVE_RUMORS: usize = 16;
 
+/// Probe timeouts an indirect probe has before it counts as failed. A helper asked at the
+/// start of the probe pings the member with its own probe timeout (and may have to dial it
+/// first): a window of one timeout would expire just as its answer arrives (SWIM gives
+/// indirect probes the rest of the protocol period, for the same reason). A crashed member
+/// is not found later for it: its helpers' negative answers end the probe at once.
+const INDIRECT_WINDOW: u32 = 2;
+
 /// Suspect timeouts a node that only heard of a suspicion waits before repeating it to the
 /// suspect itself (see `on_heartbeat`).
 const HEARSAY_PATIENCE: u32 = 5;
@@ -370,7 +377,7 @@ where
                 actions.push(Action::PingTimedOut { target: peer });
             }
             let probe_started = entry.probe.as_ref().map(|p| p.started);
-            if probe_started.is_some_and(|t| elapsed(now, t) >= probe_timeout) {
+            if probe_started.is_some_and(|t| elapsed(now, t) >= probe_timeout * INDIRECT_WINDOW) {
                 entry.probe_failed(now, &mut actions);
             }
             let m = &entry.member;

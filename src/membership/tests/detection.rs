@@ -15,8 +15,9 @@ fn disconnect_probe_suspect_dead_removed() {
     assert!(!m.get(&1).unwrap().connected);
     assert!(m.on_ping_failed(t, 1).is_empty(), "one probe per target");
     assert!(m.on_request_failed(t, 1).is_empty());
-    assert!(m.tick(t + ms(999)).is_empty());
-    let t = t + secs(1);
+    // An indirect probe has two probe timeouts: a helper pings with its own.
+    assert!(m.tick(t + ms(1999)).is_empty());
+    let t = t + secs(2);
     let suspected = vec![changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)];
     assert_eq!(m.tick(t), suspected);
     assert_eq!(m.active_rumors(), [rumor(1, Suspect, 0)]);
@@ -142,4 +143,31 @@ fn crash_seen_by_all_is_dead_after_one_suspect_timeout() {
     assert_eq!(m.on_ping_failed(t, 1), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
     assert!(m.tick(t + secs(3) - ms(1)).is_empty());
     assert_eq!(m.tick(t + secs(3)), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
+}
+
+/// A helper asked when our ping missed pings the member with its own probe timeout (and may
+/// dial it first), so its "reachable" comes about one timeout after the probe began. Before
+/// the indirect window was two timeouts, the probe had already failed by then: a member that
+/// was merely slow to answer us was suspected although a helper reached it.
+#[test]
+fn a_helpers_late_positive_answer_inside_the_indirect_window_prevents_suspicion() {
+    let (mut m, t0) = setup();
+    (1..=4).for_each(|p| drop(m.on_connected(t0, p)));
+    m.ping_sent(t0, 1);
+    assert_eq!(m.tick(t0 + secs(1)), [Action::PingTimedOut { target: 1 }]);
+    assert_eq!(m.on_ping_failed(t0 + secs(1), 1), probe(1, &[2, 3, 4]));
+    // The helper's own ping took its full timeout plus a dial.
+    assert!(m.tick(t0 + ms(2500)).is_empty(), "still inside the indirect window");
+    assert!(m.on_probe_result(t0 + ms(2600), 1, true).is_empty());
+    assert!(m.tick(t0 + secs(5)).is_empty());
+    assert_eq!(state(&m, 1), Some(Alive));
+    // The helpers' negative answers and our own failed ping (the probe's direct ping) end a
+    // probe at once: a crash is not found any later for the longer window.
+    assert_eq!(m.on_ping_failed(t0 + secs(6), 2), probe(2, &[1, 3, 4]));
+    for _ in 0..3 {
+        m.on_probe_result(t0 + ms(6100), 2, false);
+    }
+    assert_eq!(state(&m, 2), Some(Alive));
+    m.on_ping_failed(t0 + ms(6200), 2);
+    assert_eq!(state(&m, 2), Some(Suspect));
 }

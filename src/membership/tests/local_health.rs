@@ -43,8 +43,8 @@ fn poor_local_health_stretches_probe_window_and_suspicion() {
     m.on_late(t0 + secs(1), secs(1));
     assert_eq!(m.local_health(), 2);
     assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2]));
-    assert!(m.tick(t0 + ms(2999)).is_empty(), "the probe window is 3x");
-    let t = t0 + secs(3);
+    assert!(m.tick(t0 + ms(5999)).is_empty(), "the probe window (2 timeouts) is 3x");
+    let t = t0 + secs(6);
     assert_eq!(m.tick(t), [changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)]);
     assert!(m.tick(t + ms(8999)).is_empty(), "the suspicion lasts 3x");
     assert_eq!(m.tick(t + secs(9)), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
