@@ -1,0 +1,447 @@
+//! The ledger: every account's chain as this node knows it, the balances they make, the
+//! pending pool, the equivocation proofs, and the views anti-entropy and the API need.
+//! A state machine over inputs (`insert` a block, `apply_proof`), pure and synchronous.
+//!
+//! Balances (see `mod.rs` for the model): `received` counts every payment to the account in
+//! the blocks held, `acked` only those in blocks its own chain acknowledges through its
+//! dependencies; `balance = initial + received - sent` is what is shown and what sums to
+//! `initial × accounts`; `spendable = initial + acked - sent` must stay >= 0 after each block.
+//! Both are kept incrementally and can be rebuilt from the chains (`recompute`), which is
+//! what a freeze does.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use libp2p::PeerId;
+use sha2::{Digest, Sha256};
+
+use super::block::{Block, BlockId, Hash, ZERO_HASH};
+use super::equivocation::{EquivocationProof, ProofError};
+use super::owner::Payments;
+use super::pending::{PendingPool, Wait};
+use super::validate::{Head, Position, Rejected, check_next, check_shape};
+use super::{LedgerConfig, MAX_RANGE_BLOCKS};
+
+/// What became of an inserted block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Added to its account's chain, with the pending blocks that it released (in the order
+    /// they went in) and those that, once released, turned out invalid.
+    Accepted { released: Vec<BlockId>, dropped: Vec<(BlockId, Rejected)> },
+    /// Held in the pending pool until what it waits for arrives.
+    Pending(Wait),
+    /// Already held (in the chain or the pending pool): ignored.
+    Duplicate,
+    /// A second block at a held seq: the account is now frozen; gossip the proof.
+    Equivocation(Box<EquivocationProof>),
+}
+
+/// One account as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub peer: PeerId,
+    pub balance: i128,
+    pub spendable: i128,
+    /// Its chain's head (0: no block yet).
+    pub seq: u64,
+    /// The seq it equivocated at, if it did.
+    pub frozen_from: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Stored {
+    pub(super) block: Block,
+    pub(super) hash: Hash,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Account {
+    /// Block `seq` at index `seq - 1`; never beyond `frozen_from - 1`.
+    pub(super) chain: Vec<Stored>,
+    pub(super) frozen_from: Option<u64>,
+    /// Highest seq of each other account this chain acknowledged (as signed, unclamped).
+    pub(super) acks: BTreeMap<PeerId, u64>,
+    pub(super) sent: i128,
+    pub(super) received: i128,
+    pub(super) acked: i128,
+}
+
+impl Account {
+    fn len(&self) -> u64 {
+        self.chain.len() as u64
+    }
+}
+
+/// What placing one block came to, before the pending pool is consulted.
+enum Placed {
+    Accepted,
+    Pending(Block, Wait),
+    Duplicate,
+    Equivocation(EquivocationProof),
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    pub(super) config: LedgerConfig,
+    pub(super) accounts: BTreeMap<PeerId, Account>,
+    pending: PendingPool,
+    proofs: BTreeMap<PeerId, EquivocationProof>,
+    pub(super) payments: Payments,
+}
+
+impl Ledger {
+    /// A ledger where every account starts with `initial_credits`, with default bounds.
+    pub fn new(initial_credits: u64) -> Ledger {
+        Ledger::with_config(LedgerConfig { initial_credits, ..LedgerConfig::default() })
+    }
+
+    pub fn with_config(config: LedgerConfig) -> Ledger {
+        Ledger {
+            pending: PendingPool::new(config.max_pending_blocks, config.max_pending_per_account),
+            payments: Payments::new(config.max_pending_payments),
+            config,
+            accounts: BTreeMap::new(),
+            proofs: BTreeMap::new(),
+        }
+    }
+
+    /// Validates `block` and adds it, holds it until what it needs arrives, or rejects it.
+    pub fn insert(&mut self, block: Block) -> Result<Inserted, Rejected> {
+        check_shape(&block)?;
+        block.verify_signature()?;
+        let id = block.id();
+        if let Some(held) = self.pending.get(&id) {
+            if held.body_bytes() == block.body_bytes() {
+                return Ok(Inserted::Duplicate);
+            }
+            let proof = EquivocationProof::new(held.clone(), block);
+            self.freeze(proof.clone());
+            return Ok(Inserted::Equivocation(Box::new(proof)));
+        }
+        match self.place(block)? {
+            Placed::Accepted => {
+                let (released, dropped) = self.release(id.account);
+                Ok(Inserted::Accepted { released, dropped })
+            }
+            Placed::Pending(block, wait) => {
+                self.pending.insert(block, wait)?;
+                Ok(Inserted::Pending(wait))
+            }
+            Placed::Duplicate => Ok(Inserted::Duplicate),
+            Placed::Equivocation(proof) => {
+                self.freeze(proof.clone());
+                Ok(Inserted::Equivocation(Box::new(proof)))
+            }
+        }
+    }
+
+    /// Checks a proof gossiped by another node and freezes the account. `Ok(false)`: the
+    /// account was already frozen at or before that seq.
+    pub fn apply_proof(&mut self, proof: EquivocationProof) -> Result<bool, ProofError> {
+        proof.verify()?;
+        Ok(self.freeze(proof))
+    }
+
+    /// Where `peer`'s chain stands here.
+    pub fn head(&self, peer: &PeerId) -> Head {
+        match self.accounts.get(peer) {
+            None => Head { seq: 0, hash: ZERO_HASH, frozen_from: None },
+            Some(a) => {
+                Head { seq: a.len(), hash: a.chain.last().map_or(ZERO_HASH, |s| s.hash), frozen_from: a.frozen_from }
+            }
+        }
+    }
+
+    /// Every account with a chain or a freeze, and its head seq: what anti-entropy compares.
+    pub fn heads(&self) -> Vec<(PeerId, u64)> {
+        self.accounts
+            .iter()
+            .filter(|(_, a)| !a.chain.is_empty() || a.frozen_from.is_some())
+            .map(|(p, a)| (*p, a.len()))
+            .collect()
+    }
+
+    /// SHA-256 over every account's (peer, head seq, head hash, frozen_from or 0), sorted by
+    /// the peer id's bytes. Chains are hash-linked and balances follow from the chains and
+    /// the freezes, so equal digests mean equal ledgers.
+    pub fn digest(&self) -> Hash {
+        let mut rows: Vec<(Vec<u8>, Head)> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| !a.chain.is_empty() || a.frozen_from.is_some())
+            .map(|(p, _)| (p.to_bytes(), self.head(p)))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut h = Sha256::new();
+        for (peer, head) in rows {
+            h.update([peer.len() as u8]);
+            h.update(&peer);
+            h.update(head.seq.to_be_bytes());
+            h.update(head.hash);
+            h.update(head.frozen_from.unwrap_or(0).to_be_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// Credits of `peer`: initial + every payment to it held here - what it paid.
+    pub fn balance(&self, peer: &PeerId) -> i128 {
+        let initial = i128::from(self.config.initial_credits);
+        self.accounts.get(peer).map_or(initial, |a| initial + a.received - a.sent)
+    }
+
+    /// What `peer` may still spend: like the balance, counting only the payments its own
+    /// chain acknowledged.
+    pub fn spendable(&self, peer: &PeerId) -> i128 {
+        let initial = i128::from(self.config.initial_credits);
+        self.accounts.get(peer).map_or(initial, |a| initial + a.acked - a.sent)
+    }
+
+    /// Every account known here (a chain of its own, or paid by one), sorted by peer id.
+    pub fn accounts(&self) -> Vec<AccountRow> {
+        self.accounts.keys().map(|p| self.row(p)).collect()
+    }
+
+    pub fn row(&self, peer: &PeerId) -> AccountRow {
+        let head = self.head(peer);
+        AccountRow {
+            peer: *peer,
+            balance: self.balance(peer),
+            spendable: self.spendable(peer),
+            seq: head.seq,
+            frozen_from: head.frozen_from,
+        }
+    }
+
+    /// The ranges to fetch from a peer that reported `remote_heads`: each account's blocks
+    /// beyond ours up to theirs (never past a freeze), inclusive.
+    pub fn missing_ranges(&self, remote_heads: &[(PeerId, u64)]) -> Vec<(PeerId, u64, u64)> {
+        let mut out = Vec::new();
+        for (peer, remote) in remote_heads {
+            let head = self.head(peer);
+            let cap = head.frozen_from.map_or(u64::MAX, |f| f - 1);
+            let to = (*remote).min(cap);
+            if to > head.seq {
+                out.push((*peer, head.seq + 1, to));
+            }
+        }
+        out
+    }
+
+    /// What the pending pool waits for, as ranges to fetch from anyone: the gap before each
+    /// pending block, and each missing dependency.
+    pub fn wanted(&self) -> Vec<(PeerId, u64, u64)> {
+        let mut ranges: BTreeMap<PeerId, (u64, u64)> = BTreeMap::new();
+        for (id, wait) in self.pending.waits() {
+            let (peer, to) = match wait {
+                Wait::Gap { .. } => (id.account, id.seq - 1),
+                Wait::Dependency { account, seq } => (account, seq),
+            };
+            let from = self.head(&peer).seq + 1;
+            if to >= from {
+                let range = ranges.entry(peer).or_insert((from, to));
+                range.1 = range.1.max(to);
+            }
+        }
+        ranges.into_iter().map(|(p, (from, to))| (p, from, to)).collect()
+    }
+
+    /// Blocks `from..=to` of `peer` held here, at most `MAX_RANGE_BLOCKS`, to serve a range.
+    pub fn blocks(&self, peer: &PeerId, from: u64, to: u64) -> Vec<Block> {
+        let Some(account) = self.accounts.get(peer) else { return Vec::new() };
+        let from = from.max(1);
+        let to = to.min(account.len()).min(from.saturating_add(MAX_RANGE_BLOCKS as u64 - 1));
+        if from > to {
+            return Vec::new();
+        }
+        account.chain[(from - 1) as usize..to as usize].iter().map(|s| s.block.clone()).collect()
+    }
+
+    pub fn block(&self, peer: &PeerId, seq: u64) -> Option<&Block> {
+        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.accounts.get(peer)?.chain.get(index).map(|s| &s.block)
+    }
+
+    /// The proofs of every frozen account.
+    pub fn proofs(&self) -> impl Iterator<Item = &EquivocationProof> {
+        self.proofs.values()
+    }
+
+    pub fn pending_blocks(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Credits paid by `payer`'s blocks `after + 1 ..= upto` to `to`.
+    pub(super) fn paid(&self, payer: &PeerId, to: &PeerId, after: u64, upto: u64) -> i128 {
+        let Some(account) = self.accounts.get(payer) else { return 0 };
+        let upto = upto.min(account.len());
+        if after >= upto {
+            return 0;
+        }
+        account.chain[after as usize..upto as usize].iter().map(|s| s.block.paid_to(to)).sum()
+    }
+
+    /// Places one block whose shape and signature were checked.
+    fn place(&mut self, block: Block) -> Result<Placed, Rejected> {
+        let head = self.head(&block.account);
+        match check_next(&head, &block)? {
+            Position::Held => {
+                let held = self.block(&block.account, block.seq).expect("a seq at or below the head is held");
+                if held.body_bytes() == block.body_bytes() {
+                    Ok(Placed::Duplicate)
+                } else {
+                    Ok(Placed::Equivocation(EquivocationProof::new(held.clone(), block)))
+                }
+            }
+            Position::Gap => Ok(Placed::Pending(block, Wait::Gap { head: head.seq })),
+            Position::Next => {
+                let me = block.account;
+                let acks = self.accounts.get(&me).map(|a| a.acks.clone()).unwrap_or_default();
+                let mut gain = 0;
+                for dep in block.deps.clone() {
+                    let before = acks.get(&dep.account).copied().unwrap_or(0);
+                    if dep.seq <= before {
+                        return Err(Rejected::BadDependency("not beyond its previous acknowledgement"));
+                    }
+                    let dep_head = self.head(&dep.account);
+                    // Of a frozen account only the blocks before the fork count.
+                    let needed = dep_head.frozen_from.map_or(dep.seq, |f| dep.seq.min(f - 1));
+                    if dep_head.seq < needed {
+                        return Ok(Placed::Pending(block, Wait::Dependency { account: dep.account, seq: needed }));
+                    }
+                    gain += self.paid(&dep.account, &me, before, needed);
+                }
+                let spendable = self.spendable(&me) + gain - block.total_out();
+                if spendable < 0 {
+                    return Err(Rejected::Overspend { spendable });
+                }
+                self.apply(block, gain);
+                Ok(Placed::Accepted)
+            }
+        }
+    }
+
+    /// Adds a validated block to its chain and the balances it moves.
+    fn apply(&mut self, block: Block, gain: i128) {
+        for entry in &block.entries {
+            self.accounts.entry(entry.to).or_default().received += i128::from(entry.amount);
+        }
+        let account = self.accounts.entry(block.account).or_default();
+        for dep in &block.deps {
+            account.acks.insert(dep.account, dep.seq);
+        }
+        account.acked += gain;
+        account.sent += block.total_out();
+        let hash = block.hash();
+        account.chain.push(Stored { block, hash });
+    }
+
+    /// Retries the pending blocks that `account`'s advance (or freeze) may release, and those
+    /// the released ones release in turn, until nothing moves. Iterative: no recursion depth
+    /// a peer could choose.
+    fn release(&mut self, account: PeerId) -> (Vec<BlockId>, Vec<(BlockId, Rejected)>) {
+        let mut released = Vec::new();
+        let mut dropped = Vec::new();
+        let mut queue = VecDeque::from([account]);
+        while let Some(account) = queue.pop_front() {
+            let head = self.head(&account);
+            let ready = if head.frozen_from.is_some() {
+                self.pending.take_all_waiting_on(account)
+            } else {
+                self.pending.take_released(account, head.seq)
+            };
+            for block in ready {
+                let id = block.id();
+                match self.place(block) {
+                    Ok(Placed::Accepted) => {
+                        released.push(id);
+                        queue.push_back(id.account);
+                    }
+                    Ok(Placed::Pending(block, wait)) => {
+                        if let Err(reason) = self.pending.insert(block, wait) {
+                            dropped.push((id, reason));
+                        }
+                    }
+                    Ok(Placed::Duplicate) => {}
+                    Ok(Placed::Equivocation(proof)) => {
+                        self.freeze_only(proof);
+                        queue.push_back(id.account);
+                    }
+                    Err(reason) => dropped.push((id, reason)),
+                }
+            }
+        }
+        (released, dropped)
+    }
+
+    /// Freezes the proof's account and releases what waited on it. Returns whether anything
+    /// changed (an earlier freeze of the same account stands).
+    fn freeze(&mut self, proof: EquivocationProof) -> bool {
+        let account = proof.account();
+        if !self.freeze_only(proof) {
+            return false;
+        }
+        self.release(account);
+        true
+    }
+
+    fn freeze_only(&mut self, proof: EquivocationProof) -> bool {
+        let (peer, from) = (proof.account(), proof.seq());
+        let account = self.accounts.entry(peer).or_default();
+        if account.frozen_from.is_some_and(|f| f <= from) {
+            return false;
+        }
+        account.frozen_from = Some(from);
+        account.chain.truncate((from - 1) as usize);
+        self.proofs.insert(peer, proof);
+        self.pending.drop_from(peer, from);
+        self.recompute();
+        true
+    }
+
+    /// Rebuilds every balance (and acknowledgement) from the chains alone.
+    pub(super) fn recompute(&mut self) {
+        // Acknowledgements are part of the chain: voided blocks take theirs with them.
+        for account in self.accounts.values_mut() {
+            account.acks = BTreeMap::new();
+            for stored in &account.chain {
+                for dep in &stored.block.deps {
+                    account.acks.insert(dep.account, dep.seq);
+                }
+            }
+        }
+        let mut received: BTreeMap<PeerId, i128> = BTreeMap::new();
+        let mut acked: BTreeMap<PeerId, i128> = BTreeMap::new();
+        for (peer, account) in &self.accounts {
+            for stored in &account.chain {
+                for entry in &stored.block.entries {
+                    *received.entry(entry.to).or_default() += i128::from(entry.amount);
+                }
+            }
+            let gain = account.acks.iter().map(|(payer, seq)| self.paid(payer, peer, 0, *seq)).sum();
+            acked.insert(*peer, gain);
+        }
+        for (peer, account) in &mut self.accounts {
+            account.sent = account.chain.iter().map(|s| s.block.total_out()).sum();
+            account.received = received.get(peer).copied().unwrap_or(0);
+            account.acked = acked.get(peer).copied().unwrap_or(0);
+        }
+    }
+
+    /// Test support: the incremental balances equal a rebuild, and no credit was created.
+    #[cfg(test)]
+    pub(super) fn assert_consistent(&self) {
+        let rows = self.accounts();
+        let total: i128 = rows.iter().map(|r| r.balance).sum();
+        assert_eq!(total, i128::from(self.config.initial_credits) * rows.len() as i128, "credits conserved");
+        let mut rebuilt = Ledger::with_config(self.config.clone());
+        rebuilt.accounts = self
+            .accounts
+            .iter()
+            .map(|(p, a)| {
+                let copy = Account { chain: a.chain.clone(), frozen_from: a.frozen_from, ..Account::default() };
+                (*p, copy)
+            })
+            .collect();
+        rebuilt.recompute();
+        assert_eq!(rebuilt.accounts(), rows, "incremental balances equal a rebuild");
+    }
+}
