@@ -424,6 +424,9 @@ impl Ledger {
             account.received = received.get(peer).copied().unwrap_or(0);
             account.acked = acked.get(peer).copied().unwrap_or(0);
         }
+        // An account known only from payments that are now void is not known at all, as on
+        // a node that never saw them.
+        self.accounts.retain(|_, a| !a.chain.is_empty() || a.frozen_from.is_some() || a.received != 0);
     }
 
     /// Test support: the incremental balances equal a rebuild, and no credit was created.

@@ -1,6 +1,7 @@
 //! Tests of the ledger core: one file per concern, shared helpers here.
 
 mod block;
+mod equivocation;
 mod state;
 mod validate;
 
