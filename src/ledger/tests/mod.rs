@@ -2,6 +2,7 @@
 
 mod block;
 mod equivocation;
+mod random;
 mod state;
 mod validate;
 
