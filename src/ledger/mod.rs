@@ -31,6 +31,7 @@ mod owner;
 mod pending;
 mod state;
 mod validate;
+mod views;
 
 #[cfg(test)]
 mod tests;

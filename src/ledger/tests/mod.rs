@@ -4,6 +4,7 @@ mod block;
 mod equivocation;
 mod random;
 mod state;
+mod sync;
 mod validate;
 
 use libp2p::PeerId;
