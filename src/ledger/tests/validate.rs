@@ -51,7 +51,12 @@ fn a_replay_is_a_duplicate_and_changes_nothing() {
     l.insert(b2.clone()).expect("valid");
     let digest = l.digest();
     assert_eq!(l.insert(b1), Ok(Inserted::Duplicate));
-    assert_eq!(l.insert(b2), Ok(Inserted::Duplicate));
+    assert_eq!(l.insert(b2.clone()), Ok(Inserted::Duplicate));
+    // A copy is recognised by its body before the signature is checked: a copy with a
+    // broken signature changes nothing either.
+    let mut broken = b2;
+    broken.signature[0] ^= 1;
+    assert_eq!(l.insert(broken), Ok(Inserted::Duplicate));
     assert_eq!(l.digest(), digest);
     assert_eq!(l.balance(&peer(2)), 110);
     // A replay of a pending block is a duplicate too.
