@@ -26,7 +26,9 @@ use super::validate::{Position, Rejected, check_next, check_shape};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inserted {
     /// Added to its account's chain, with the pending blocks that it released (in the order
-    /// they went in) and those that, once released, turned out invalid.
+    /// they went in) and those that, once released, turned out invalid. The block, then
+    /// `released`, is an order in which every block follows what it builds on: stored in that
+    /// order, a restart replays them without the (bounded) pending pool.
     Accepted { released: Vec<BlockId>, dropped: Vec<(BlockId, Rejected)> },
     /// Held in the pending pool until what it waits for arrives.
     Pending(Wait),
