@@ -7,6 +7,7 @@
 //! - `worker`: executes attempts of the built-in `tasks`;
 //! - `membership`: SWIM-style view of who is alive, suspect, dead or left;
 //! - `telemetry`: W3C trace context and the OTLP export of task spans;
+//! - `ledger`: the credit ledger (blocks, validation, balances), pure for now;
 //! - `store`: the node's durable store (task records, DHT records) under `node.data_dir`;
 //! - `node`: wires the pieces together and runs them; `cli` and `config` face the user.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod fuzz_targets;
 pub mod identity;
+pub mod ledger;
 pub mod membership;
 pub mod metrics;
 pub mod network;
