@@ -97,11 +97,16 @@ impl Entry {
             replica_results: Vec::new(),
             replica_of: None,
         };
+        Self::fresh(record, c.kind, c.timeout, c.max_attempts, span)
+    }
+
+    /// An entry for `record` with nothing running, queued or tried yet.
+    fn fresh(record: TaskRecord, kind: TaskKind, timeout: Duration, max_attempts: u32, span: Span) -> Self {
         Entry {
             record,
-            kind: c.kind,
-            timeout: c.timeout,
-            max_attempts: c.max_attempts,
+            kind,
+            timeout,
+            max_attempts,
             failures: 0,
             running: None,
             retry_timer: None,
@@ -127,37 +132,23 @@ impl Entry {
         let parent = Remote::joining(&s.record.trace_id);
         let span = task_span(&s.record.id, kind, parent.as_ref(), true);
         let holders = s.record.copies.iter().filter_map(|c| c.parse().ok()).collect();
+        let timeout = Duration::from_millis(s.timeout_ms);
         Entry {
             holders,
-            handed_over: false,
-            deterministic_failure: None,
-            agreed: None,
-            record: s.record,
-            kind,
-            timeout: Duration::from_millis(s.timeout_ms),
-            max_attempts: s.max_attempts,
             failures: s.failures,
-            running: None,
-            retry_timer: None,
-            queued: None,
             tried: s.tried,
-            started: Instant::now(),
-            dirty: false,
-            span,
-            queue_span: Span::none(),
-            attempt_span: Span::none(),
-            backoff_span: Span::none(),
+            ..Self::fresh(s.record, kind, timeout, s.max_attempts, span)
         }
     }
 
     /// Replica `id` of the replicated task `task`: the same work, its own record (joining the
     /// task's trace), not counted as a submission.
     pub(super) fn replica(id: String, task: &Entry) -> Self {
-        let span = task_span(&id, task.kind, None, false);
+        let span = task_span(&id, task.kind, TraceContext::of_span(&task.span).as_ref(), false);
+        // Its task's payload, trace, owner, epoch and copy holders; a record of its own.
         let record = TaskRecord {
             id,
             replica_of: Some(task.record.id.clone()),
-            trace_id: task.record.trace_id.clone(),
             state: TaskState::Pending,
             attempts: 0,
             worker: None,
@@ -174,30 +165,7 @@ impl Entry {
             replica_results: Vec::new(),
             ..task.record.clone()
         };
-        if let Some(parent) = TraceContext::of_span(&task.span) {
-            parent.adopt(&span);
-        }
-        Entry {
-            record,
-            kind: task.kind,
-            timeout: task.timeout,
-            max_attempts: task.max_attempts,
-            failures: 0,
-            running: None,
-            retry_timer: None,
-            queued: None,
-            tried: Vec::new(),
-            started: Instant::now(),
-            dirty: false,
-            holders: Vec::new(),
-            handed_over: false,
-            deterministic_failure: None,
-            agreed: None,
-            span,
-            queue_span: Span::none(),
-            attempt_span: Span::none(),
-            backoff_span: Span::none(),
-        }
+        Entry { holders: task.holders.clone(), ..Self::fresh(record, task.kind, task.timeout, task.max_attempts, span) }
     }
 
     /// The request for attempt number `attempt` of this task.

@@ -58,10 +58,7 @@ impl Gateway {
                 error: None,
                 agreed: None,
             });
-            let mut replica = Entry::replica(replica_id.clone(), task);
-            replica.record.owner = task.record.owner.clone();
-            replica.record.copies = task.record.copies.clone();
-            replica.holders = task.holders.clone();
+            let replica = Entry::replica(replica_id.clone(), task);
             self.entries.insert(replica_id.clone(), replica);
             self.touch(&replica_id);
             self.enqueue(&replica_id, false);
