@@ -14,7 +14,7 @@ pub struct Candidate<P> {
 }
 
 impl<P> Candidate<P> {
-    fn has_room(&self) -> bool {
+    pub fn has_room(&self) -> bool {
         self.load < self.capacity
     }
 

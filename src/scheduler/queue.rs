@@ -131,7 +131,7 @@ impl Gateway {
                 let distinct: Vec<Candidate<PeerId>> =
                     candidates.iter().filter(|c| !taken.contains(&c.id)).cloned().collect();
                 let chosen = choose(&distinct, &entry.tried, &mut self.rng);
-                if chosen.is_none() && candidates.iter().any(|c| c.load < c.capacity) {
+                if chosen.is_none() && candidates.iter().any(Candidate::has_room) {
                     set_aside.push(id);
                     continue;
                 }
