@@ -75,7 +75,7 @@ stage_unit() {
 
 stage_process() {
   # Real processes on 127.0.0.1: one cluster at a time, the machine has two cores.
-  cargo test --release --locked --test cluster --test tasks --test security --test durability --test wasm -- --test-threads=1
+  cargo test --release --locked --test cluster --test tasks --test security --test durability --test wasm --test ledger -- --test-threads=1
 }
 
 stage_api() {

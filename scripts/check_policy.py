@@ -50,6 +50,8 @@ CONTRACT_KEYS = {
     "telemetry": {"otlp_endpoint", "service_name", "sampling_ratio"},
     "wasm": {"max_module_bytes", "cache_bytes", "compiled_modules", "max_fuel", "max_memory_bytes",
              "max_output_bytes", "max_run_ms", "fetch_timeout_ms"},
+    "ledger": {"enabled", "initial_credits", "enforce", "pay_unverified", "prices", "seal_interval_ms",
+               "seal_max_payments", "sync_interval_ms"},
 }
 
 # What users were told each role's config says (config/<role>.yaml).

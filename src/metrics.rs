@@ -190,6 +190,8 @@ pub struct Metrics {
     pub gossip_validation: Family<OutcomeLabels, Counter>,
     pub gossip_graylisted: Gauge,
     pub connections_trimmed: Counter,
+    /// The credit ledger (`crate::ledger::service`).
+    pub ledger: LedgerMetrics,
     /// Spans that never reached the OTLP collector (`telemetry`): shared with the exporter,
     /// which exists before the node and its registry.
     pub telemetry_spans_dropped: Counter,
@@ -230,6 +232,7 @@ impl Metrics {
             replicas_minority: Counter::default(),
             replica_decisions: Family::default(),
             replicas_finished: Family::default(),
+            ledger: LedgerMetrics::default(),
             ping_rtt: rtt_histogram(),
             node_up: Gauge::default(),
             node_ready: Gauge::default(),
@@ -249,6 +252,7 @@ impl Metrics {
         m.register_peers(r);
         m.register_tasks(r);
         m.register_node(r);
+        m.ledger.register(r);
         m.node_up.set(1);
         m
     }
@@ -548,5 +552,83 @@ mod tests {
         let reason = ReasonLabels { reason: "gossip_wrong_topic".into() };
         assert_eq!(m.messages_dropped.get_or_create(&reason).get(), 1);
         assert_eq!(m.limit_hits.get_or_create(&LimitLabels { limit: "task_queue" }).get(), 1);
+    }
+}
+
+/// How a block reached this node and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BlockLabels {
+    /// `gossip`, `sync` (anti-entropy) or `store` (replayed at start).
+    pub via: &'static str,
+    /// `accepted`, `pending`, `duplicate`, `equivocation` or `rejected`.
+    pub outcome: &'static str,
+}
+
+/// The credit ledger's metrics (`p2p_ledger_*`).
+#[derive(Clone, Debug, Default)]
+pub struct LedgerMetrics {
+    pub credits_earned: Counter,
+    pub credits_paid: Counter,
+    pub balance: Gauge,
+    pub blocks_sealed: Counter,
+    pub blocks_received: Family<BlockLabels, Counter>,
+    pub blocks_rejected: Family<ReasonLabels, Counter>,
+    pub equivocations: Counter,
+    pub frozen_accounts: Gauge,
+    pub accounts: Gauge,
+    pub blocks_held: Gauge,
+    pub pending_blocks: Gauge,
+    pub payments_waiting: Gauge,
+    pub payments_dropped: Counter,
+    pub sync_lag: Gauge,
+    pub syncs: Family<OutcomeLabels, Counter>,
+}
+
+impl LedgerMetrics {
+    fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("ledger");
+        r.register("credits_earned", "Credits paid to this node in blocks it accepted", self.credits_earned.clone());
+        r.register("credits_paid", "Credits this node paid in the blocks it sealed", self.credits_paid.clone());
+        r.register("balance", "This node's balance in credits", self.balance.clone());
+        r.register("blocks_sealed", "Blocks this node sealed from its payments", self.blocks_sealed.clone());
+        r.register(
+            "blocks_received",
+            "Blocks received, by how they came (gossip, sync, store) and what became of them",
+            self.blocks_received.clone(),
+        );
+        r.register("blocks_rejected", "Invalid blocks dropped, by reason", self.blocks_rejected.clone());
+        r.register(
+            "equivocations",
+            "Equivocations (two blocks at one seq of an account) learnt",
+            self.equivocations.clone(),
+        );
+        r.register("frozen_accounts", "Accounts frozen for equivocating", self.frozen_accounts.clone());
+        r.register("accounts", "Accounts in the ledger", self.accounts.clone());
+        r.register("blocks", "Blocks held in the ledger", self.blocks_held.clone());
+        r.register(
+            "pending_blocks",
+            "Blocks waiting for earlier ones or for their dependencies",
+            self.pending_blocks.clone(),
+        );
+        r.register("payments_waiting", "Payments this node owes, waiting to be sealed", self.payments_waiting.clone());
+        r.register(
+            "payments_dropped",
+            "Payments this node could not queue (the pool was full)",
+            self.payments_dropped.clone(),
+        );
+        r.register(
+            "sync_lag_blocks",
+            "Blocks behind the best head known of each account, summed",
+            self.sync_lag.clone(),
+        );
+        r.register("syncs", "Anti-entropy rounds, by outcome (same, fetched, failed)", self.syncs.clone());
+    }
+
+    pub fn received(&self, via: &'static str, outcome: &'static str) {
+        self.blocks_received.get_or_create(&BlockLabels { via, outcome }).inc();
+    }
+
+    pub fn rejected(&self, reason: &str) {
+        self.blocks_rejected.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 }

@@ -70,6 +70,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::NoCapableWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_capable_worker"),
             SubmitError::NotEnoughWorkers { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_enough_workers"),
             SubmitError::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            SubmitError::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_credits"),
             SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             SubmitError::StoreFull => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
             SubmitError::NotStored(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_stored"),
@@ -163,6 +164,9 @@ pub fn router(handle: NodeHandle) -> Router {
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/modules", axum::routing::post(upload_module).layer(DefaultBodyLimit::max(module_body_limit)))
         .route("/v1/modules/{id}", get(get_module))
+        .route("/v1/ledger", get(ledger::summary))
+        .route("/v1/ledger/accounts/{peer}", get(ledger::account))
+        .route("/v1/ledger/blocks/{peer}/{seq}", get(ledger::block))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
@@ -421,6 +425,8 @@ async fn status(State(h): State<NodeHandle>) -> Result<axum::Json<StatusView>, A
 async fn capabilities(State(h): State<NodeHandle>) -> Result<axum::Json<CapabilitiesView>, ApiError> {
     Ok(axum::Json(h.capabilities().await?))
 }
+
+mod ledger;
 
 fn wasm_of(h: &NodeHandle) -> Result<&WasmService, ApiError> {
     h.wasm().ok_or_else(|| {

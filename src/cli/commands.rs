@@ -21,6 +21,9 @@ Commands:
   task-status <id> [--timeline]  show a task's state, attempts and result; --timeline: what happened when
   cancel <id>                  cancel a pending or running task
   tasks                        recent tasks at this node
+  balance [peer-id]            credits of this node's account (or another's)
+  ledger [peer-id]             every account (balance, head, frozen) and the ledger's digest; with a
+                               peer id: that account and its latest blocks
   module add <file.wasm>       upload a WebAssembly module (a WASI command); prints its id
   task wasm <module-id|file.wasm> <input...> [--replicas N] [--quorum Q]
                                run a module on the input (`-`: read it from stdin; a file is uploaded
@@ -76,6 +79,10 @@ pub enum Command {
     },
     Cancel(String),
     Tasks,
+    /// Credits of an account (this node's when `None`).
+    Balance(Option<String>),
+    /// The ledger, or one account's chain.
+    Ledger(Option<String>),
     Quit,
 }
 
@@ -140,6 +147,14 @@ impl Command {
                 }
             }
             "cancel" => Ok(Some(Command::Cancel(one_arg(word)?))),
+            "balance" | "ledger" => {
+                let peer = match rest {
+                    "" => None,
+                    r if !r.contains(char::is_whitespace) => Some(r.to_string()),
+                    _ => return Err(format!("usage: {word} [peer-id]")),
+                };
+                Ok(Some(if word == "balance" { Command::Balance(peer) } else { Command::Ledger(peer) }))
+            }
             "module" => match rest.split_once(char::is_whitespace) {
                 Some(("add", file)) if !file.trim().is_empty() => Ok(Some(Command::ModuleAdd(file.trim().to_string()))),
                 _ => Err("usage: module add <file.wasm>".into()),
@@ -177,6 +192,35 @@ pub async fn execute(api: &ApiClient, cmd: &Command) -> Result<String, String> {
             .map(|v| render_record(&v))
             .map_err(err),
         Command::ModuleAdd(file) => upload(api, file).await,
+        Command::Balance(peer) => {
+            let peer = match peer {
+                Some(p) => p.clone(),
+                None => s(&api.get("/v1/ledger").await.map_err(err)?["peer"]),
+            };
+            let a = api.get(&format!("/v1/ledger/accounts/{peer}")).await.map_err(err)?;
+            Ok(render_account(&a))
+        }
+        Command::Ledger(None) => api.get("/v1/ledger").await.map(|v| render_ledger(&v)).map_err(err),
+        Command::Ledger(Some(peer)) => {
+            let a = api.get(&format!("/v1/ledger/accounts/{peer}")).await.map_err(err)?;
+            let mut out = render_account(&a);
+            let head = a["seq"].as_u64().unwrap_or(0);
+            for seq in (head.saturating_sub(4).max(1)..=head).rev() {
+                let b = api.get(&format!("/v1/ledger/blocks/{peer}/{seq}")).await.map_err(err)?;
+                let entries = b["entries"].as_array().cloned().unwrap_or_default();
+                let paid: u64 = entries.iter().filter_map(|e| e["amount"].as_u64()).sum();
+                let tasks: u64 = entries.iter().filter_map(|e| e["tasks"].as_u64()).sum();
+                let _ = write!(
+                    out,
+                    "\n  block {seq}: {} credits to {} account(s) for {tasks} task(s), {} bytes, hash {}",
+                    paid,
+                    entries.len(),
+                    b["bytes"],
+                    s(&b["hash"]).chars().take(16).collect::<String>()
+                );
+            }
+            Ok(out)
+        }
         Command::Wasm { module, input, wait, replicas, quorum } => {
             let module = match module.parse::<crate::wasm::ModuleId>() {
                 Ok(id) => id.to_string(),
@@ -329,6 +373,42 @@ pub fn render_capabilities(v: &Value) -> String {
     out.trim_end().to_string()
 }
 
+/// One ledger account.
+pub fn render_account(a: &Value) -> String {
+    let mut out = format!(
+        "{}: balance {} credits (spendable {}), {} block(s)",
+        s(&a["peer"]),
+        a["balance"],
+        a["spendable"],
+        a["seq"]
+    );
+    if a["frozen"].as_bool() == Some(true) {
+        let _ = write!(out, ", FROZEN from block {} (it equivocated)", a["frozen_from"]);
+    }
+    out
+}
+
+/// The ledger: every account, and the digest to compare across nodes.
+pub fn render_ledger(v: &Value) -> String {
+    let accounts = v["accounts"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "ledger digest {} ({} accounts; this node owes {} credits in {} unsealed payment(s))\n{:<54} {:>12} {:>7} frozen",
+        s(&v["digest"]),
+        accounts.len(),
+        v["credits_owed"],
+        v["payments_waiting"],
+        "account",
+        "balance",
+        "blocks"
+    );
+    for a in &accounts {
+        let frozen =
+            if a["frozen"].as_bool() == Some(true) { format!("from {}", a["frozen_from"]) } else { "-".into() };
+        let _ = write!(out, "\n{:<54} {:>12} {:>7} {frozen}", s(&a["peer"]), a["balance"], a["seq"]);
+    }
+    out
+}
+
 pub fn render_record(v: &Value) -> String {
     let mut out = format!(
         "task {} ({}) {} after {} attempt(s) on {}",
@@ -346,6 +426,15 @@ pub fn render_record(v: &Value) -> String {
     }
     if let Some(fuel) = v["fuel_used"].as_u64() {
         let _ = write!(out, "\nfuel used: {fuel}");
+    }
+    if let Some(payment) = v["payment"].as_object() {
+        let paid: Vec<String> = payment["paid"]
+            .as_array()
+            .map(|a| a.iter().map(|p| format!("{} to {}", p["credits"], short(&s(&p["worker"])))).collect())
+            .unwrap_or_default();
+        let how = payment["verified_by"].as_str().unwrap_or("not verified");
+        let paid = if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") };
+        let _ = write!(out, "\npaid: {paid} ({how}; {})", s(&payment["reason"]));
     }
     if let Some(replicas) = v["replica_results"].as_array() {
         let _ = write!(out, "\nreplicas ({} must agree):", v["quorum"]);
@@ -427,6 +516,11 @@ mod tests {
             Some(Command::Task { task_type: "storage".into(), payload: "put k some value".into(), wait: false })
         );
         assert_eq!(Command::parse("cancel abc").unwrap(), Some(Command::Cancel("abc".into())));
+        assert_eq!(Command::parse("balance").unwrap(), Some(Command::Balance(None)));
+        assert_eq!(Command::parse("balance 12D3K").unwrap(), Some(Command::Balance(Some("12D3K".into()))));
+        assert_eq!(Command::parse("ledger").unwrap(), Some(Command::Ledger(None)));
+        assert_eq!(Command::parse("ledger 12D3K").unwrap(), Some(Command::Ledger(Some("12D3K".into()))));
+        assert!(Command::parse("ledger a b").unwrap_err().contains("usage: ledger [peer-id]"));
         assert_eq!(
             Command::parse("task-status abc").unwrap(),
             Some(Command::TaskStatus { id: "abc".into(), timeline: false })

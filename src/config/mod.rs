@@ -86,6 +86,7 @@ pub struct Config {
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
     pub wasm: WasmConfig,
+    pub ledger: LedgerSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -354,6 +355,68 @@ impl WasmConfig {
             memory_bytes: usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX),
             output_bytes: usize::try_from(self.max_output_bytes).unwrap_or(usize::MAX),
         }
+    }
+}
+
+/// The credit ledger (`src/ledger/`): what accounts start with, what tasks cost, and how
+/// often this node seals its payments and compares ledgers with a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Keep the ledger at all (off: no credits, no ledger gossip, the API answers 404).
+    pub enabled: bool,
+    /// Credits every account starts with. In an open network anyone can mint identities and
+    /// so credits: a private cluster (`security.psk_file`) bounds who has an account.
+    pub initial_credits: u64,
+    /// Refuse (`402`) a task this node cannot pay the highest price of. Off: accounting only.
+    pub enforce: bool,
+    /// Pay for results the gateway cannot verify (`sleep`, `storage`, `fail`, `wasm` without
+    /// a quorum of at least 2). Off: only verified work earns.
+    pub pay_unverified: bool,
+    pub prices: Prices,
+    /// This node seals its waiting payments into a block this often...
+    pub seal_interval_ms: u64,
+    /// ...or as soon as this many are waiting.
+    pub seal_max_payments: usize,
+    /// Anti-entropy: how often this node compares its ledger with one peer.
+    pub sync_interval_ms: u64,
+    /// TEST ONLY, never in production: this node signs two different blocks at one sequence
+    /// number (an equivocation), for the tests that every node freezes it. Off by default.
+    pub test_equivocate: bool,
+}
+
+/// Credits paid to a worker per verified task of each type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prices {
+    pub echo: u64,
+    pub compute: u64,
+    pub storage: u64,
+    pub sleep: u64,
+    /// `wasm` is paid by the fuel its replicas agreed on: this many credits per million
+    /// units of fuel (at least 1 credit per task).
+    pub wasm_per_million_fuel: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_credits: 1_000_000,
+            enforce: false,
+            pay_unverified: false,
+            prices: Prices::default(),
+            seal_interval_ms: 1000,
+            seal_max_payments: 1000,
+            sync_interval_ms: 2000,
+            test_equivocate: false,
+        }
+    }
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Self { echo: 1, compute: 10, storage: 1, sleep: 1, wasm_per_million_fuel: 1 }
     }
 }
 

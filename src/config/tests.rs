@@ -261,3 +261,22 @@ fn wasm_section_has_defaults_checks_and_overrides() {
     let env = vec![("P2P_WASM__MAX_FUEL".to_string(), "12345".to_string())];
     assert_eq!(Config::from_yaml_str("", "test.yaml", env).unwrap().wasm.max_fuel, 12345);
 }
+
+#[test]
+fn ledger_section_has_defaults_checks_and_overrides() {
+    let c = parse("").unwrap();
+    assert!(c.ledger.enabled && !c.ledger.enforce && !c.ledger.pay_unverified && !c.ledger.test_equivocate);
+    assert_eq!(c.ledger.prices.compute, 10);
+    let c = parse("ledger:\n  initial_credits: 50\n  enforce: true\n  prices: {echo: 3}\n").unwrap();
+    assert_eq!((c.ledger.initial_credits, c.ledger.enforce, c.ledger.prices.echo), (50, true, 3));
+    let e = err("ledger:\n  seal_interval_ms: 0\n");
+    assert!(e.starts_with("test.yaml: ledger.seal_interval_ms: must be 1..=3600000"), "{e}");
+    let e = err("ledger:\n  sync_interval_ms: 5\n");
+    assert!(e.contains("ledger.sync_interval_ms"), "{e}");
+    let e = err("ledger:\n  prices: {gold: 1}\n");
+    assert!(e.contains("ledger.prices.gold") && e.contains("unknown field"), "{e}");
+    let e = err("ledger:\n  initial_credits: -1\n");
+    assert!(e.contains("ledger.initial_credits"), "{e}");
+    let env = vec![("P2P_LEDGER__ENFORCE".to_string(), "true".to_string())];
+    assert!(Config::from_yaml_str("", "test.yaml", env).unwrap().ledger.enforce);
+}

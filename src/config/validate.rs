@@ -3,8 +3,8 @@
 use libp2p::Multiaddr;
 
 use super::{
-    ApiConfig, Config, ConfigError, LimitSettings, MembershipSettings, NetworkConfig, NodeConfig, SecuritySettings,
-    TasksConfig, TelemetryConfig, WasmConfig,
+    ApiConfig, Config, ConfigError, LedgerSettings, LimitSettings, MembershipSettings, NetworkConfig, NodeConfig,
+    SecuritySettings, TasksConfig, TelemetryConfig, WasmConfig,
 };
 
 /// The first failed check: the dotted key to blame and what is wrong with it.
@@ -50,7 +50,8 @@ fn validate(c: &Config) -> Check {
     limits(&c.limits)?;
     membership(&c.membership)?;
     telemetry(&c.telemetry)?;
-    wasm(&c.wasm)
+    wasm(&c.wasm)?;
+    ledger(&c.ledger)
 }
 
 fn wasm(w: &WasmConfig) -> Check {
@@ -260,4 +261,19 @@ fn is_dialable(addr: &Multiaddr) -> bool {
         }
     }
     host && port
+}
+
+fn ledger(l: &LedgerSettings) -> Check {
+    // Balances are i128 sums of u64 amounts: no bound is needed for them, only for the
+    // intervals (a zero would spin).
+    if l.seal_interval_ms == 0 || l.seal_interval_ms > 3_600_000 {
+        return Err(("ledger.seal_interval_ms", "must be 1..=3600000".into()));
+    }
+    if l.seal_max_payments == 0 {
+        return Err(("ledger.seal_max_payments", "must be at least 1".into()));
+    }
+    if l.sync_interval_ms < 100 || l.sync_interval_ms > 3_600_000 {
+        return Err(("ledger.sync_interval_ms", "must be 100..=3600000".into()));
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
-//! The credit ledger's pure core: blocks, validation, equivocation, balances, and the state
-//! machine that holds them. No networking here: the node feeds blocks in (from gossip,
-//! anti-entropy ranges, its store) and sends out what `seal` and `insert` hand back.
+//! The credit ledger. Its pure core: blocks, validation, equivocation, balances, and the
+//! state machine that holds them (`block`, `validate`, `equivocation`, `pending`, `state`,
+//! `owner`, `views`), with no networking. Around it, the node's side: [`service`] feeds
+//! blocks in (from gossip, anti-entropy, the store) and sends out what `seal` and `insert`
+//! hand back; [`sync`] is anti-entropy; [`wire`] what both put on the wire.
 //!
 //! The model, after Guerraoui et al., "The consensus number of a cryptocurrency" (PODC
 //! 2019): each account (a peer id) is a hash-linked chain of signed blocks that only its
@@ -29,9 +31,12 @@ mod block;
 mod equivocation;
 mod owner;
 mod pending;
+pub mod service;
 mod state;
+pub mod sync;
 mod validate;
 mod views;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +45,7 @@ pub use block::{Block, BlockId, Dep, Entry, Hash, SIGNING_DOMAIN, ZERO_HASH, acc
 pub use equivocation::{EquivocationProof, ProofError};
 pub use owner::{PayError, Payment, Sealed};
 pub use pending::Wait;
+pub use service::{LedgerHandle, LedgerService};
 pub use state::{AccountRow, Inserted, Ledger};
 pub use validate::{Head, Rejected};
 

@@ -44,11 +44,13 @@ pub struct Sealed {
 pub(super) struct Payments {
     queue: VecDeque<Payment>,
     max: usize,
+    /// Sum of the amounts in `queue`.
+    owed: i128,
 }
 
 impl Payments {
     pub(super) fn new(max: usize) -> Payments {
-        Payments { queue: VecDeque::new(), max }
+        Payments { queue: VecDeque::new(), max, owed: 0 }
     }
 }
 
@@ -62,7 +64,13 @@ impl Ledger {
             return Err(PayError::Full);
         }
         self.payments.queue.push_back(Payment { to, amount, task: task.into() });
+        self.payments.owed += i128::from(amount);
         Ok(())
+    }
+
+    /// Credits owed by the payments waiting to be sealed.
+    pub fn owed(&self) -> i128 {
+        self.payments.owed
     }
 
     /// Payments waiting to be sealed.
@@ -80,6 +88,7 @@ impl Ledger {
             return None;
         }
         self.payments.queue.retain(|p| p.to != me);
+        self.payments.owed = self.payments.queue.iter().map(|p| i128::from(p.amount)).sum();
 
         let acks = self.accounts.get(&me).map(|a| a.acks.clone()).unwrap_or_default();
         let mut deps = Vec::new();
@@ -129,7 +138,8 @@ impl Ledger {
         let block = Block::sign(keypair, head.seq + 1, head.hash, deps, entries);
         match self.insert(block.clone()) {
             Ok(Inserted::Accepted { .. }) => {
-                self.payments.queue.drain(..taken);
+                let sealed: i128 = self.payments.queue.drain(..taken).map(|p| i128::from(p.amount)).sum();
+                self.payments.owed -= sealed;
                 Some(Sealed { block, tasks })
             }
             // Built from this ledger's own state, the block always goes in; if it did not,

@@ -44,6 +44,7 @@ pub(super) enum Command {
     RespondRecords { id: InboundId, response: RecordsResponse },
     RespondProbe { id: InboundId, target: PeerId, reachable: bool },
     Publish { message: GossipMessage },
+    PublishLedger { data: Vec<u8> },
     Dial { peer: PeerId, addresses: Vec<Multiaddr> },
     PutRecord { key: Vec<u8>, value: Vec<u8>, replication: usize, reply: PutReply },
     GetRecord { key: Vec<u8>, reply: GetReply },
@@ -121,6 +122,11 @@ impl Client {
     /// Seals `message` with this node's key and publishes it on the topic of its type.
     pub async fn publish(&self, message: GossipMessage) -> Result<(), Closed> {
         self.send(Command::Publish { message }).await
+    }
+
+    /// Publishes a ledger message (`crate::ledger::wire`) on the ledger's topic.
+    pub async fn publish_ledger(&self, data: Vec<u8>) -> Result<(), Closed> {
+        self.send(Command::PublishLedger { data }).await
     }
 
     pub async fn dial(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), Closed> {

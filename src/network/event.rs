@@ -93,6 +93,12 @@ pub enum NetworkEvent {
         from: PeerId,
         message: CapabilityAdvertisement,
     },
+    /// A ledger block or proof, opened and its signatures checked (`crate::ledger::wire`);
+    /// `from` is the peer that forwarded it.
+    Ledger {
+        from: PeerId,
+        message: crate::ledger::wire::Gossiped,
+    },
     TaskRequested {
         id: InboundId,
         peer: PeerId,

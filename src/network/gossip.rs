@@ -18,6 +18,9 @@ pub(super) struct Gossip {
     signing_key: Keypair,
     heartbeat_topic: gossipsub::IdentTopic,
     capabilities_topic: gossipsub::IdentTopic,
+    /// The ledger's topic, subscribed only when `ledger.enabled`.
+    ledger_topic: gossipsub::IdentTopic,
+    ledger: bool,
     metrics: Metrics,
 }
 
@@ -25,14 +28,15 @@ pub(super) struct Gossip {
 type Verdict = Result<(PeerId, GossipMessage), (DropReason, gossipsub::MessageAcceptance)>;
 
 impl Gossip {
-    pub fn new(signing_key: Keypair, names: &ProtocolNames, metrics: Metrics) -> Self {
-        let [heartbeat_topic, capabilities_topic] = gossip_topics(names);
-        Self { signing_key, heartbeat_topic, capabilities_topic, metrics }
+    pub fn new(signing_key: Keypair, names: &ProtocolNames, ledger: bool, metrics: Metrics) -> Self {
+        let [heartbeat_topic, capabilities_topic, ledger_topic] = gossip_topics(names);
+        Self { signing_key, heartbeat_topic, capabilities_topic, ledger_topic, ledger, metrics }
     }
 
     pub fn subscribe(&self, swarm: &mut Swarm<Behaviour>) {
         if let Some(gs) = swarm.behaviour_mut().gossipsub.as_mut() {
-            for topic in [&self.heartbeat_topic, &self.capabilities_topic] {
+            let ledger = self.ledger.then_some(&self.ledger_topic);
+            for topic in [&self.heartbeat_topic, &self.capabilities_topic].into_iter().chain(ledger) {
                 if let Err(e) = gs.subscribe(topic) {
                     tracing::error!(%topic, error = %e, "cannot subscribe to gossip topic");
                 }
@@ -66,6 +70,51 @@ impl Gossip {
                 Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
                 Err(e) => tracing::debug!(error = %e, "gossip publish failed"),
             }
+        }
+    }
+
+    /// Publishes a ledger message as it is: blocks and proofs carry their authors' signatures.
+    pub fn publish_ledger(&self, swarm: &mut Swarm<Behaviour>, data: Vec<u8>) {
+        let len = data.len();
+        if let Some(gs) = swarm.behaviour_mut().gossipsub.as_mut() {
+            match gs.publish(self.ledger_topic.clone(), data) {
+                Ok(_) => self.metrics.message("out", "ledger", len),
+                // Nobody to hear it now: anti-entropy brings it to them later.
+                Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                Err(e) => tracing::debug!(error = %e, "ledger publish failed"),
+            }
+        }
+    }
+
+    /// A message on the ledger topic: opened and checked alone (a block's signature, a
+    /// proof's blocks) before GossipSub forwards it; the rest is the ledger's to check.
+    fn on_ledger_message(
+        &self,
+        swarm: &mut Swarm<Behaviour>,
+        source: PeerId,
+        id: gossipsub::MessageId,
+        data: &[u8],
+    ) -> Option<NetworkEvent> {
+        self.metrics.message("in", "ledger", data.len());
+        let opened = if self.ledger { crate::ledger::wire::Gossiped::open(data).map_err(Some) } else { Err(None) };
+        let acceptance = match &opened {
+            Ok(_) => gossipsub::MessageAcceptance::Accept,
+            // Not ours to judge: a node without a ledger neither forwards nor punishes.
+            Err(None) => gossipsub::MessageAcceptance::Ignore,
+            Err(Some(_)) => gossipsub::MessageAcceptance::Reject,
+        };
+        if let Some(gs) = swarm.behaviour_mut().gossipsub.as_mut() {
+            gs.report_message_validation_result(&id, &source, acceptance);
+        }
+        match opened {
+            Ok(message) => Some(NetworkEvent::Ledger { from: source, message }),
+            Err(Some(reason)) => {
+                tracing::debug!(peer = %source, reason = %reason, "ledger gossip rejected");
+                self.metrics.ledger.received("gossip", "rejected");
+                self.metrics.ledger.rejected(reason.label());
+                None
+            }
+            Err(None) => None,
         }
     }
 
@@ -108,6 +157,11 @@ impl Gossip {
         is_member: impl Fn(&PeerId) -> bool,
     ) -> Option<NetworkEvent> {
         match event {
+            gossipsub::Event::Message { propagation_source, message_id, message }
+                if message.topic == self.ledger_topic.hash() =>
+            {
+                self.on_ledger_message(swarm, propagation_source, message_id, &message.data)
+            }
             gossipsub::Event::Message { propagation_source, message_id, message } => {
                 self.metrics.message("in", "gossip", message.data.len());
                 let verdict = self.validate(&message);

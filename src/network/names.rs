@@ -40,10 +40,12 @@ impl ProtocolNames {
     }
 }
 
-/// The cluster's topics under its protocol version: heartbeats and capability adverts.
-pub fn gossip_topics(names: &ProtocolNames) -> [gossipsub::IdentTopic; 2] {
+/// The cluster's topics under its protocol version: heartbeats, capability adverts, and the
+/// credit ledger's blocks and equivocation proofs.
+pub fn gossip_topics(names: &ProtocolNames) -> [gossipsub::IdentTopic; 3] {
     [
         gossipsub::IdentTopic::new(format!("{}heartbeat", names.topic_prefix)),
         gossipsub::IdentTopic::new(format!("{}capabilities", names.topic_prefix)),
+        gossipsub::IdentTopic::new(format!("{}ledger", names.topic_prefix)),
     ]
 }

@@ -85,15 +85,26 @@ pub struct NodeHandle {
     /// The node's WebAssembly modules (uploads and queries go to it directly, not through
     /// the core: they touch no task state).
     wasm: Option<crate::wasm::WasmService>,
+    /// The node's credit ledger (reads go to it directly).
+    ledger: Option<crate::ledger::LedgerHandle>,
 }
 
 impl NodeHandle {
     pub(super) fn new(tx: mpsc::Sender<Request>, health: Arc<Health>) -> Self {
-        Self { tx, health, wasm: None }
+        Self { tx, health, wasm: None, ledger: None }
     }
 
     pub(super) fn with_wasm(self, wasm: crate::wasm::WasmService) -> Self {
         Self { wasm: Some(wasm), ..self }
+    }
+
+    pub(super) fn with_ledger(self, ledger: Option<crate::ledger::LedgerHandle>) -> Self {
+        Self { ledger, ..self }
+    }
+
+    /// The node's credit ledger, when `ledger.enabled`.
+    pub fn ledger(&self) -> Option<&crate::ledger::LedgerHandle> {
+        self.ledger.as_ref()
     }
 
     /// The node's WebAssembly service.

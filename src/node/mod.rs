@@ -41,6 +41,8 @@ pub enum StartError {
     Network(#[from] crate::network::BuildError),
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
+    #[error("node.data_dir: ledger: {0}")]
+    Ledger(#[from] crate::store::StoreError),
     #[error("node.data_dir: modules: {0}")]
     Modules(#[from] crate::wasm::modules::ModuleStoreError),
     #[error("api.listen {addr}: cannot bind: {source}")]
@@ -66,6 +68,7 @@ pub struct Node {
     health: Arc<Health>,
     store: crate::store::Store,
     wasm: crate::wasm::WasmService,
+    ledger: Option<(crate::ledger::LedgerHandle, crate::ledger::LedgerService)>,
 }
 
 impl Node {
@@ -94,8 +97,21 @@ impl Node {
             .await
             .map_err(|source| StartError::MetricsBind { addr: config.metrics.listen.to_string(), source })?;
         let tasks = TaskTracker::new();
+        let ledger_key = keypair.clone();
         let (network, network_events, event_loop) =
             crate::network::new(&config, keypair, &mut registry, metrics.clone(), tasks.clone(), &store)?;
+        let ledger = if config.ledger.enabled {
+            Some(crate::ledger::LedgerHandle::open(
+                &config.ledger,
+                ledger_key,
+                network.clone(),
+                crate::store::ledger::LedgerStore::new(store.clone()),
+                metrics.ledger.clone(),
+                &config.network.protocol_version,
+            )?)
+        } else {
+            None
+        };
         let wasm = crate::wasm::WasmService::open(
             &config.wasm,
             &config.node.data_dir,
@@ -105,7 +121,9 @@ impl Node {
         let (tx, core_requests) = mpsc::channel(REQUEST_CHANNEL);
         let health = Arc::new(Health::default());
         health.touch();
-        let handle = NodeHandle::new(tx, health.clone()).with_wasm(wasm.clone());
+        let handle = NodeHandle::new(tx, health.clone())
+            .with_wasm(wasm.clone())
+            .with_ledger(ledger.as_ref().map(|(h, _)| h.clone()));
         Ok(Self {
             config: Arc::new(config),
             network,
@@ -121,6 +139,7 @@ impl Node {
             health,
             store,
             wasm,
+            ledger,
         })
     }
 
@@ -160,6 +179,7 @@ impl Node {
             health,
             store,
             wasm,
+            ledger,
         } = self;
         let stop_network = CancellationToken::new();
         let stop_servers = CancellationToken::new();
@@ -180,6 +200,17 @@ impl Node {
             crate::metrics::serve(metrics_listener, registry, metrics.clone(), stop_servers.clone().cancelled_owned());
         crash.0.push(tasks.spawn(scrape).abort_handle());
 
+        // The ledger stops after the core (whose last completions it pays) and before the
+        // network (which carries its last block).
+        let stop_ledger = CancellationToken::new();
+        let (ledger, ledger_task) = match ledger {
+            Some((handle, service)) => {
+                let task = tasks.spawn(service.run(tasks.clone(), stop_ledger.clone()));
+                crash.0.push(task.abort_handle());
+                (Some(handle), Some(task))
+            }
+            None => (None, None),
+        };
         let copy_log = crate::store::copies::CopyLog::start(store.clone());
         let (task_log, committed) = crate::store::tasks::TaskLog::start(store);
         let core = self::core::Core::new(self::core::CoreParts {
@@ -194,8 +225,13 @@ impl Node {
             task_log,
             copy_log,
             committed,
+            ledger,
         });
         core.run(shutdown, DRAIN_TIMEOUT).await;
+        stop_ledger.cancel();
+        if let Some(task) = ledger_task {
+            let _ = task.await;
+        }
 
         stop_network.cancel();
         let _ = network_task.await;

@@ -96,6 +96,7 @@ impl Entry {
             quorum: None,
             replica_results: Vec::new(),
             replica_of: None,
+            payment: None,
         };
         Self::fresh(record, c.kind, c.timeout, c.max_attempts, span)
     }
@@ -163,6 +164,7 @@ impl Entry {
             replicas: None,
             quorum: None,
             replica_results: Vec::new(),
+            payment: None,
             ..task.record.clone()
         };
         Entry { holders: task.holders.clone(), ..Self::fresh(record, task.kind, task.timeout, task.max_attempts, span) }

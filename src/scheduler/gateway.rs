@@ -63,6 +63,8 @@ pub struct Gateway {
     pub(super) keeper: Keeper,
     /// Times each worker's replica results were outvoted (its GossipSub penalty).
     pub(super) strikes: HashMap<PeerId, u32>,
+    /// What tasks cost and earn (`ledger`); `None`: no ledger, nothing is paid.
+    pub(super) pricing: Option<super::payment::Pricing>,
 }
 
 impl Gateway {
@@ -94,7 +96,14 @@ impl Gateway {
             names: HashMap::new(),
             durable: Durable::new(log),
             strikes: HashMap::new(),
+            pricing: None,
         }
+    }
+
+    /// Prices completed tasks and pays their workers (`Effect::Pay`); with `enforce`, refuses
+    /// tasks this node cannot pay for.
+    pub fn set_pricing(&mut self, pricing: super::payment::Pricing) {
+        self.pricing = Some(pricing);
     }
 
     pub fn take_effects(&mut self) -> Vec<Effect> {
@@ -117,6 +126,7 @@ impl Gateway {
     /// Accepts a task or refuses it at once with the reason.
     pub fn submit(&mut self, spec: TaskSpec, workers: &[WorkerView]) -> Result<String, SubmitError> {
         let checked = admission::check(&spec, workers, &self.config).map_err(|r| self.refuse(r))?;
+        self.check_funds(std::slice::from_ref(&spec), std::slice::from_ref(&checked)).map_err(|r| self.refuse(r))?;
         if self.store_is_full() {
             return Err(self.store_full());
         }
@@ -139,6 +149,7 @@ impl Gateway {
         for (i, spec) in specs.iter().enumerate() {
             checked.push(admission::check(spec, workers, &self.config).map_err(|r| (i, self.refuse(r)))?);
         }
+        self.check_funds(&specs, &checked).map_err(|r| (0, self.refuse(r)))?;
         // Tasks a free worker takes at once never wait; the rest need queue room.
         if self.store_is_full() {
             return Err((0, self.store_full()));
@@ -150,6 +161,25 @@ impl Gateway {
         let ids = specs.into_iter().zip(checked).map(|(spec, c)| self.accept(spec, c)).collect();
         self.pump(workers);
         Ok(ids)
+    }
+
+    /// With `ledger.enforce`: the highest price of the tasks must be covered by what this
+    /// node may still spend.
+    fn check_funds(&self, specs: &[TaskSpec], checked: &[admission::Checked]) -> Result<(), admission::Refused> {
+        let Some(pricing) = self.pricing.as_ref().filter(|p| p.enforce) else { return Ok(()) };
+        let price: u64 = specs
+            .iter()
+            .zip(checked)
+            .filter_map(|(spec, c)| pricing.max_price(c.kind, &spec.payload, c.replicas))
+            .fold(0, u64::saturating_add);
+        let available = pricing.funds.available();
+        if price > 0 && i128::from(price) > available {
+            return Err(admission::Refused(
+                Rejection::InsufficientCredits,
+                SubmitError::InsufficientCredits { available, price },
+            ));
+        }
+        Ok(())
     }
 
     /// Counts a refused submission under its reason; returns what the submitter is told.

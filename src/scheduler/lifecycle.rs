@@ -9,7 +9,7 @@ use super::admission::Checked;
 use super::entry::Entry;
 use super::gateway::Gateway;
 use super::record::{AttemptOutcome, TaskRecord, TaskState, TimelineKind, now_ms};
-use super::types::{CancelError, TaskSpec};
+use super::types::{CancelError, Effect, TaskSpec};
 use crate::metrics::OutcomeLabels;
 
 /// Final records kept at most, whatever the retention, to bound memory.
@@ -59,6 +59,17 @@ impl Gateway {
         self.finish(id, TaskState::Failed, None, Some(error));
     }
 
+    /// Records what the completed `id` pays and hands the payments to the ledger.
+    fn pay_for(&mut self, id: &str) {
+        let Some(pricing) = &self.pricing else { return };
+        let Some(e) = self.entries.get_mut(id) else { return };
+        let Some((payment, payments)) = super::payment::decide(e, pricing, &self.local) else { return };
+        e.record.payment = Some(payment);
+        if !payments.is_empty() {
+            self.effects.push(Effect::Pay { task: id.to_string(), payments });
+        }
+    }
+
     pub(super) fn finish(&mut self, id: &str, state: TaskState, result: Option<String>, error: Option<String>) {
         let Some(e) = self.entries.get_mut(id) else { return };
         debug_assert!(!e.record.state.is_final(), "a task reaches exactly one final state");
@@ -88,6 +99,10 @@ impl Gateway {
             span.record("error.message", e.record.error.as_deref().unwrap_or(""));
         }
         drop(span);
+        if state == TaskState::Completed {
+            self.pay_for(id);
+        }
+        let Some(e) = self.entries.get_mut(id) else { return };
         let labels = e.type_label();
         let replica = e.record.replica_of.is_some();
         // A replica is part of its task, not a task users submitted: counted apart.

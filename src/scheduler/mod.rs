@@ -9,6 +9,7 @@ mod entry;
 mod gateway;
 mod lifecycle;
 mod load;
+pub mod payment;
 pub mod placement;
 mod queue;
 pub mod quorum;

@@ -13,6 +13,7 @@ pub(super) enum Rejection {
     NotEnoughWorkers,
     BadReplicas,
     QueueFull,
+    InsufficientCredits,
     StoreFull,
 }
 
@@ -27,6 +28,7 @@ impl Rejection {
             Rejection::NotEnoughWorkers => "not_enough_workers",
             Rejection::BadReplicas => "bad_replicas",
             Rejection::QueueFull => "queue_full",
+            Rejection::InsufficientCredits => "insufficient_credits",
             Rejection::StoreFull => "store_full",
         }
     }

@@ -132,6 +132,9 @@ pub struct TaskRecord {
     /// A replica: the replicated task it runs for (its id is that task's, then `.r<n>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_of: Option<String>,
+    /// What the completed task paid to whom, and why (`ledger`; none without a ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<super::payment::TaskPayment>,
 }
 
 /// One replica of a replicated task, as the task's record shows it.

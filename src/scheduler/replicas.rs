@@ -220,7 +220,7 @@ impl Gateway {
 }
 
 /// What a replica's entry in its task's record counts as.
-fn vote_of(r: &ReplicaResult) -> Vote {
+pub(super) fn vote_of(r: &ReplicaResult) -> Vote {
     match (r.state, &r.output_sha256, &r.error) {
         (s, _, _) if !s.is_final() => Vote::Running,
         (TaskState::Completed, Some(sha), _) => Vote::Cast(VoteKey::Output { sha256: sha.clone(), fuel: r.fuel_used }),

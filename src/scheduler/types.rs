@@ -32,6 +32,10 @@ pub enum SubmitError {
     NoCapableWorker { capability: String, alive: usize },
     #[error("{replicas} replicas need {replicas} distinct workers with capability {capability:?}; {capable} alive")]
     NotEnoughWorkers { capability: String, replicas: u32, capable: usize },
+    #[error(
+        "this node cannot pay for the task: it may spend {available} credits and the task may cost up to {price} (ledger.enforce is on)"
+    )]
+    InsufficientCredits { available: i128, price: u64 },
     #[error("task queue is full ({0} tasks waiting); retry later")]
     QueueFull(usize),
     #[error("the node's data dir is full: it cannot store new tasks")]
@@ -75,6 +79,11 @@ pub enum Effect {
         peer: PeerId,
         strikes: u32,
         score: f64,
+    },
+    /// Pay the workers of a completed task (credits each), from this node's account.
+    Pay {
+        task: String,
+        payments: Vec<(PeerId, u64)>,
     },
     /// Forward changed records to one of their copy holders; its answer comes back with `tag`.
     Replicate {

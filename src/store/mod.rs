@@ -1,6 +1,6 @@
 //! The node's durable store: one embedded database file under `node.data_dir`, owned by the
 //! node and shared by the parts that persist something (the gateway's task records in
-//! [`tasks`], the DHT's records).
+//! [`tasks`], the DHT's records, the credit ledger's blocks).
 //!
 //! The database is redb: pure Rust, ACID with copy-on-write B-trees (a crash leaves the last
 //! committed transaction, never a torn one), a file lock against a second process, and
@@ -9,6 +9,7 @@
 
 pub mod copies;
 pub mod dht;
+pub mod ledger;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -159,6 +160,7 @@ impl Store {
         tasks::create_tables(&txn).map_err(|e| e.to_string())?;
         dht::create_tables(&txn).map_err(|e| e.to_string())?;
         copies::create_tables(&txn).map_err(|e| e.to_string())?;
+        ledger::create_tables(&txn).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
 

@@ -43,7 +43,15 @@ REQUIRED_IN_DASHBOARD = [
 # Counter families that have no series until their first event (prometheus-client does not
 # print an empty family): a test cluster on 127.0.0.1 never hole-punches nor meets a peer of
 # another cluster. Each must at least be registered in src/metrics.rs.
-EVENT_ONLY = {"p2p_holepunch_total": "holepunch", "p2p_peers_rejected_total": "peers_rejected"}
+EVENT_ONLY = {
+    "p2p_holepunch_total": "holepunch",
+    "p2p_peers_rejected_total": "peers_rejected",
+    # A cluster of honest nodes never rejects a ledger block; blocks and sync rounds appear
+    # once the first task is paid and the first round runs.
+    "p2p_ledger_blocks_rejected_total": "blocks_rejected",
+    "p2p_ledger_blocks_received_total": "blocks_received",
+    "p2p_ledger_syncs_total": "syncs",
+}
 
 NAME_RE = re.compile(r"\b((?:p2p|libp2p)_[a-zA-Z0-9_]+)\b")
 

@@ -104,7 +104,7 @@ impl EventLoop {
             tasks,
             probes: Probes::new(local, p.metrics.clone()),
             records: Records::new(p.metrics.clone()),
-            gossip: Gossip::new(p.signing_key, &p.names, p.metrics.clone()),
+            gossip: Gossip::new(p.signing_key, &p.names, config.ledger.enabled, p.metrics.clone()),
             metrics: p.metrics,
             swarm: p.swarm,
         }

@@ -32,6 +32,7 @@ impl EventLoop {
             Command::SendRecords { peer, tag, request } => self.records.send(swarm, peer, tag, request),
             Command::RespondRecords { id, response } => self.records.respond(swarm, id, response),
             Command::Publish { message } => self.gossip.publish(swarm, message),
+            Command::PublishLedger { data } => self.gossip.publish_ledger(swarm, data),
             Command::Dial { peer, addresses } => self.dial_for_probe(peer, addresses),
             Command::Disconnect { peer } => {
                 let _ = swarm.disconnect_peer_id(peer);

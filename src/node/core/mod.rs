@@ -75,6 +75,8 @@ pub struct Core {
     committed: mpsc::UnboundedReceiver<Committed>,
     /// Queries for records this node does not hold, asked of the other members.
     lookups: records::Lookups,
+    /// The credit ledger (`ledger.enabled`): gossip goes in, payments of completed tasks too.
+    ledger: Option<crate::ledger::LedgerHandle>,
 }
 
 pub struct CoreParts {
@@ -89,6 +91,7 @@ pub struct CoreParts {
     pub task_log: TaskLog,
     pub copy_log: CopyLog,
     pub committed: mpsc::UnboundedReceiver<Committed>,
+    pub ledger: Option<crate::ledger::LedgerHandle>,
 }
 
 impl Core {
@@ -109,6 +112,14 @@ impl Core {
         let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut gateway =
             Gateway::new(local, p.config.tasks.clone(), p.metrics.clone(), Some(p.task_log), Some(p.copy_log));
+        if let Some(ledger) = &p.ledger {
+            let funds: Arc<dyn crate::scheduler::payment::Funds> = Arc::new(ledger.clone());
+            gateway.set_pricing(crate::scheduler::payment::Pricing::new(
+                &p.config.ledger,
+                p.config.wasm.max_fuel,
+                funds,
+            ));
+        }
         match gateway.restore() {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "resuming the unfinished tasks of the previous run"),
@@ -139,6 +150,7 @@ impl Core {
             ping_periods: 0,
             committed: p.committed,
             lookups: records::Lookups::default(),
+            ledger: p.ledger,
             config: p.config,
         }
     }
@@ -265,6 +277,11 @@ impl Core {
                 let _ = self.network.send_task(peer, addresses, request).await;
             }
             Effect::Replicate { peer, tag, records } => self.replicate(peer, tag, records).await,
+            Effect::Pay { task, payments } => {
+                if let Some(ledger) = &self.ledger {
+                    ledger.pay(&task, &payments);
+                }
+            }
             Effect::Penalize { peer, strikes, score } => {
                 tracing::warn!(%peer, strikes, score, "worker outvoted by replicas: its gossip application score is lowered");
                 let _ = self.network.set_app_score(peer, score).await;
@@ -339,6 +356,12 @@ impl Core {
             }
             NetworkEvent::HeartBeat { from, message } => self.on_heartbeat(now, from, message),
             NetworkEvent::Advertisement { from, message } => self.on_advertisement(now, from, message),
+            NetworkEvent::Ledger { from, message } => {
+                if let Some(ledger) = &self.ledger {
+                    ledger.on_gossip(from, message);
+                }
+                Vec::new()
+            }
             NetworkEvent::TaskRequested { id, peer, request } => {
                 self.on_task_requested(id, peer, request).await;
                 Vec::new()
@@ -480,6 +503,9 @@ impl Core {
         }
         tracing::info!(%peer, from = from.map(|s| s.as_str()).unwrap_or("new"), to = to.as_str(), "member state changed");
         self.gateway.set_members(self.alive_members());
+        if let Some(ledger) = &self.ledger {
+            ledger.set_members(self.alive_members());
+        }
         match to {
             MemberState::Dead | MemberState::Left => {
                 let _ = self.network.forget(peer).await;

@@ -29,6 +29,7 @@ mod cancel;
 mod copies;
 mod durable;
 mod lifecycle;
+mod payments;
 mod placement;
 mod queue_deadline;
 mod regressions;
@@ -102,7 +103,7 @@ fn sent(gw: &mut Gateway) -> Vec<(PeerId, TaskRequest)> {
         .filter_map(|e| match e {
             Effect::Dispatch { peer, request } => Some((peer, request)),
             Effect::RunLocal { request } => Some((local, request)),
-            Effect::Replicate { .. } | Effect::Penalize { .. } => None,
+            Effect::Replicate { .. } | Effect::Penalize { .. } | Effect::Pay { .. } => None,
         })
         .collect()
 }
