@@ -164,7 +164,7 @@ impl LedgerHandle {
         }
     }
 
-    /// The members anti-entropy may ask (alive, this node aside).
+    /// The members anti-entropy may ask: alive and connected (a round never dials).
     pub fn set_members(&self, members: Vec<PeerId>) {
         *self.inner.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
     }

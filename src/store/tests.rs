@@ -237,7 +237,10 @@ mod copies {
         assert_eq!(ids("b"), vec!["4"]);
         log.keep("a".into(), vec![copy("2", 1, 2, Some(7), "done")]);
         log.adopted("1".into(), "me".into(), 2, 10);
-        holds(&log, "2", "done").await;
+        // The writer takes jobs in order: once a later copy is held, the adoption is too
+        // (waiting on "2" alone raced the adoption's commit).
+        log.keep("z".into(), vec![copy("z1", 1, 1, None, "after")]);
+        holds(&log, "z1", "after").await;
         assert!(ids("a").is_empty());
         assert_eq!(log.adoptions().unwrap(), vec![("1".to_string(), 2)]);
         // Pruning drops final copies and old adoption marks.

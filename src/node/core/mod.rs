@@ -77,6 +77,8 @@ pub struct Core {
     lookups: records::Lookups,
     /// The credit ledger (`ledger.enabled`): gossip goes in, payments of completed tasks too.
     ledger: Option<crate::ledger::LedgerHandle>,
+    /// Members or connections changed since the ledger was last told whom it may sync with.
+    ledger_peers_dirty: bool,
 }
 
 pub struct CoreParts {
@@ -151,6 +153,7 @@ impl Core {
             committed: p.committed,
             lookups: records::Lookups::default(),
             ledger: p.ledger,
+            ledger_peers_dirty: true,
             config: p.config,
         }
     }
@@ -335,6 +338,7 @@ impl Core {
             }
             NetworkEvent::PeerConnected { peer, address, relayed, role } => {
                 self.connections.insert(peer, Conn { address, relayed, role });
+                self.ledger_peers_dirty = true;
                 self.membership.on_connected(now, peer)
             }
             NetworkEvent::ConnectionKind { peer, relayed } => {
@@ -410,6 +414,7 @@ impl Core {
 
     fn on_disconnected(&mut self, now: Instant, peer: PeerId, failure: bool) -> Vec<Action<PeerId>> {
         self.connections.remove(&peer);
+        self.ledger_peers_dirty = true;
         if failure {
             self.membership.on_disconnected(now, peer)
         } else {
@@ -503,9 +508,7 @@ impl Core {
         }
         tracing::info!(%peer, from = from.map(|s| s.as_str()).unwrap_or("new"), to = to.as_str(), "member state changed");
         self.gateway.set_members(self.alive_members());
-        if let Some(ledger) = &self.ledger {
-            ledger.set_members(self.alive_members());
-        }
+        self.ledger_peers_dirty = true;
         match to {
             MemberState::Dead | MemberState::Left => {
                 let _ = self.network.forget(peer).await;
@@ -570,9 +573,23 @@ impl Core {
         let members = 1 + self.membership.count(MemberState::Alive) + self.membership.count(MemberState::Suspect);
         if members != self.cluster_size_sent && self.network.set_cluster_size(members).await.is_ok() {
             self.cluster_size_sent = members;
+            self.ledger_peers_dirty = true;
         }
         self.update_readiness();
         self.update_metrics();
+        if std::mem::take(&mut self.ledger_peers_dirty)
+            && let Some(ledger) = &self.ledger
+        {
+            // Anti-entropy asks only members connected and in the active view: a round must
+            // neither open a connection outside the view nor keep one the view trims.
+            let (members, active) = (self.cluster_size_sent, self.config.network.active_peers);
+            let peers = self
+                .alive_members()
+                .into_iter()
+                .filter(|p| self.connections.contains_key(p) && view::keeps(&self.local, p, members, active, 1.0))
+                .collect();
+            ledger.set_members(peers);
+        }
     }
 
     fn update_readiness(&mut self) {
