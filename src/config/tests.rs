@@ -271,6 +271,8 @@ fn ledger_section_has_defaults_checks_and_overrides() {
     assert_eq!((c.ledger.initial_credits, c.ledger.enforce, c.ledger.prices.echo), (50, true, 3));
     let e = err("ledger:\n  seal_interval_ms: 0\n");
     assert!(e.starts_with("test.yaml: ledger.seal_interval_ms: must be 1..=3600000"), "{e}");
+    let e = err("ledger:\n  seal_max_payments: 100001\n");
+    assert!(e.contains("ledger.seal_max_payments: must be 1..=100000"), "{e}");
     let e = err("ledger:\n  sync_interval_ms: 5\n");
     assert!(e.contains("ledger.sync_interval_ms"), "{e}");
     let e = err("ledger:\n  prices: {gold: 1}\n");

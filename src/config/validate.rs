@@ -269,8 +269,9 @@ fn ledger(l: &LedgerSettings) -> Check {
     if l.seal_interval_ms == 0 || l.seal_interval_ms > 3_600_000 {
         return Err(("ledger.seal_interval_ms", "must be 1..=3600000".into()));
     }
-    if l.seal_max_payments == 0 {
-        return Err(("ledger.seal_max_payments", "must be at least 1".into()));
+    if !(1..=crate::ledger::LedgerConfig::default().max_pending_payments).contains(&l.seal_max_payments) {
+        let max = crate::ledger::LedgerConfig::default().max_pending_payments;
+        return Err(("ledger.seal_max_payments", format!("must be 1..={max} (the payments that may wait)")));
     }
     if l.sync_interval_ms < 100 || l.sync_interval_ms > 3_600_000 {
         return Err(("ledger.sync_interval_ms", "must be 100..=3600000".into()));
