@@ -7,6 +7,7 @@
 
 mod advertise;
 mod gossip;
+mod ledger;
 mod probe_forward;
 mod records;
 mod requests;
@@ -115,12 +116,7 @@ impl Core {
         let mut gateway =
             Gateway::new(local, p.config.tasks.clone(), p.metrics.clone(), Some(p.task_log), Some(p.copy_log));
         if let Some(ledger) = &p.ledger {
-            let funds: Arc<dyn crate::scheduler::payment::Funds> = Arc::new(ledger.clone());
-            gateway.set_pricing(crate::scheduler::payment::Pricing::new(
-                &p.config.ledger,
-                p.config.wasm.max_fuel,
-                funds,
-            ));
+            gateway.set_pricing(ledger::pricing(&p.config, ledger));
         }
         match gateway.restore() {
             Ok(0) => {}
@@ -280,11 +276,7 @@ impl Core {
                 let _ = self.network.send_task(peer, addresses, request).await;
             }
             Effect::Replicate { peer, tag, records } => self.replicate(peer, tag, records).await,
-            Effect::Pay { task, payments } => {
-                if let Some(ledger) = &self.ledger {
-                    ledger.pay(&task, &payments);
-                }
-            }
+            Effect::Pay { task, payments } => self.pay(&task, &payments),
             Effect::Penalize { peer, strikes, score } => {
                 tracing::warn!(%peer, strikes, score, "worker outvoted by replicas: its gossip application score is lowered");
                 let _ = self.network.set_app_score(peer, score).await;
@@ -361,9 +353,7 @@ impl Core {
             NetworkEvent::HeartBeat { from, message } => self.on_heartbeat(now, from, message),
             NetworkEvent::Advertisement { from, message } => self.on_advertisement(now, from, message),
             NetworkEvent::Ledger { from, message } => {
-                if let Some(ledger) = &self.ledger {
-                    ledger.on_gossip(from, message);
-                }
+                self.on_ledger_gossip(from, message);
                 Vec::new()
             }
             NetworkEvent::TaskRequested { id, peer, request } => {
@@ -577,19 +567,7 @@ impl Core {
         }
         self.update_readiness();
         self.update_metrics();
-        if std::mem::take(&mut self.ledger_peers_dirty)
-            && let Some(ledger) = &self.ledger
-        {
-            // Anti-entropy asks only members connected and in the active view: a round must
-            // neither open a connection outside the view nor keep one the view trims.
-            let (members, active) = (self.cluster_size_sent, self.config.network.active_peers);
-            let peers = self
-                .alive_members()
-                .into_iter()
-                .filter(|p| self.connections.contains_key(p) && view::keeps(&self.local, p, members, active, 1.0))
-                .collect();
-            ledger.set_members(peers);
-        }
+        self.tell_ledger_peers();
     }
 
     fn update_readiness(&mut self) {
