@@ -201,7 +201,8 @@ fn an_equivocating_node_is_frozen_on_every_node() {
     let addr = boot.p2p_addr();
     let cheat = NodeProc::start(
         dir.path(),
-        Spec::new("cheat", "worker").bootstrap(std::slice::from_ref(&addr)).env("P2P_LEDGER__TEST_EQUIVOCATE", true),
+        // Not a worker itself: every task it takes runs on (and pays) an honest worker.
+        Spec::new("cheat", "bootstrap").bootstrap(std::slice::from_ref(&addr)).env("P2P_LEDGER__TEST_EQUIVOCATE", true),
     );
     let honest: Vec<NodeProc> = (1..=2).map(|i| NodeProc::start(dir.path(), worker(&format!("h{i}"), &addr))).collect();
     wait_schedulable(&cheat, &honest);
