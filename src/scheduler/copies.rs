@@ -257,6 +257,8 @@ impl Gateway {
         self.copies.confirming.remove(id);
         self.halt(id, AttemptOutcome::Cancelled, Some(format!("adopted by {owner}")));
         self.waiters.remove(id);
+        // Its adopter pays for it now.
+        self.unreserve(id);
         if let Some(e) = self.entries.get_mut(id) {
             e.handed_over = true;
             e.record.note(now_ms(), TimelineKind::Adopted, None, Some(format!("by {owner}")));

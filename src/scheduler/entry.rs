@@ -48,6 +48,8 @@ pub(super) struct Entry {
     /// A replicated task: what its quorum agreed on, once it did (late replicas are judged
     /// against it).
     pub(super) agreed: Option<VoteKey>,
+    /// With `ledger.enforce`: the credits held back for it until it is final.
+    pub(super) reserved: u64,
     /// The task's span, from acceptance to its final state; disabled (free) when traces are
     /// not exported. The spans below are its children, each open while its phase lasts.
     pub(super) span: Span,
@@ -117,6 +119,7 @@ impl Entry {
             dirty: false,
             holders: Vec::new(),
             handed_over: false,
+            reserved: 0,
             deterministic_failure: None,
             agreed: None,
             span,

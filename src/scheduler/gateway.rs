@@ -65,6 +65,8 @@ pub struct Gateway {
     pub(super) strikes: HashMap<PeerId, u32>,
     /// What tasks cost and earn (`ledger`); `None`: no ledger, nothing is paid.
     pub(super) pricing: Option<super::payment::Pricing>,
+    /// With `ledger.enforce`: the highest prices of the accepted tasks not final yet.
+    pub(super) reserved: u64,
 }
 
 impl Gateway {
@@ -97,6 +99,7 @@ impl Gateway {
             durable: Durable::new(log),
             strikes: HashMap::new(),
             pricing: None,
+            reserved: 0,
         }
     }
 
@@ -126,7 +129,9 @@ impl Gateway {
     /// Accepts a task or refuses it at once with the reason.
     pub fn submit(&mut self, spec: TaskSpec, workers: &[WorkerView]) -> Result<String, SubmitError> {
         let checked = admission::check(&spec, workers, &self.config).map_err(|r| self.refuse(r))?;
-        self.check_funds(std::slice::from_ref(&spec), std::slice::from_ref(&checked)).map_err(|r| self.refuse(r))?;
+        let prices = self
+            .check_funds(std::slice::from_ref(&spec), std::slice::from_ref(&checked))
+            .map_err(|r| self.refuse(r))?;
         if self.store_is_full() {
             return Err(self.store_full());
         }
@@ -134,6 +139,7 @@ impl Gateway {
             return Err(self.queue_full());
         }
         let id = self.accept(spec, checked);
+        self.reserve(&id, prices.first().copied().unwrap_or(0));
         self.pump(workers);
         Ok(id)
     }
@@ -149,7 +155,7 @@ impl Gateway {
         for (i, spec) in specs.iter().enumerate() {
             checked.push(admission::check(spec, workers, &self.config).map_err(|r| (i, self.refuse(r)))?);
         }
-        self.check_funds(&specs, &checked).map_err(|r| (0, self.refuse(r)))?;
+        let prices = self.check_funds(&specs, &checked).map_err(|r| (0, self.refuse(r)))?;
         // Tasks a free worker takes at once never wait; the rest need queue room.
         if self.store_is_full() {
             return Err((0, self.store_full()));
@@ -158,28 +164,48 @@ impl Gateway {
         if specs.len() > room {
             return Err((0, self.queue_full()));
         }
-        let ids = specs.into_iter().zip(checked).map(|(spec, c)| self.accept(spec, c)).collect();
+        let ids: Vec<String> = specs.into_iter().zip(checked).map(|(spec, c)| self.accept(spec, c)).collect();
+        for (id, price) in ids.iter().zip(prices) {
+            self.reserve(id, price);
+        }
         self.pump(workers);
         Ok(ids)
     }
 
     /// With `ledger.enforce`: the highest price of the tasks must be covered by what this
-    /// node may still spend.
-    fn check_funds(&self, specs: &[TaskSpec], checked: &[admission::Checked]) -> Result<(), admission::Refused> {
-        let Some(pricing) = self.pricing.as_ref().filter(|p| p.enforce) else { return Ok(()) };
-        let price: u64 = specs
+    /// node may still spend, less what the tasks it accepted and has not finished may cost.
+    /// Returns each task's highest price (all 0 without `enforce`), to reserve.
+    fn check_funds(&self, specs: &[TaskSpec], checked: &[admission::Checked]) -> Result<Vec<u64>, admission::Refused> {
+        let Some(pricing) = self.pricing.as_ref().filter(|p| p.enforce) else { return Ok(Vec::new()) };
+        let prices: Vec<u64> = specs
             .iter()
             .zip(checked)
-            .filter_map(|(spec, c)| pricing.max_price(c.kind, &spec.payload, c.replicas))
-            .fold(0, u64::saturating_add);
-        let available = pricing.funds.available();
+            .map(|(spec, c)| pricing.max_price(c.kind, &spec.payload, c.replicas).unwrap_or(0))
+            .collect();
+        let price = prices.iter().copied().fold(0, u64::saturating_add);
+        let available = pricing.funds.available() - i128::from(self.reserved);
         if price > 0 && i128::from(price) > available {
             return Err(admission::Refused(
                 Rejection::InsufficientCredits,
                 SubmitError::InsufficientCredits { available, price },
             ));
         }
-        Ok(())
+        Ok(prices)
+    }
+
+    /// Holds back `price` credits for the accepted `id` until it is final (or handed over).
+    fn reserve(&mut self, id: &str, price: u64) {
+        if let Some(e) = self.entries.get_mut(id).filter(|_| price > 0) {
+            e.reserved = price;
+            self.reserved += price;
+        }
+    }
+
+    /// Gives back what `id` held in reserve.
+    pub(super) fn unreserve(&mut self, id: &str) {
+        if let Some(e) = self.entries.get_mut(id) {
+            self.reserved -= std::mem::take(&mut e.reserved);
+        }
     }
 
     /// Counts a refused submission under its reason; returns what the submitter is told.

@@ -99,6 +99,7 @@ impl Gateway {
             span.record("error.message", e.record.error.as_deref().unwrap_or(""));
         }
         drop(span);
+        self.unreserve(id);
         if state == TaskState::Completed {
             self.pay_for(id);
         }

@@ -96,3 +96,24 @@ async fn enforce_refuses_what_the_funds_cannot_cover_and_names_both() {
     let mut gw = priced(settings, 10);
     gw.submit(spec("compute", "x"), &workers).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn enforce_holds_back_the_price_of_tasks_still_running() {
+    let settings = LedgerSettings { enforce: true, ..LedgerSettings::default() };
+    let workers = [worker(4, &["compute"])];
+    let mut gw = priced(settings, 25);
+    let first = gw.submit(spec("compute", "a"), &workers).unwrap();
+    gw.submit(spec("compute", "b"), &workers).unwrap();
+    // 25, less the two running tasks' 10 each, leaves 5.
+    let e = gw.submit(spec("compute", "c"), &workers).unwrap_err();
+    assert_eq!(e, SubmitError::InsufficientCredits { available: 5, price: 10 });
+    let effects = sent(&mut gw);
+    let (peer, request) = effects.iter().find(|(_, r)| r.task_id == first).cloned().unwrap();
+    answer(&mut gw, peer, &request, ok(&proof("a", 4)), &workers);
+    assert_final(&gw, &first, TaskState::Completed);
+    // The finished task's reservation is given back (what it paid is the ledger's to count).
+    gw.submit(spec("compute", "c"), &workers).unwrap();
+    let e = gw.cancel(&gw.list(10).iter().find(|r| r.payload == "b").unwrap().id.clone());
+    assert!(e.is_ok());
+    gw.submit(spec("compute", "d"), &workers).unwrap();
+}
