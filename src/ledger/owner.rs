@@ -82,6 +82,31 @@ impl Ledger {
     /// adds it to this ledger and returns it (to gossip). `None`: nothing to seal, nothing
     /// covered, or the account is frozen.
     pub fn seal(&mut self, keypair: &Keypair) -> Option<Sealed> {
+        let (sealed, taken) = self.prepare_seal(keypair)?;
+        self.commit_seal(&sealed, taken).then_some(sealed)
+    }
+
+    /// Adds a block `prepare_seal` made (once it is durable) and drops the `taken` payments
+    /// it covers from the front of the queue (those queued since stay). False: it did not go
+    /// in, and the payments stay queued.
+    pub fn commit_seal(&mut self, sealed: &Sealed, taken: usize) -> bool {
+        match self.insert(sealed.block.clone()) {
+            Ok(Inserted::Accepted { .. }) => {
+                let paid: i128 = self.payments.queue.drain(..taken).map(|p| i128::from(p.amount)).sum();
+                self.payments.owed -= paid;
+                true
+            }
+            // Built from this ledger's own state, the block always goes in (no other block
+            // of this account is inserted between prepare and commit: only the owner seals).
+            _ => false,
+        }
+    }
+
+    /// Builds and signs the next block of `keypair`'s account from the waiting payments it
+    /// can cover, without adding it to the ledger: the caller stores it first, then
+    /// `commit_seal`s it, so that a block is never seen before it is durable. Returns the
+    /// block and how many queued payments it covers.
+    pub fn prepare_seal(&mut self, keypair: &Keypair) -> Option<(Sealed, usize)> {
         let me = keypair.public().to_peer_id();
         let head = self.head(&me);
         if head.frozen_from.is_some() {
@@ -136,15 +161,6 @@ impl Ledger {
             tasks.push(ids);
         }
         let block = Block::sign(keypair, head.seq + 1, head.hash, deps, entries);
-        match self.insert(block.clone()) {
-            Ok(Inserted::Accepted { .. }) => {
-                let sealed: i128 = self.payments.queue.drain(..taken).map(|p| i128::from(p.amount)).sum();
-                self.payments.owed -= sealed;
-                Some(Sealed { block, tasks })
-            }
-            // Built from this ledger's own state, the block always goes in; if it did not,
-            // the payments stay queued rather than being lost.
-            _ => None,
-        }
+        Some((Sealed { block, tasks }, taken))
     }
 }

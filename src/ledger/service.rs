@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use super::sync::{self, Fetched};
 use super::wire::Gossiped;
-use super::{AccountRow, Block, EquivocationProof, Hash, Inserted, Ledger, LedgerConfig, Rejected};
+use super::{AccountRow, Block, EquivocationProof, Hash, Inserted, Ledger, LedgerConfig};
 use crate::config::LedgerSettings;
 use crate::metrics::LedgerMetrics;
 use crate::network::Client;
@@ -83,7 +83,8 @@ pub struct LedgerService {
 /// What one batch of inserts leaves to do: persist, then publish.
 #[derive(Default)]
 struct Outcome {
-    accepted: Vec<Vec<u8>>,
+    /// What to append to the store, in the order the ledger took it in (`Gossiped` encodings).
+    stored: Vec<Vec<u8>>,
     proofs: Vec<EquivocationProof>,
     /// Accounts whose blocks wait on something: worth a sync with the sender.
     waiting: bool,
@@ -213,34 +214,40 @@ impl Funds for LedgerHandle {
     }
 }
 
-/// Replays what the store holds: proofs first (so a frozen account's voided blocks stay
-/// void), then the blocks in the order they were accepted.
-fn replay(ledger: &mut Ledger, stored: crate::store::ledger::Stored, metrics: &LedgerMetrics) {
+/// Replays what the store holds, in the order the ledger took it in: blocks and the proofs
+/// of freezes, as they came.
+fn replay(ledger: &mut Ledger, stored: Vec<Vec<u8>>, metrics: &LedgerMetrics) {
     let (mut blocks, mut bad) = (0usize, 0usize);
-    for bytes in stored.proofs {
-        match EquivocationProof::from_bytes(&bytes).map(|p| ledger.apply_proof(p)) {
-            Ok(Ok(_)) => {}
-            _ => bad += 1,
-        }
-    }
-    for bytes in stored.blocks {
-        let outcome = match Block::from_bytes(&bytes).map(|b| ledger.insert(b)) {
-            Ok(Ok(Inserted::Accepted { .. })) => {
-                blocks += 1;
-                "accepted"
+    for bytes in stored {
+        let outcome = match Gossiped::open(&bytes) {
+            Ok(Gossiped::Proof(proof)) => {
+                if ledger.apply_proof(*proof).is_err() {
+                    bad += 1;
+                }
+                continue;
             }
-            Ok(Ok(Inserted::Duplicate)) => "duplicate",
-            Ok(Ok(Inserted::Pending(_))) => "pending",
-            Ok(Ok(Inserted::Equivocation(_))) => "equivocation",
-            // A block of an account frozen after it was stored: void, as it is everywhere.
-            Ok(Err(Rejected::Frozen { .. })) => "rejected",
-            _ => {
+            Ok(Gossiped::Block(b)) => match ledger.insert(b) {
+                Ok(Inserted::Accepted { .. }) => {
+                    blocks += 1;
+                    "accepted"
+                }
+                Ok(Inserted::Duplicate) => "duplicate",
+                Ok(Inserted::Pending(_)) => "pending",
+                Ok(Inserted::Equivocation(_)) => "equivocation",
+                Err(_) => {
+                    bad += 1;
+                    "rejected"
+                }
+            },
+            Err(_) => {
                 bad += 1;
                 "rejected"
             }
         };
         metrics.received("store", outcome);
     }
+    // What freezes did while replaying is already in the store.
+    let _ = ledger.take_freezes();
     if blocks > 0 || bad > 0 {
         tracing::info!(blocks, unreadable = bad, digest = %hex::encode(ledger.digest()), "ledger replayed from the store");
     }
@@ -308,21 +315,32 @@ impl LedgerService {
                 self.persist_and_publish(outcome, false).await;
             }
             Input::Gossip { message: Gossiped::Proof(proof), .. } => {
-                let applied = self.handle.ledger().apply_proof((*proof).clone());
-                if let Ok(true) = applied {
-                    self.on_frozen(&proof);
-                    // GossipSub forwards it on; this node keeps it.
-                    let outcome = Outcome { proofs: vec![*proof], ..Outcome::default() };
-                    self.persist_and_publish(outcome, true).await;
+                let mut outcome = Outcome::default();
+                {
+                    let mut ledger = self.handle.ledger();
+                    if let Ok(true) = ledger.apply_proof(*proof) {
+                        take_freezes(&mut ledger, &mut outcome);
+                    }
                 }
+                for proof in &outcome.proofs {
+                    self.on_frozen(proof);
+                }
+                // GossipSub forwards it on; this node keeps it.
+                self.persist_and_publish(outcome, true).await;
             }
             Input::Synced { peer, result } => {
                 self.syncing = false;
                 match result {
                     Ok(fetched) => {
+                        // Heads are the peer's word, unsigned: only accounts held here (or
+                        // fetched now) are tracked, so a peer cannot grow the map at will.
+                        let held: std::collections::BTreeSet<PeerId> =
+                            fetched.blocks.iter().map(|b| b.account).collect();
                         for (account, seq) in &fetched.heads {
-                            let best = self.best_known.entry(*account).or_default();
-                            *best = (*best).max(*seq);
+                            if held.contains(account) || self.handle.ledger().head(account).seq > 0 {
+                                let best = self.best_known.entry(*account).or_default();
+                                *best = (*best).max(*seq);
+                            }
                         }
                         let label = if fetched.same { "same" } else { "fetched" };
                         self.handle
@@ -332,14 +350,19 @@ impl LedgerService {
                             .get_or_create(&crate::metrics::OutcomeLabels { outcome: label })
                             .inc();
                         let mut outcome = Outcome::default();
-                        for proof in fetched.proofs {
-                            if let Ok(true) = self.handle.ledger().apply_proof(proof.clone()) {
-                                self.on_frozen(&proof);
-                                outcome.proofs.push(proof);
+                        {
+                            let mut ledger = self.handle.ledger();
+                            for proof in fetched.proofs {
+                                if let Ok(true) = ledger.apply_proof(proof) {
+                                    take_freezes(&mut ledger, &mut outcome);
+                                }
                             }
                         }
+                        for proof in &outcome.proofs {
+                            self.on_frozen(proof);
+                        }
                         let more = self.absorb(fetched.blocks, "sync");
-                        outcome.accepted.extend(more.accepted);
+                        outcome.stored.extend(more.stored);
                         outcome.proofs.extend(more.proofs);
                         // Proofs learnt by anti-entropy are not gossiped again: whoever has
                         // not heard of them asks the same way.
@@ -420,9 +443,7 @@ impl LedgerService {
     /// Stores what was accepted, then gossips what this node made (its sealed blocks, the
     /// proofs it found itself). `relayed`: the proofs came from others (not republished).
     async fn persist_and_publish(&mut self, outcome: Outcome, relayed: bool) {
-        let proofs: Vec<(Vec<u8>, Vec<u8>)> =
-            outcome.proofs.iter().map(|p| (p.account().to_bytes(), p.to_bytes())).collect();
-        if !self.persist(outcome.accepted, proofs).await {
+        if !self.persist(outcome.stored).await {
             return;
         }
         if !relayed {
@@ -432,12 +453,12 @@ impl LedgerService {
         }
     }
 
-    async fn persist(&self, blocks: Vec<Vec<u8>>, proofs: Vec<(Vec<u8>, Vec<u8>)>) -> bool {
-        if blocks.is_empty() && proofs.is_empty() {
+    async fn persist(&self, entries: Vec<Vec<u8>>) -> bool {
+        if entries.is_empty() {
             return true;
         }
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.append(&blocks, &proofs)).await {
+        match tokio::task::spawn_blocking(move || store.append(&entries)).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "ledger blocks not stored");
@@ -456,18 +477,23 @@ impl LedgerService {
 
     /// Seals the payments this node owes into its next block: stored, then published.
     async fn seal(&mut self) {
-        let sealed = self.handle.ledger().seal(&self.keypair);
-        let Some(sealed) = sealed else { return };
-        let block = sealed.block;
+        let prepared = self.handle.ledger().prepare_seal(&self.keypair);
+        let Some((sealed, taken)) = prepared else { return };
+        let block = sealed.block.clone();
+        // Durable before anyone can see it (gossip, anti-entropy, the API): a restart never
+        // signs another block at this seq. Not stored: not added, the payments stay queued.
+        if !self.persist(vec![Gossiped::Block(block.clone()).encode()]).await {
+            return;
+        }
+        if !self.handle.ledger().commit_seal(&sealed, taken) {
+            tracing::error!(seq = block.seq, "a sealed block did not go into its own ledger");
+            return;
+        }
         let metrics = &self.handle.inner.metrics;
         metrics.blocks_sealed.inc();
         metrics.credits_paid.inc_by(u64::try_from(block.total_out()).unwrap_or(0));
         let tasks: usize = sealed.tasks.iter().map(Vec::len).sum();
         tracing::debug!(seq = block.seq, entries = block.entries.len(), tasks, "sealed a ledger block");
-        if !self.persist(vec![block.to_bytes()], Vec::new()).await {
-            // Not durable, so not published: a restart would sign another block at this seq.
-            return;
-        }
         self.publish(Gossiped::Block(block.clone())).await;
         if self.handle.inner.settings.test_equivocate && !self.equivocated {
             self.equivocate(block).await;
@@ -509,8 +535,23 @@ impl LedgerService {
                 let cap = head.frozen_from.map_or(u64::MAX, |f| f - 1);
                 (*best).min(cap).saturating_sub(head.seq)
             })
-            .sum();
+            .fold(0, u64::saturating_add);
         m.sync_lag.set(lag as i64);
+    }
+}
+
+/// Moves the ledger's freezes since the last call into `outcome`: each proof, then the blocks
+/// it released (accepted: stored like any other).
+fn take_freezes(ledger: &mut Ledger, outcome: &mut Outcome) {
+    let (proofs, released) = ledger.take_freezes();
+    for proof in proofs {
+        outcome.stored.push(Gossiped::Proof(Box::new(proof.clone())).encode());
+        outcome.proofs.push(proof);
+    }
+    for id in released {
+        if let Some(b) = ledger.block(&id.account, id.seq) {
+            outcome.stored.push(Gossiped::Block(b.clone()).encode());
+        }
     }
 }
 
@@ -535,7 +576,7 @@ fn insert_one(
                     if earned > 0 {
                         metrics.credits_earned.inc_by(u64::try_from(earned).unwrap_or(0));
                     }
-                    outcome.accepted.push(b.to_bytes());
+                    outcome.stored.push(Gossiped::Block(b.clone()).encode());
                 }
             }
             for (id, reason) in dropped {
@@ -550,10 +591,7 @@ fn insert_one(
             outcome.waiting = true;
         }
         Ok(Inserted::Duplicate) => metrics.received(via, "duplicate"),
-        Ok(Inserted::Equivocation(proof)) => {
-            metrics.received(via, "equivocation");
-            outcome.proofs.push(*proof);
-        }
+        Ok(Inserted::Equivocation(_)) => metrics.received(via, "equivocation"),
         Err(reason) => {
             metrics.received(via, "rejected");
             metrics.rejected(reason.label());
@@ -563,6 +601,9 @@ fn insert_one(
             }
         }
     }
+    // A freeze (this block's fork, or one found among the pending blocks it released) comes
+    // after the blocks accepted, with what the freeze released in turn.
+    take_freezes(ledger, outcome);
 }
 
 #[cfg(test)]
@@ -570,7 +611,7 @@ mod tests {
     use libp2p::identity::Keypair;
 
     use super::*;
-    use crate::ledger::{Entry, ZERO_HASH};
+    use crate::ledger::{Entry, Rejected, ZERO_HASH};
 
     fn pay(key: &Keypair, seq: u64, prev: Hash, amount: u64) -> Block {
         let to = Keypair::generate_ed25519().public().to_peer_id();
@@ -631,7 +672,7 @@ mod tests {
         assert_eq!(ledger.head(&honest.public().to_peer_id()).seq, 2);
         assert_eq!(ledger.head(&hostile.public().to_peer_id()).seq, 1);
         assert_eq!(ledger.balance(&honest.public().to_peer_id()), 70);
-        assert_eq!(outcome.accepted.len(), 3, "what was accepted is what gets stored");
+        assert_eq!(outcome.stored.len(), 3, "what was accepted is what gets stored");
         assert!(outcome.waiting, "the gap asks for a sync");
     }
 
@@ -651,11 +692,44 @@ mod tests {
             insert_one(&mut ledger, b, "gossip", key.public().to_peer_id(), &metrics, &mut outcome, &mut strikes);
         }
         assert_eq!(outcome.proofs.len(), 1);
-        let proofs: Vec<_> = outcome.proofs.iter().map(|p| (p.account().to_bytes(), p.to_bytes())).collect();
-        store.append(&outcome.accepted, &proofs).unwrap();
+        assert_eq!(outcome.stored.len(), 3, "two blocks, then the proof");
+        store.append(&outcome.stored).unwrap();
         let mut replayed = Ledger::new(100);
         replay(&mut replayed, store.load().unwrap(), &metrics);
         assert_eq!(replayed.digest(), ledger.digest());
         assert_eq!(replayed.row(&key.public().to_peer_id()).frozen_from, Some(2));
+    }
+
+    /// A block waiting on an account that turns out to have forked is placed by the freeze:
+    /// it is stored after the proof, and a replay of the store is the ledger that ran.
+    #[test]
+    fn blocks_a_freeze_releases_are_stored_after_its_proof() {
+        let metrics = LedgerMetrics::default();
+        let (x, y) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let xid = x.public().to_peer_id();
+        let mut ledger = Ledger::new(100);
+        let mut outcome = Outcome::default();
+        let mut strikes = BTreeMap::new();
+        let x1 = pay(&x, 1, ZERO_HASH, 5);
+        insert_one(&mut ledger, x1.clone(), "gossip", xid, &metrics, &mut outcome, &mut strikes);
+        let to = Keypair::generate_ed25519().public().to_peer_id();
+        let dep = crate::ledger::Dep { account: xid, seq: 2 };
+        let y1 =
+            Block::sign(&y, 1, ZERO_HASH, vec![dep], vec![Entry { to, amount: 3, tasks: 1, tasks_digest: [0; 32] }]);
+        insert_one(&mut ledger, y1.clone(), "gossip", xid, &metrics, &mut outcome, &mut strikes);
+        assert!(outcome.waiting, "y1 waits for x's block 2");
+        let proof = EquivocationProof::new(pay(&x, 2, x1.hash(), 1), pay(&x, 2, x1.hash(), 2));
+        assert_eq!(ledger.apply_proof(proof.clone()), Ok(true));
+        take_freezes(&mut ledger, &mut outcome);
+        let proof_bytes = Gossiped::Proof(Box::new(proof)).encode();
+        let y1_bytes = Gossiped::Block(y1.clone()).encode();
+        assert_eq!(outcome.stored[1..], [proof_bytes, y1_bytes], "the proof, then what it released");
+        assert_eq!(ledger.head(&y.public().to_peer_id()).seq, 1);
+
+        let store = LedgerStore::new(crate::store::Store::in_memory());
+        store.append(&outcome.stored).unwrap();
+        let mut replayed = Ledger::new(100);
+        replay(&mut replayed, store.load().unwrap(), &metrics);
+        assert_eq!(replayed.digest(), ledger.digest());
     }
 }

@@ -89,6 +89,10 @@ pub struct Ledger {
     pub(super) pending: PendingPool,
     pub(super) proofs: BTreeMap<PeerId, EquivocationProof>,
     pub(super) payments: Payments,
+    /// Freezes since the last `take_freezes` (their proofs), and the blocks they released
+    /// from the pending pool (accepted, in order).
+    pub(super) new_proofs: Vec<EquivocationProof>,
+    pub(super) released_by_freeze: Vec<BlockId>,
 }
 
 impl Ledger {
@@ -104,6 +108,8 @@ impl Ledger {
             config,
             accounts: BTreeMap::new(),
             proofs: BTreeMap::new(),
+            new_proofs: Vec::new(),
+            released_by_freeze: Vec::new(),
         }
     }
 
@@ -257,8 +263,19 @@ impl Ledger {
         if !self.freeze_only(proof) {
             return false;
         }
-        self.release(account);
+        // Blocks that waited on the frozen account are placed now (only its blocks before the
+        // fork count): accepted like any other, so whoever stores blocks must see them.
+        let (released, _) = self.release(account);
+        self.released_by_freeze.extend(released);
         true
+    }
+
+    /// The freezes since the last call (however they came: an insert, a proof, a pending
+    /// block released into a fork) and the blocks they released from the pending pool, in
+    /// the order they went in: what a store of the ledger must add after the blocks the
+    /// inserts accepted.
+    pub fn take_freezes(&mut self) -> (Vec<EquivocationProof>, Vec<BlockId>) {
+        (std::mem::take(&mut self.new_proofs), std::mem::take(&mut self.released_by_freeze))
     }
 
     fn freeze_only(&mut self, proof: EquivocationProof) -> bool {
@@ -269,6 +286,7 @@ impl Ledger {
         }
         account.frozen_from = Some(from);
         account.chain.truncate((from - 1) as usize);
+        self.new_proofs.push(proof.clone());
         self.proofs.insert(peer, proof);
         self.pending.drop_from(peer, from);
         self.recompute();

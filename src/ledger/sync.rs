@@ -25,6 +25,8 @@ use super::{Block, EquivocationProof, MAX_RANGE_BLOCKS};
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most blocks one round fetches; the next round goes on from there.
 pub const MAX_BLOCKS_PER_ROUND: usize = 200_000;
+/// Most block bytes one round holds before handing them over.
+pub const MAX_BYTES_PER_ROUND: usize = 64 * 1024 * 1024;
 /// Rounds a node answers at once; more streams are closed at once.
 const MAX_SERVING: usize = 16;
 /// A serving stream with no request for this long is closed.
@@ -53,13 +55,12 @@ pub async fn round(
     peer: PeerId,
     ledger: &LedgerHandle,
 ) -> Result<Fetched, String> {
-    let work = async {
-        let mut stream = control.open_stream(peer, protocol).await.map_err(|e| e.to_string())?;
-        round_over(&mut stream, ledger).await
-    };
-    tokio::time::timeout(ROUND_TIMEOUT, work)
+    let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
+    let mut stream = tokio::time::timeout_at(deadline, control.open_stream(peer, protocol))
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {ROUND_TIMEOUT:?}")))
+        .map_err(|_| format!("no stream within {ROUND_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    round_over(&mut stream, ledger, deadline).await
 }
 
 async fn ask<S>(stream: &mut S, request: &SyncRequest) -> Result<SyncResponse, String>
@@ -70,13 +71,24 @@ where
     wire::read_frame(stream).await.map_err(|e| e.to_string())?.ok_or_else(|| "stream closed".to_string())
 }
 
-/// The asking side of a round on an open stream.
-pub async fn round_over<S>(stream: &mut S, ledger: &LedgerHandle) -> Result<Fetched, String>
+/// The asking side of a round on an open stream. Past `deadline` it stops and hands over
+/// what it fetched (the next round goes on from there); what it fetched is signature-checked
+/// here, and one forged block ends the round (the peer that served it is to blame, not the
+/// account it names).
+pub async fn round_over<S>(
+    stream: &mut S,
+    ledger: &LedgerHandle,
+    deadline: tokio::time::Instant,
+) -> Result<Fetched, String>
 where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
     let digest = ledger.digest();
-    let heads = match ask(stream, &SyncRequest::Heads { digest: wire::digest_bytes(&digest) }).await? {
+    let request = SyncRequest::Heads { digest: wire::digest_bytes(&digest) };
+    let heads = match tokio::time::timeout_at(deadline, ask(stream, &request))
+        .await
+        .map_err(|_| "no heads before the deadline".to_string())??
+    {
         SyncResponse::Same => return Ok(Fetched { same: true, ..Fetched::default() }),
         SyncResponse::Heads(heads) => heads,
         other => return Err(format!("unexpected answer to heads: {other:?}")),
@@ -106,20 +118,33 @@ where
     let mut fetched = Fetched { heads: remote, ..Fetched::default() };
     if !proofs_wanted.is_empty() {
         let accounts = proofs_wanted.iter().map(wire::peer_bytes).collect();
-        match ask(stream, &SyncRequest::Proofs { accounts }).await? {
+        let request = SyncRequest::Proofs { accounts };
+        match tokio::time::timeout_at(deadline, ask(stream, &request))
+            .await
+            .map_err(|_| "no proofs before the deadline".to_string())??
+        {
             SyncResponse::Proofs(proofs) => {
                 for bytes in proofs {
                     let proof = EquivocationProof::from_bytes(&bytes).map_err(|e| format!("a proof: {e}"))?;
+                    proof.verify().map_err(|e| format!("a proof: {e}"))?;
                     fetched.proofs.push(proof);
                 }
             }
             other => return Err(format!("unexpected answer to proofs: {other:?}")),
         }
     }
-    for (account, mut from, to) in ranges {
-        while from <= to && fetched.blocks.len() < MAX_BLOCKS_PER_ROUND {
+    let mut bytes_held = 0;
+    'ranges: for (account, mut from, to) in ranges {
+        while from <= to {
+            if fetched.blocks.len() >= MAX_BLOCKS_PER_ROUND || bytes_held >= MAX_BYTES_PER_ROUND {
+                break 'ranges;
+            }
             let request = SyncRequest::Range { account: wire::peer_bytes(&account), from, to };
-            let SyncResponse::Blocks(blocks) = ask(stream, &request).await? else {
+            let Ok(answer) = tokio::time::timeout_at(deadline, ask(stream, &request)).await else {
+                // Out of time: keep what came (it is valid), the next round goes on.
+                break 'ranges;
+            };
+            let SyncResponse::Blocks(blocks) = answer? else {
                 return Err("unexpected answer to a range".into());
             };
             if blocks.is_empty() {
@@ -130,6 +155,8 @@ where
                 if block.account != account || block.seq != from {
                     return Err(format!("asked for {account} #{from}, got {} #{}", block.account, block.seq));
                 }
+                block.verify_signature().map_err(|e| format!("{account} #{from}: {e}"))?;
+                bytes_held += bytes.len();
                 from += 1;
                 fetched.blocks.push(block);
             }

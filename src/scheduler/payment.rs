@@ -63,6 +63,14 @@ impl Pricing {
         }
     }
 
+    /// The most fuel a `wasm` task may burn: its own limit under `wasm.max_fuel`.
+    fn fuel_limit(&self, payload: &str) -> u64 {
+        crate::wasm::WasmCall::decode(payload)
+            .ok()
+            .and_then(|c| c.limits.fuel)
+            .map_or(self.max_fuel, |f| f.min(self.max_fuel))
+    }
+
     /// A `wasm` run's price by the fuel it burned: credits per million, at least 1.
     pub fn wasm_price(&self, fuel: u64) -> u64 {
         let credits = u128::from(fuel) * u128::from(self.prices.wasm_per_million_fuel) / 1_000_000;
@@ -77,11 +85,7 @@ impl Pricing {
                 if replicas < 2 && !self.pay_unverified {
                     return None;
                 }
-                let fuel = crate::wasm::WasmCall::decode(payload)
-                    .ok()
-                    .and_then(|c| c.limits.fuel)
-                    .map_or(self.max_fuel, |f| f.min(self.max_fuel));
-                Some(self.wasm_price(fuel).saturating_mul(u64::from(replicas)))
+                Some(self.wasm_price(self.fuel_limit(payload)).saturating_mul(u64::from(replicas)))
             }
             TaskKind::Echo | TaskKind::Compute => Some(self.flat(kind)),
             TaskKind::Fail => None,
@@ -129,7 +133,9 @@ pub(super) fn decide(task: &Entry, pricing: &Pricing, local: &PeerId) -> Option<
             let Some(key @ VoteKey::Output { fuel, .. }) = &task.agreed else {
                 return None;
             };
-            let price = pricing.wasm_price(fuel.unwrap_or(0));
+            // Fuel is the workers' word: never priced above the task's limit (what the
+            // reservation held back).
+            let price = pricing.wasm_price(fuel.unwrap_or(0).min(pricing.fuel_limit(&record.payload)));
             let agreeing: Vec<(String, u64)> = record
                 .replica_results
                 .iter()
@@ -139,7 +145,10 @@ pub(super) fn decide(task: &Entry, pricing: &Pricing, local: &PeerId) -> Option<
             let how = format!("wasm: {} replicas agreed on the output and the fuel", agreeing.len());
             pay(Some(how), agreeing, pricing.pay_unverified, local)
         }
-        TaskKind::Wasm => single(None, pricing.wasm_price(record.fuel_used.unwrap_or(0))),
+        TaskKind::Wasm => {
+            let fuel = record.fuel_used.unwrap_or(0).min(pricing.fuel_limit(&record.payload));
+            single(None, pricing.wasm_price(fuel))
+        }
         kind => single(None, pricing.flat(kind)),
     })
 }
