@@ -16,15 +16,17 @@ use super::names::KAD_K;
 const WALK_FAST: Duration = Duration::from_secs(2);
 const WALK_SLOW: Duration = Duration::from_secs(30);
 const FAST_WALKS: u32 = 5;
-/// In a cluster larger than the active view a walk's lookups mostly reach peers we are not
-/// connected to, each a connection's handshake that is closed again: walk rarely, membership
-/// gossip already names every member.
-const WALK_PARTIAL_VIEW: Duration = Duration::from_secs(300);
 /// Kademlia's bootstrap (a lookup of our own id, then one per bucket: about 200 requests at
-/// 100 nodes) refreshes the routing table this often; in a cluster larger than the active
-/// view, as rarely as libp2p's default, for the reason above.
+/// 100 nodes) refreshes the routing table this often, while the cluster fits in the active
+/// view.
+///
+/// In a cluster larger than the active view there are no walks and no refreshes after the
+/// join: a lookup's requests mostly reach peers we are not connected to, each a connection's
+/// handshake that the view closes again (at 100 nodes, walks and refreshes every 5 minutes
+/// still opened 33 connections a second cluster-wide, most of the idle CPU). Membership
+/// gossip names every member and each advertisement feeds the routing table its addresses
+/// (`learn_address`), so the table stays full without them.
 const REFRESH: Duration = Duration::from_secs(60);
-const REFRESH_PARTIAL_VIEW: Duration = Duration::from_secs(300);
 
 pub(super) struct Dht {
     /// Our Kademlia protocol name: a peer that speaks it belongs in the routing table.
@@ -92,7 +94,12 @@ impl Dht {
         if let Some(address) = address {
             Self::learn_address(swarm, &peer, address);
         }
-        let _ = swarm.behaviour_mut().kad.bootstrap();
+        // A lookup of our own id finds our neighbours in the key space and tells them of us.
+        // Not Kademlia's bootstrap, which adds a lookup per bucket: about 200 requests at 100
+        // nodes, mostly to peers outside the active view, each a handshake; with every node
+        // joining at once they kept two cores busy for the first minute.
+        let local = *swarm.local_peer_id();
+        swarm.behaviour_mut().kad.get_closest_peers(local);
         self.last_refresh = Instant::now();
     }
 
@@ -130,29 +137,26 @@ impl Dht {
         entries
     }
 
-    /// Walks and refreshes when due (only while connected to someone); tells the application
-    /// when the routing table's size changed.
+    /// Walks and refreshes when due (only while connected to someone, and never in a partial
+    /// view: see `REFRESH`); tells the application when the routing table's size changed.
     pub fn tick(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, partial_view: bool) -> Option<NetworkEvent> {
         let connected = swarm.connected_peers().next().is_some();
-        if now >= self.next_walk && connected {
+        if now >= self.next_walk && connected && !partial_view {
             self.walks += 1;
-            let interval = match self.walks {
-                w if w < FAST_WALKS => WALK_FAST,
-                _ if partial_view => WALK_PARTIAL_VIEW,
-                _ => WALK_SLOW,
-            };
-            self.next_walk = now + interval;
+            self.next_walk = now + if self.walks < FAST_WALKS { WALK_FAST } else { WALK_SLOW };
             // A lookup of a random id visits peers all over the key space, filling the routing
             // table with peers we were never told about.
             swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
         }
+        if partial_view {
+            Self::stop_bootstraps(swarm);
+        }
         let size = Self::routing_table_size(swarm);
-        if !self.republished && size > 0 && self.walks >= 1 {
+        if !self.republished && size > 0 && (self.walks >= 1 || (partial_view && self.joined_once)) {
             self.republished = true;
             Self::republish_own(swarm);
         }
-        let refresh = if partial_view { REFRESH_PARTIAL_VIEW } else { REFRESH };
-        if now.duration_since(self.last_refresh) >= refresh && connected {
+        if now.duration_since(self.last_refresh) >= REFRESH && connected && !partial_view {
             self.last_refresh = now;
             let _ = swarm.behaviour_mut().kad.bootstrap();
         }
@@ -160,6 +164,19 @@ impl Dht {
             self.reported_size = Some(size);
             NetworkEvent::RoutingTable { size }
         })
+    }
+
+    /// Stops Kademlia's own bootstraps. libp2p-kad starts one whenever a peer enters a routing
+    /// table of fewer than k entries (it cannot be turned off), so every node joining a large
+    /// cluster ran one: about 160 requests, mostly new connections, for up to a minute, all
+    /// nodes at once (the first minute of a 100-node cluster, and most of its connection churn
+    /// after). In a partial view the table is fed by advertisements instead (see `REFRESH`).
+    fn stop_bootstraps(swarm: &mut Swarm<Behaviour>) {
+        for mut query in swarm.behaviour_mut().kad.iter_queries_mut() {
+            if matches!(query.info(), kad::QueryInfo::Bootstrap { .. }) {
+                query.finish();
+            }
+        }
     }
 
     pub fn put(
