@@ -130,6 +130,12 @@ where
         self.health.on_late(now, delay, self.config.probe_timeout);
     }
 
+    /// A member not connected and not heard from for this long is probed: three of its
+    /// heartbeat intervals, which stretch with the cluster's size (the node keeps this in step).
+    pub fn set_silence_timeout(&mut self, timeout: Duration) {
+        self.config.silence_timeout = timeout;
+    }
+
     /// We are pinging `peer` directly (for our own detection or for someone who asked):
     /// answered with `on_ping`, else `tick` reports `PingTimedOut` after the scaled probe
     /// timeout.

@@ -37,6 +37,8 @@ use crate::worker::{Executor, LocalAnswer, Origin};
 
 /// Housekeeping period: membership timeouts, readiness.
 const TICK: Duration = Duration::from_millis(100);
+/// Missed heartbeats before a member we only hear through gossip is probed.
+const SILENT_HEARTBEATS: u32 = 3;
 /// Membership gauges are refreshed every this many ticks (each refresh walks every member and
 /// connection: at 100 ms it was among the top entries of an idle 100-node profile).
 const METRICS_EVERY_TICKS: u64 = 10;
@@ -111,8 +113,7 @@ impl Core {
             dead_retention: Duration::from_secs(m.dead_retention_secs),
             indirect_probes: m.indirect_probes,
             probe_timeout: Duration::from_millis(m.probe_timeout_ms),
-            // Three missed heartbeats before a member we only hear through gossip is probed.
-            silence_timeout: p.config.heartbeat_interval() * 3,
+            silence_timeout: p.config.heartbeat_interval() * SILENT_HEARTBEATS,
         };
         let probes =
             ProbeForwarder::new(Duration::from_millis(m.ping_interval_ms), Duration::from_millis(m.probe_timeout_ms));
@@ -164,8 +165,10 @@ impl Core {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>, drain: Duration) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval());
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first heartbeat goes out at once; then every `heartbeat_every`, which stretches
+        // with the cluster's size.
+        let heartbeat = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(heartbeat);
         // SWIM's protocol period: one member pinged directly per period.
         let mut ping = tokio::time::interval(Duration::from_millis(self.config.membership.ping_interval_ms));
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -185,9 +188,10 @@ impl Core {
                     self.on_tick().await;
                 }
                 _ = ping.tick() => self.on_protocol_period().await,
-                _ = heartbeat.tick() => {
+                _ = &mut heartbeat => {
                     self.publish_heartbeat().await;
                     self.advertiser.heartbeat_sent(Instant::now());
+                    heartbeat.as_mut().reset(tokio::time::Instant::now() + self.heartbeat_every());
                 }
                 else => break,
             }
@@ -552,6 +556,13 @@ impl Core {
         }
     }
 
+    /// The interval of our periodic heartbeat at the cluster's current size (see
+    /// [`advertise::heartbeat_interval`]).
+    fn heartbeat_every(&self) -> Duration {
+        let partial = view::partial(self.cluster_size_sent, self.config.network.active_peers);
+        advertise::heartbeat_interval(self.config.heartbeat_interval(), self.cluster_size_sent, partial)
+    }
+
     fn load(&self) -> u32 {
         self.executor.as_ref().map_or(0, |e| e.load())
     }
@@ -570,6 +581,7 @@ impl Core {
         if members != self.cluster_size_sent && self.network.set_cluster_size(members).await.is_ok() {
             self.cluster_size_sent = members;
             self.ledger_peers_dirty = true;
+            self.membership.set_silence_timeout(self.heartbeat_every() * SILENT_HEARTBEATS);
         }
         self.update_readiness();
         if self.ticks.is_multiple_of(METRICS_EVERY_TICKS) {

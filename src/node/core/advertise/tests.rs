@@ -211,3 +211,26 @@ fn advertisement_offers_this_node_where_it_can_be_reached() {
     assert_eq!((ad.capacity, ad.load, ad.seq), (4, 1, 9));
     assert_eq!(ad.addresses, ["/dns4/node.example/tcp/4001", "/ip4/127.0.0.1/tcp/4001"], "loopback: listening on it");
 }
+
+#[test]
+fn heartbeats_keep_their_interval_while_the_cluster_fits_in_the_view() {
+    let s = Duration::from_secs;
+    assert_eq!(heartbeat_interval(s(1), 21, false), s(1));
+    assert_eq!(heartbeat_interval(s(30), 500, false), s(30), "never decided by size alone");
+}
+
+#[test]
+fn a_partial_view_spends_a_cluster_wide_heartbeat_budget() {
+    let s = Duration::from_secs;
+    // The shipped worker default is unchanged up to 60 members.
+    assert_eq!(heartbeat_interval(s(30), 60, true), s(30));
+    // 100 members at 10 s would be 10 heartbeats a second; the budget makes them 2.
+    assert_eq!(heartbeat_interval(s(10), 100, true), s(50));
+    assert_eq!(heartbeat_interval(s(1), 25, true), Duration::from_millis(12_500));
+    assert_eq!(heartbeat_interval(s(30), 10_000, true), s(5_000));
+    // The cluster-wide rate the budget promises.
+    for members in [22, 100, 1_000, 10_000] {
+        let per_sec = members as f64 / heartbeat_interval(s(1), members, true).as_secs_f64();
+        assert!(per_sec <= f64::from(IDLE_HEARTBEATS_PER_SEC) + 1e-9, "{members} members: {per_sec}/s");
+    }
+}
