@@ -27,6 +27,8 @@ const FAST_WALKS: u32 = 5;
 /// gossip names every member and each advertisement feeds the routing table its addresses
 /// (`learn_address`), so the table stays full without them.
 const REFRESH: Duration = Duration::from_secs(60);
+/// The routing table's size is counted (and reported when it changed) this often.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) struct Dht {
     /// Our Kademlia protocol name: a peer that speaks it belongs in the routing table.
@@ -39,8 +41,9 @@ pub(super) struct Dht {
     /// The last Kademlia bootstrap (routing-table refresh, or the one on joining); see `REFRESH`.
     last_refresh: Instant,
     joined_once: bool,
-    /// The routing table's size last reported to the application.
+    /// The routing table's size last reported to the application, and when it is next counted.
     reported_size: Option<usize>,
+    next_count: Instant,
     /// The records this node published, reloaded from its store, were put again after it
     /// joined (Kademlia's own republishing waits a day).
     republished: bool,
@@ -57,6 +60,7 @@ impl Dht {
             last_refresh: Instant::now(),
             joined_once: false,
             reported_size: None,
+            next_count: Instant::now(),
             republished: false,
         }
     }
@@ -151,6 +155,12 @@ impl Dht {
         if partial_view {
             Self::stop_bootstraps(swarm);
         }
+        // Counting the table visits every bucket (it showed in an idle 100-node profile at
+        // every tick): once a second.
+        if now < self.next_count {
+            return None;
+        }
+        self.next_count = now + COUNT_EVERY;
         let size = Self::routing_table_size(swarm);
         if !self.republished && size > 0 && (self.walks >= 1 || (partial_view && self.joined_once)) {
             self.republished = true;
@@ -166,11 +176,14 @@ impl Dht {
         })
     }
 
-    /// Stops Kademlia's own bootstraps. libp2p-kad starts one whenever a peer enters a routing
-    /// table of fewer than k entries (it cannot be turned off), so every node joining a large
-    /// cluster ran one: about 160 requests, mostly new connections, for up to a minute, all
-    /// nodes at once (the first minute of a 100-node cluster, and most of its connection churn
-    /// after). In a partial view the table is fed by advertisements instead (see `REFRESH`).
+    /// Cuts Kademlia's own bootstraps short. libp2p-kad starts one whenever a peer enters a
+    /// routing table of fewer than k entries (it cannot be turned off), so every node joining
+    /// a large cluster ran one: about 160 requests, mostly new connections, for up to a minute,
+    /// all nodes at once (the first minute of a 100-node cluster, and most of its connection
+    /// churn after). A bootstrap is a lookup per bucket and finishing one only moves it on to
+    /// the next (libp2p offers no way to end it), so this runs at every tick: each lookup ends
+    /// within 100 ms, after a few requests. In a partial view the table is fed by
+    /// advertisements instead (see `REFRESH`).
     fn stop_bootstraps(swarm: &mut Swarm<Behaviour>) {
         for mut query in swarm.behaviour_mut().kad.iter_queries_mut() {
             if matches!(query.info(), kad::QueryInfo::Bootstrap { .. }) {

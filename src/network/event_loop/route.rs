@@ -91,10 +91,6 @@ impl EventLoop {
             self.tasks.prune();
             self.trim_view(now);
             self.fill_view(now);
-            // Walks are due seconds apart, and counting the routing table visits every bucket:
-            // once a second (every tick, it showed in an idle 100-node profile).
-            let event = self.dht.tick(&mut self.swarm, now, self.view.partial());
-            self.emit_some(event);
         }
         for (index, addr) in self.bootstrap.due(now) {
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
@@ -115,6 +111,8 @@ impl EventLoop {
         relay::close_superseded_circuits(&mut self.swarm, &mut self.peers, |p| {
             tasks.busy_with(p) || probes.busy_with(p) || records.busy_with(p)
         });
+        let event = self.dht.tick(&mut self.swarm, now, self.view.partial());
+        self.emit_some(event);
     }
 
     /// Whether the connection to `peer` belongs to the active view, `margin` as in `view`.
