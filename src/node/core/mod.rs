@@ -355,8 +355,7 @@ impl Core {
             NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
             NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
             NetworkEvent::Subscribed { peer } => {
-                let partial = view::partial(self.cluster_size_sent, self.config.network.active_peers);
-                let has_our_ad = advertise::has_our_advertisement(partial, &self.membership, &peer);
+                let has_our_ad = advertise::has_our_advertisement(self.partial_view(), &self.membership, &peer);
                 self.advertiser.on_subscribed(now, has_our_ad);
                 Vec::new()
             }
@@ -532,8 +531,7 @@ impl Core {
         self.ping_periods += 1;
         let stretch = u64::from(self.membership.local_health()) + 1;
         if self.ping_periods.is_multiple_of(stretch)
-            && let Some(target) =
-                self.membership.next_ping(view::partial(self.cluster_size_sent, self.config.network.active_peers))
+            && let Some(target) = self.membership.next_ping(self.partial_view())
         {
             self.probes.own_ping(target);
             self.ping(target).await;
@@ -559,8 +557,12 @@ impl Core {
     /// The interval of our periodic heartbeat at the cluster's current size (see
     /// [`advertise::heartbeat_interval`]).
     fn heartbeat_every(&self) -> Duration {
-        let partial = view::partial(self.cluster_size_sent, self.config.network.active_peers);
-        advertise::heartbeat_interval(self.config.heartbeat_interval(), self.cluster_size_sent, partial)
+        advertise::heartbeat_interval(self.config.heartbeat_interval(), self.cluster_size_sent, self.partial_view())
+    }
+
+    /// Whether the cluster, at the size last told the network, is larger than the active view.
+    fn partial_view(&self) -> bool {
+        view::partial(self.cluster_size_sent, self.config.network.active_peers)
     }
 
     fn load(&self) -> u32 {
