@@ -101,8 +101,12 @@ stage_stress() {
 
 stage_scale() {
   # The scale harness's short form: 25 workers and a bootstrap in one process; counts only
-  # (formed, a join and every gossip message seen everywhere, a killed worker dead everywhere).
+  # (formed, a join and every gossip message seen everywhere, a killed worker dead everywhere,
+  # a separate p2p-node stopped with SIGSTOP for 3 s alive everywhere again after SIGCONT).
   [[ -x target/release/examples/scale ]] || { echo "target/release/examples/scale missing: run the build stage"; return 1; }
+  # The pause phase signals its node with kill(1) (Debian's procps).
+  type -P kill >/dev/null ||
+    (apt-get install -y -qq procps >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq procps >/dev/null; })
   target/release/examples/scale --nodes 25 --max-secs 120 --check
 }
 

@@ -120,6 +120,13 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// `new` for a member first heard of.
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub status: &'static str,
 }
@@ -184,6 +191,13 @@ pub struct Metrics {
     pub nat_status: Family<StatusLabels, Gauge>,
     pub members: Family<StateLabels, Gauge>,
     pub local_health: Gauge,
+    /// State changes of other members in this node's table (a suspicion in a quiet cluster
+    /// is a false one: the figure an operator alerts on).
+    pub member_transitions: Family<TransitionLabels, Counter>,
+    /// Times this node heard itself suspected or declared dead and refuted it.
+    pub refutations: Counter,
+    /// Pulls of members' advertisements (`network/catch_up.rs`), asked and answered, by outcome.
+    pub member_pulls: Family<OutcomeLabels, Counter>,
     pub relay_reservations: Gauge,
     pub holepunch: Family<OutcomeLabels, Counter>,
     pub limit_hits: Family<LimitLabels, Counter>,
@@ -240,6 +254,9 @@ impl Metrics {
             nat_status: Family::default(),
             members: Family::default(),
             local_health: Gauge::default(),
+            member_transitions: Family::default(),
+            refutations: Counter::default(),
+            member_pulls: Family::default(),
             relay_reservations: Gauge::default(),
             holepunch: Family::default(),
             limit_hits: Family::default(),
@@ -341,6 +358,21 @@ impl Metrics {
             "membership_local_health",
             "Lifeguard local health score: 0 healthy, up to 8; this node's failure-detection timeouts stretch by 1 + score",
             self.local_health.clone(),
+        );
+        r.register(
+            "membership_transitions",
+            "State changes of other members in this node's table, by from (new for a member first heard of) and to state",
+            self.member_transitions.clone(),
+        );
+        r.register(
+            "membership_refutations",
+            "Times this node heard itself suspected or declared dead and refuted it with a higher incarnation",
+            self.refutations.clone(),
+        );
+        r.register(
+            "membership_pulls",
+            "Pulls of members' advertisements from a neighbour, by outcome (pulled, pull_failed; served, refused, serve_failed when asked)",
+            self.member_pulls.clone(),
         );
         r.register(
             "relay_reservations",

@@ -242,3 +242,53 @@ async fn a_cluster_larger_than_its_active_view_keeps_only_the_view_connected() {
     }
     boot.stop().await;
 }
+
+/// A node joining a cluster larger than its active view asks a neighbour for every member's
+/// heartbeat and advertisement (`network/catch_up.rs`) and lists every member alive and
+/// every worker schedulable at once (heartbeats and refreshes come once an hour here). At 9
+/// members the joiner's discovery also reaches every worker, so this checks the wiring end
+/// to end (the pull happened, the view is whole); the difference the pull makes shows at 100
+/// nodes, where the joiner connects to a fifth of them (`examples/scale`, "the joiner's own
+/// view").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_pulls_every_member_and_worker_from_a_neighbour() {
+    const ACTIVE: usize = 3;
+    const WORKERS: usize = 8;
+    let env = || {
+        vec![
+            ("P2P_NETWORK__ACTIVE_PEERS".to_string(), ACTIVE.to_string()),
+            ("P2P_NODE__HEARTBEAT_INTERVAL".to_string(), "3600".to_string()),
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let boot = inproc::start_with_env(dir.path(), "boot", "bootstrap", None, "", env()).await;
+    let addr = boot.tcp_addr().await;
+    let mut workers = Vec::new();
+    for i in 0..WORKERS {
+        workers.push(inproc::start_with_env(dir.path(), &format!("w{i}"), "worker", Some(&addr), "", env()).await);
+    }
+    let ids: Vec<String> = workers.iter().map(|w| w.peer_id.clone()).collect();
+    eventually(Duration::from_secs(30), "every worker schedulable at the bootstrap", async || {
+        let caps = boot.handle.capabilities().await.unwrap();
+        caps.cluster.get("compute").is_some_and(|c| ids.iter().all(|id| c.workers.contains(id)))
+    })
+    .await;
+
+    let joiner = inproc::start_with_env(dir.path(), "joiner", "worker", Some(&addr), "", env()).await;
+    eventually(Duration::from_secs(10), "every member alive and every worker schedulable at the joiner", async || {
+        let caps = joiner.handle.capabilities().await.unwrap();
+        let listed = caps.cluster.get("compute").is_some_and(|c| ids.iter().all(|id| c.workers.contains(id)));
+        listed && joiner.alive().await.len() == WORKERS + 1
+    })
+    .await;
+    let pulled = joiner.metrics().await;
+    let pulls: f64 = pulled
+        .lines()
+        .filter(|l| l.starts_with("p2p_membership_pulls_total") && l.contains("outcome=\"pulled\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(pulls >= 1.0, "the joiner pulled from a neighbour:\n{pulled}");
+    for n in workers.into_iter().chain([joiner, boot]) {
+        n.stop().await;
+    }
+}

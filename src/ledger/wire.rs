@@ -21,8 +21,8 @@ use super::validate::Rejected;
 const BLOCK: u8 = 0;
 const PROOF: u8 = 1;
 
-/// Largest anti-entropy frame (a range answer stops adding blocks before it).
-pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// The frames anti-entropy speaks in (a range answer stops adding blocks before `MAX_FRAME`).
+pub use crate::network::frames::{MAX_FRAME, read_frame, write_frame};
 /// Most accounts one heads answer lists.
 pub const MAX_HEADS: usize = 100_000;
 
@@ -104,43 +104,6 @@ pub fn peer_bytes(peer: &PeerId) -> ByteBuf {
 
 pub fn peer_from(bytes: &[u8]) -> Option<PeerId> {
     PeerId::from_bytes(bytes).ok()
-}
-
-/// Writes one frame.
-pub async fn write_frame<S, T>(stream: &mut S, message: &T) -> std::io::Result<()>
-where
-    S: futures::AsyncWrite + Unpin,
-    T: Serialize,
-{
-    use futures::AsyncWriteExt;
-    let body = cbor4ii::serde::to_vec(Vec::new(), message).map_err(std::io::Error::other)?;
-    if body.len() > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {} bytes over {MAX_FRAME}", body.len())));
-    }
-    stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
-    stream.write_all(&body).await?;
-    stream.flush().await
-}
-
-/// Reads one frame; `Ok(None)` when the stream ended cleanly before it.
-pub async fn read_frame<S, T>(stream: &mut S) -> std::io::Result<Option<T>>
-where
-    S: futures::AsyncRead + Unpin,
-    T: for<'de> Deserialize<'de>,
-{
-    use futures::AsyncReadExt;
-    let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        r => r?,
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {len} bytes over {MAX_FRAME}")));
-    }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    cbor4ii::serde::from_slice(&body).map(Some).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub struct ProtocolNames {
     pub task_lane: StreamProtocol,
     pub probe: StreamProtocol,
     pub records: StreamProtocol,
+    /// Catching up on members' advertisements (`catch_up`).
+    pub members: StreamProtocol,
     pub gossip_prefix: String,
     pub topic_prefix: String,
 }
@@ -31,6 +33,7 @@ impl ProtocolNames {
             task_lane: p("task-lane/1.0.0"),
             probe: p("probe/1.0.0"),
             records: p("task-records/1.0.0"),
+            members: p("members/1.0.0"),
             // Not GossipSub's own `meshsub`: our messages are sealed by their authors and carry no
             // GossipSub signature, so a node of the earlier, GossipSub-signed format must not
             // exchange (and reject, and penalise) messages with us.

@@ -31,6 +31,8 @@ ALWAYS = [
     "p2p_nat_status",
     "p2p_membership_members",
     "p2p_membership_local_health",
+    "p2p_membership_transitions_total",
+    "p2p_membership_refutations_total",
     "p2p_relay_reservations",
     "p2p_build_info",
     "p2p_telemetry_spans_dropped_total",

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::active_view::ActiveView;
 use super::addresses::AddressPolicy;
 use super::behaviour::Behaviour;
+use super::catch_up::{CatchUp, Pulled};
 use super::client::{COMMAND_CHANNEL, Command};
 use super::dht::Dht;
 use super::discovery::Bootstrapper;
@@ -69,6 +70,7 @@ pub struct EventLoop {
     probes: Probes,
     records: Records,
     gossip: Gossip,
+    catch_up: CatchUp,
 }
 
 /// What the event loop is built from; `network::new` assembles it.
@@ -87,6 +89,9 @@ impl EventLoop {
     pub(in crate::network) fn new(p: Parts, config: &Config) -> Self {
         let local: PeerId = *p.swarm.local_peer_id();
         let (lane_tx, lane_events) = mpsc::channel(COMMAND_CHANNEL);
+        let control = p.swarm.behaviour().streams.new_control();
+        let catch_up = CatchUp::new(control, p.names.members.clone(), p.tracker.clone(), p.metrics.clone());
+        let held = catch_up.held().clone();
         let tasks = TaskRouter::new(&p.swarm, config, p.names.task_lane.clone(), lane_tx, p.tracker, p.metrics.clone());
         Self {
             commands: p.commands,
@@ -104,7 +109,8 @@ impl EventLoop {
             tasks,
             probes: Probes::new(local, p.metrics.clone()),
             records: Records::new(p.metrics.clone()),
-            gossip: Gossip::new(p.signing_key, &p.names, config.ledger.enabled, p.metrics.clone()),
+            gossip: Gossip::new(p.signing_key, &p.names, config.ledger.enabled, held, p.metrics.clone()),
+            catch_up,
             metrics: p.metrics,
             swarm: p.swarm,
         }
@@ -115,6 +121,7 @@ impl EventLoop {
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.gossip.subscribe(&mut self.swarm);
         self.tasks.serve_lanes();
+        self.catch_up.serve();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let events = self.events.clone();
@@ -127,6 +134,9 @@ impl EventLoop {
                     None => break,
                 },
                 Some(event) = self.lane_events.recv(), if self.outbox.len() < OUTBOX_LIMIT => self.on_lane_event(event),
+                Some((peer, pulled)) = self.catch_up.results.recv(), if self.outbox.len() < OUTBOX_LIMIT => {
+                    self.on_pulled(peer, pulled);
+                }
                 permit = events.reserve(), if !self.outbox.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(ev) = self.outbox.pop_front() {
@@ -169,6 +179,23 @@ impl EventLoop {
             }
         })
         .await;
+    }
+
+    /// A neighbour's answer to our pull: its advertisements opened and checked, the news passed on.
+    fn on_pulled(&mut self, peer: PeerId, pulled: Pulled) {
+        match pulled {
+            Ok(ads) => {
+                let mut news = Vec::new();
+                self.gossip.open_pulled(peer, &ads, &mut news);
+                tracing::debug!(%peer, held = ads.len(), news = news.len(), "caught up on members");
+                self.catch_up.finished(true);
+                self.outbox.extend(news);
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "members pull failed");
+                self.catch_up.finished(false);
+            }
+        }
     }
 
     fn emit(&mut self, event: NetworkEvent) {

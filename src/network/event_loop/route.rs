@@ -40,6 +40,7 @@ impl EventLoop {
             Command::ClusterSize { members } => self.view.set_cluster_size(members),
             Command::Forget { peer } => {
                 swarm.behaviour_mut().kad.remove_peer(&peer);
+                self.catch_up.held().forget(&peer);
             }
             Command::PutRecord { key, value, replication, reply } => {
                 self.dht.put(swarm, key, value, replication, reply)
@@ -91,6 +92,11 @@ impl EventLoop {
             self.tasks.prune();
             self.trim_view(now);
             self.fill_view(now);
+            let (swarm, peers) = (&self.swarm, &self.peers);
+            self.catch_up.on_tick(now, || {
+                use rand::seq::IteratorRandom;
+                swarm.connected_peers().filter(|p| peers.is_member(p)).copied().choose(&mut rand::thread_rng())
+            });
         }
         for (index, addr) in self.bootstrap.due(now) {
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
@@ -364,6 +370,7 @@ impl EventLoop {
         }
         if let Some(connected) = self.peers.admit(peer_id, &info, &self.policy) {
             self.emit(connected);
+            self.catch_up.on_member(peer_id, Instant::now());
             // Its GossipSub subscription may have arrived before Identify made it a member, when
             // `Subscribed` was not passed on: pass it on now, so it is sent our advertisement.
             if self.gossip.is_subscribed(&self.swarm, &peer_id) {

@@ -27,7 +27,7 @@ use super::handle::Request;
 use super::health::{Health, Readiness, now_ms};
 use crate::config::Config;
 use crate::membership::{Action, MemberState, Membership, MembershipConfig};
-use crate::metrics::{Metrics, PeerLabels, StateLabels};
+use crate::metrics::{Metrics, PeerLabels, StateLabels, TransitionLabels};
 use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
 use crate::protocol::{TaskRequest, WIRE_VERSION};
 use crate::scheduler::{Effect, Gateway, Timer, WorkerView};
@@ -490,7 +490,15 @@ impl Core {
                         let _ = self.network.send_probe(helper, target).await;
                     }
                 }
-                Action::Announce(_) => announce = true,
+                Action::Announce(rumor) => {
+                    // Only a refutation announces this node alive (joins and leaves go otherwise).
+                    if rumor.peer == self.membership.local() && rumor.state == MemberState::Alive {
+                        self.metrics.refutations.inc();
+                        // Our advertisement names our incarnation: the old one is stale now.
+                        self.advertiser.content_changed(Instant::now());
+                    }
+                    announce = true;
+                }
                 Action::StateChanged { peer, from, to } => self.on_state_changed(peer, from, to).await,
             }
         }
@@ -505,7 +513,9 @@ impl Core {
         if peer == self.local {
             return;
         }
-        tracing::info!(%peer, from = from.map(|s| s.as_str()).unwrap_or("new"), to = to.as_str(), "member state changed");
+        let from = from.map_or("new", |s| s.as_str());
+        tracing::info!(%peer, from, to = to.as_str(), "member state changed");
+        self.metrics.member_transitions.get_or_create(&TransitionLabels { from, to: to.as_str() }).inc();
         self.gateway.set_members(self.alive_members());
         self.ledger_peers_dirty = true;
         match to {

@@ -30,9 +30,17 @@
 //!    exported by libp2p), with ping, connection-error and membership breakdowns;
 //! 4. kill: a worker's run future is aborted (its sockets close without a goodbye, as in
 //!    `tests/in_process.rs`) until every other node's `peers()` shows it `dead`;
-//! 5. memory: VmRSS before and after the nodes started, per node.
+//! 5. memory: VmRSS before and after the nodes started, per node;
+//! 6. pause: one more node, a separate `p2p-node` process (the binary beside this harness, or
+//!    `--node-binary`), joins, is stopped with SIGSTOP for `--pause-secs` and resumed; healthy
+//!    members suspected meanwhile are counted from the nodes' own counters (`pause.rs`).
 //!
-//! The order of execution is 1, 2a, 4, 2b, 3 (the probe of 2b joins the membership, so it
+//! False suspicions are counted three times: members suspect or dead at the end of formation
+//! (polled), changes to suspect or dead during the quiet window (every node's
+//! `p2p_membership_transitions_total`: nobody was stopped then, so each one is false), and
+//! healthy members that had to refute a suspicion during the pause phase.
+//!
+//! The order of execution is 1, 2a, 4, 6, 2b, 3 (the probe of 2b joins the membership, so it
 //! comes after the measurements that count members).
 //!
 //! Exit status: 0 when every phase ran (whatever it measured), 2 when the hard cap hit.
@@ -58,6 +66,8 @@ use p2p_network::protocol::{
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+
+mod pause;
 
 /// The cluster name the shipped configs use; the probe must match it or Identify rejects it.
 const PROTOCOL_VERSION: &str = "p2p-network";
@@ -121,9 +131,17 @@ struct Args {
     /// Longest wait for the killed worker to be declared dead everywhere, in seconds.
     #[arg(long, default_value_t = 25)]
     kill_secs: u64,
-    /// Quiet window after formation (nothing polled) over which steady CPU is measured, in seconds.
+    /// Quiet window after formation (nothing polled) over which steady CPU and false
+    /// suspicions are measured, in seconds.
     #[arg(long, default_value_t = 5)]
     quiet_secs: u64,
+    /// How long the pause phase keeps its separate node stopped (SIGSTOP), in seconds; 0 skips
+    /// the phase.
+    #[arg(long, default_value_t = 3)]
+    pause_secs: u64,
+    /// The `p2p-node` binary the pause phase runs (default: the one beside this harness).
+    #[arg(long)]
+    node_binary: Option<PathBuf>,
     /// Tokio worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -234,6 +252,14 @@ struct Steady {
     /// Kademlia queries finished per second over the quiet window, cluster-wide (outside the
     /// active view, each one's requests dial peers).
     kad_queries_per_s: Option<f64>,
+    /// Changes of a member to suspect or dead during the quiet window, summed over nodes
+    /// (nobody was stopped: every one is a false suspicion), and refutations meanwhile.
+    suspicions_in_quiet_window: Option<f64>,
+    refutations_in_quiet_window: Option<f64>,
+    /// Per node, after the quiet window: workers it lists under `compute` (schedulable there),
+    /// out of `workers`. Members alive are not enough to place tasks: their advertisements are.
+    workers_listed: Dist,
+    workers: usize,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -341,7 +367,14 @@ struct Report {
     formation: Option<Formation>,
     steady: Option<Steady>,
     join: Option<Delivery>,
+    /// The joiner's own view: from its start until it lists every running node alive, and
+    /// every running worker under `compute` (what it learns from neighbours and gossip).
+    joiner_sees_all_members_ms: Option<f64>,
+    joiner_sees_all_workers_ms: Option<f64>,
+    /// The joiner's `p2p_membership_pulls_total` by outcome at the end of the join phase.
+    joiner_pulls: Option<String>,
     kill: Option<Kill>,
+    pause: Option<pause::Pause>,
     gossip: Option<Delivery>,
     kad: Option<Kad>,
     memory: Memory,
@@ -533,6 +566,22 @@ async fn view(node: &Running, expected: &HashSet<String>) -> Option<(usize, usiz
         }
     }
     Some(counts)
+}
+
+/// Per node: how many of the workers (all of `nodes` but the bootstrap, first) it lists under `compute`.
+async fn workers_listed(nodes: &[Running]) -> Dist {
+    let workers: HashSet<&String> = nodes.iter().skip(1).map(|n| &n.peer_id).collect();
+    let counts = futures::future::join_all(nodes.iter().map(|n| {
+        let workers = &workers;
+        async move {
+            let caps = tokio::time::timeout(ASK_TIMEOUT, n.handle.capabilities()).await.ok()?.ok()?;
+            let listed =
+                caps.cluster.get("compute").map_or(0, |c| c.workers.iter().filter(|w| workers.contains(w)).count());
+            Some(listed as f64)
+        }
+    }))
+    .await;
+    Dist::of(&counts.into_iter().flatten().collect::<Vec<_>>())
 }
 
 async fn steady_facts(nodes: &[Running]) -> (Dist, Dist, Dist) {
@@ -841,6 +890,10 @@ fn render(r: &Report) -> String {
         row("   Kademlia routing table per node", s.routing_table_size.plain());
         row("   local health per node (0 healthy, 8 worst)", s.local_health.plain());
         row(
+            "   workers schedulable per node (after quiet)",
+            format!("{} of {} workers", s.workers_listed.plain(), s.workers),
+        );
+        row(
             "   process",
             format!(
                 "{} fds open (limit {}), {} threads; CPU {} cores during start + formation, {} cores after \
@@ -880,6 +933,17 @@ fn render(r: &Report) -> String {
         None => rows.push((title.to_string(), "not measured".into())),
     };
     delivery(&r.join, "2a. join: schedulable everywhere", &mut rows);
+    if r.join.is_some() {
+        rows.push((
+            "   the joiner's own view".into(),
+            format!(
+                "all members alive after {}, all workers schedulable after {}; its pulls: {}",
+                fmt_opt(r.joiner_sees_all_members_ms, " ms"),
+                fmt_opt(r.joiner_sees_all_workers_ms, " ms"),
+                r.joiner_pulls.as_deref().unwrap_or("n/a")
+            ),
+        ));
+    }
     delivery(&r.gossip, "2b. raw gossip delivery", &mut rows);
     match &r.kad {
         Some(k) => {
@@ -933,6 +997,43 @@ fn render(r: &Report) -> String {
         }
         None => rows.push(("4. killed worker marked dead".into(), "not measured".into())),
     }
+    if let Some(s) = &r.steady {
+        rows.push((
+            "   false suspicions in the quiet window".into(),
+            format!(
+                "{} changes to suspect or dead (summed over nodes), {} refutations, in {}",
+                fmt_opt(s.suspicions_in_quiet_window, ""),
+                fmt_opt(s.refutations_in_quiet_window, ""),
+                "the window after formation (nobody stopped)"
+            ),
+        ));
+    }
+    match &r.pause {
+        Some(p) => {
+            rows.push((
+                format!("6. a node stopped {} ms, resumed", p.paused_ms),
+                format!(
+                    "healthy members suspected (their refutations): {}; its own accusations after waking: {}",
+                    p.healthy_refutations,
+                    fmt_opt(p.accusations_by_paused, "")
+                ),
+            ));
+            rows.push((
+                "   the stopped node".into(),
+                format!(
+                    "seen suspect by {}/{}, dead by {}/{}, alive again on {}/{} at the end; refuted {} times",
+                    p.suspect_seen,
+                    p.observers,
+                    p.dead_seen,
+                    p.observers,
+                    p.alive_after,
+                    p.observers,
+                    fmt_opt(p.paused_refutations, "")
+                ),
+            ));
+        }
+        None => rows.push(("6. a node stopped and resumed".into(), "not measured".into())),
+    }
     let m = &r.memory;
     rows.push((
         "5. memory".into(),
@@ -967,6 +1068,7 @@ fn render(r: &Report) -> String {
 }
 
 fn finish(shared: &Shared, json: Option<&Path>, t_start: Instant, hard_cap: bool) {
+    pause::reap();
     let report = {
         let mut r = shared.lock().unwrap_or_else(|e| e.into_inner());
         r.loadavg_end = loadavg();
@@ -1001,9 +1103,12 @@ fn finish(shared: &Shared, json: Option<&Path>, t_start: Instant, hard_cap: bool
 }
 
 /// The headline figures as one JSON line, from a report as JSON (ours, or the one an older
-/// build wrote with `--json`): `null` for what was not measured. `false_suspicions` counts
-/// members seen suspect or dead, summed over nodes, at the end of formation (before any kill:
-/// every node is alive then, so each one is false). A run has one join and one kill: their
+/// build wrote with `--json`): `null` for what was not measured. `false_suspicions` is the
+/// sum of three counts (each also under its own key): members seen suspect or dead, summed
+/// over nodes, at the end of formation (before any kill: every node is alive then, so each
+/// one is false); changes to suspect or dead during the quiet window; healthy members that
+/// refuted a suspicion while another node was stopped and resumed (`false_suspicions_pause`;
+/// `pause_dead_seen`: nodes that declared the stopped one dead). A run has one join and one kill: their
 /// `_everywhere_p50_ms` is the time until the last node saw it (null unless every node did).
 fn summary(r: &serde_json::Value) -> serde_json::Value {
     let f = |path: &str| r.pointer(path).and_then(serde_json::Value::as_f64);
@@ -1011,13 +1116,20 @@ fn summary(r: &serde_json::Value) -> serde_json::Value {
         let (seen, of) = (f(&format!("/{what}/{seen}")), f(&format!("/{what}/{of}")));
         seen.is_some() && seen == of
     };
-    let suspicions = f("/formation/suspect_at_end").zip(f("/formation/dead_at_end")).map(|(s, d)| s + d);
+    let at_formation = f("/formation/suspect_at_end").zip(f("/formation/dead_at_end")).map(|(s, d)| s + d);
+    let quiet = f("/steady/suspicions_in_quiet_window");
+    let paused = f("/pause/healthy_refutations");
+    let suspicions = at_formation.map(|s| s + quiet.unwrap_or(0.0) + paused.unwrap_or(0.0));
     serde_json::json!({
         "nodes": f("/nodes_total"),
         "formed_s": f("/formation/all_full_after_last_start_s"),
         "gossip_delivered": f("/gossip/ratio"),
         "gossip_p99_ms": f("/gossip/latency_ms/p99"),
         "false_suspicions": suspicions,
+        "false_suspicions_quiet": quiet,
+        "false_suspicions_pause": paused,
+        "pause_dead_seen": f("/pause/dead_seen"),
+        "joiner_sees_all_workers_ms": f("/joiner_sees_all_workers_ms"),
         "join_everywhere_p50_ms": if all("join", "delivered", "expected") { f("/join/latency_ms/max") } else { None },
         "dead_everywhere_p50_ms": if all("kill", "dead_seen", "observers") { f("/kill/dead_ms/max") } else { None },
         "idle_cores": f("/steady/cpu_cores_steady"),
@@ -1121,8 +1233,9 @@ fn main() {
 }
 
 /// `--check` (the short form `./test.sh` runs): counts, never timings. Every node saw every
-/// other alive, the joiner and every raw gossip message reached every node, and the killed
-/// worker was declared dead everywhere. (False suspicions are reported, not checked: on a
+/// other alive, the joiner and every raw gossip message reached every node, the killed
+/// worker was declared dead everywhere, and the stopped node is alive everywhere again after
+/// its resume. (False suspicions are reported, not checked: on a
 /// shared 2-core machine they depend on what else runs.)
 fn check(shared: &Shared) -> Vec<String> {
     let r = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -1141,6 +1254,11 @@ fn check(shared: &Shared) -> Vec<String> {
             Some(d) => failed.push(format!("{what}: delivered to {} of {}", d.delivered, d.expected)),
             None => failed.push(format!("{what} was not measured")),
         }
+    }
+    match &r.pause {
+        Some(p) if p.alive_after == p.observers => {}
+        Some(p) => failed.push(format!("pause: the resumed node alive on {} of {} nodes", p.alive_after, p.observers)),
+        None => failed.push("pause was not measured".into()),
     }
     match &r.kill {
         Some(k) if k.dead_seen == k.observers => {}
@@ -1276,6 +1394,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     let n_nodes = nodes.len() as f64;
     let (connected, routing, health) = steady_facts(&nodes).await;
     let churn0 = churn_counters(&nodes).await;
+    let suspicions0 = pause::summed_counters(nodes.iter().map(|n| n.metrics_addr)).await;
     let t_quiet = Instant::now();
     let cpu_quiet0 = cpu_secs();
     // At most a quarter of what is left, so a short --max-secs still reaches the other phases.
@@ -1285,6 +1404,8 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     let cpu_quiet1 = cpu_secs();
     let quiet_secs = t_quiet.elapsed().as_secs_f64();
     let churn1 = churn_counters(&nodes).await;
+    let workers_listed = workers_listed(&nodes).await;
+    let suspicions1 = pause::summed_counters(nodes.iter().map(|n| n.metrics_addr)).await;
     let churn_rate = |i: usize| Some((churn1[i] - churn0[i]) / quiet_secs);
     let steady = Steady {
         connected_peers: connected,
@@ -1305,6 +1426,10 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         connections_opened_per_s: churn_rate(0),
         connections_trimmed_per_s: churn_rate(1),
         kad_queries_per_s: churn_rate(2),
+        suspicions_in_quiet_window: Some(suspicions1[0] - suspicions0[0] + suspicions1[1] - suspicions0[1]),
+        refutations_in_quiet_window: Some(suspicions1[2] - suspicions0[2]),
+        workers_listed,
+        workers: nodes.len() - 1,
     };
     let steady = Steady { cpu_ms_per_node_per_s: steady.cpu_cores_steady.map(|c| c * 1000.0 / n_nodes), ..steady };
     let n = nodes.len() as f64;
@@ -1331,7 +1456,8 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         let joiner = spawner.start("joiner", Some(&boot_addr)).await?;
         let jid = joiner.peer_id.clone();
         let every = poll_every(nodes.len(), Duration::from_millis(20));
-        let results = futures::future::join_all(nodes.iter().map(|n| {
+        let joiner_view = joiner_catches_up(&joiner, &nodes, t0, end);
+        let others_view = futures::future::join_all(nodes.iter().map(|n| {
             let jid = jid.clone();
             async move {
                 while Instant::now() < end {
@@ -1344,8 +1470,17 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
                 }
                 None
             }
-        }))
-        .await;
+        }));
+        let ((members_ms, workers_ms), results) = futures::join!(joiner_view, others_view);
+        let pulls = scrape(joiner.metrics_addr).await.map(|body| {
+            let outcomes: Vec<String> = body
+                .lines()
+                .filter_map(parse_sample)
+                .filter(|(name, _, _)| *name == "p2p_membership_pulls_total")
+                .map(|(_, labels, v)| format!("{}={v}", labels.get("outcome").unwrap_or(&"?")))
+                .collect();
+            outcomes.join(", ")
+        });
         let lat: Vec<f64> = results.iter().flatten().copied().collect();
         let d = Delivery {
             what: format!(
@@ -1361,7 +1496,12 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
             full_coverage_ms: None,
             note: None,
         };
-        update(&shared, |r| r.join = Some(d));
+        update(&shared, |r| {
+            r.join = Some(d);
+            r.joiner_sees_all_members_ms = members_ms;
+            r.joiner_sees_all_workers_ms = workers_ms;
+            r.joiner_pulls = pulls;
+        });
         nodes.push(joiner);
     } else {
         note(&shared, "join phase skipped: no time left");
@@ -1417,6 +1557,27 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         note(&shared, "kill phase skipped: no time left");
     }
 
+    // ---- 6. a node stopped for a few seconds and resumed: whom does the cluster suspect?
+    phase(&shared, "pause", t_start);
+    let binary = args.node_binary.clone().or_else(pause::default_node_binary);
+    match binary {
+        _ if args.pause_secs == 0 => note(&shared, "pause phase skipped: --pause-secs 0"),
+        None => note(&shared, "pause phase skipped: no p2p-node beside the harness (--node-binary)"),
+        Some(binary) => {
+            let want = Duration::from_secs(args.pause_secs + 45);
+            match budget.until(want, Duration::from_secs(35)) {
+                Some(end) => {
+                    let pause = Duration::from_secs(args.pause_secs);
+                    match pause::run(&mut spawner, &binary, &boot_addr, &nodes, pause, end).await {
+                        Ok(p) => update(&shared, |r| r.pause = Some(p)),
+                        Err(e) => note(&shared, format!("pause phase failed: {e:#}")),
+                    }
+                }
+                None => note(&shared, "pause phase skipped: no time left"),
+            }
+        }
+    }
+
     // ---- 2b. raw gossip: signed messages of --gossip-bytes from an extra peer
     phase(&shared, "gossip", t_start);
     if let Some(end) = budget.until(Duration::from_secs(30), Duration::from_secs(8)) {
@@ -1439,6 +1600,36 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     phase(&shared, "done", t_start);
     drop(dir);
     Ok(())
+}
+
+/// How long (ms after `t0`) until `joiner` lists every node of `nodes` alive, and every worker
+/// among them (all but the bootstrap) under `compute`; polled every 50 ms until `end`.
+async fn joiner_catches_up(
+    joiner: &Running,
+    nodes: &[Running],
+    t0: Instant,
+    end: Instant,
+) -> (Option<f64>, Option<f64>) {
+    let everyone: HashSet<String> = nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let workers: HashSet<&String> = nodes.iter().skip(1).map(|n| &n.peer_id).collect();
+    let (mut members, mut listed) = (None, None);
+    while Instant::now() < end && (members.is_none() || listed.is_none()) {
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if members.is_none() && view(joiner, &everyone).await.is_some_and(|(alive, _, _)| alive == everyone.len()) {
+            members = Some(ms);
+        }
+        if listed.is_none()
+            && let Ok(Ok(caps)) = tokio::time::timeout(ASK_TIMEOUT, joiner.handle.capabilities()).await
+            && caps
+                .cluster
+                .get("compute")
+                .is_some_and(|c| c.workers.iter().filter(|w| workers.contains(w)).count() == workers.len())
+        {
+            listed = Some(ms);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (members, listed)
 }
 
 async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::Result<Delivery> {
