@@ -1014,7 +1014,7 @@ fn render(r: &Report) -> String {
                 format!("6. a node stopped {} ms, resumed", p.paused_ms),
                 format!(
                     "healthy members suspected (their refutations): {}; its own accusations after waking: {}",
-                    p.healthy_refutations,
+                    fmt_opt(p.healthy_refutations, ""),
                     fmt_opt(p.accusations_by_paused, "")
                 ),
             ));
@@ -1426,8 +1426,8 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         connections_opened_per_s: churn_rate(0),
         connections_trimmed_per_s: churn_rate(1),
         kad_queries_per_s: churn_rate(2),
-        suspicions_in_quiet_window: Some(suspicions1[0] - suspicions0[0] + suspicions1[1] - suspicions0[1]),
-        refutations_in_quiet_window: Some(suspicions1[2] - suspicions0[2]),
+        suspicions_in_quiet_window: suspicions0.zip(suspicions1).map(|(b, a)| a[0] - b[0] + a[1] - b[1]),
+        refutations_in_quiet_window: suspicions0.zip(suspicions1).map(|(b, a)| a[2] - b[2]),
         workers_listed,
         workers: nodes.len() - 1,
     };

@@ -49,39 +49,41 @@ pub struct Pause {
     /// Observers listing the paused node alive when the phase ended.
     pub alive_after: usize,
     /// Refutations by the healthy nodes during the phase: each is a healthy node somebody
-    /// suspected or declared dead (a false suspicion).
-    pub healthy_refutations: f64,
+    /// suspected or declared dead (a false suspicion). None: the nodes do not count them.
+    pub healthy_refutations: Option<f64>,
     /// State changes to suspect or dead the paused node made of others during the phase.
     pub accusations_by_paused: Option<f64>,
     /// Refutations by the paused node itself (it heard it was suspected).
     pub paused_refutations: Option<f64>,
     /// All in-process nodes' changes to suspect or dead during the phase, whoever they were
     /// about (the paused node's included).
-    pub observer_transitions: f64,
+    pub observer_transitions: Option<f64>,
 }
 
-/// Membership counters of one node: changes to suspect, changes to dead, refutations.
-pub fn membership_counters(body: &str) -> [f64; 3] {
+/// Membership counters of one node: changes to suspect, changes to dead, refutations; None
+/// for a build that does not export them (an older one under `--compare`).
+pub fn membership_counters(body: &str) -> Option<[f64; 3]> {
     let mut c = [0.0; 3];
+    let mut exported = false;
     for (name, labels, value) in body.lines().filter_map(parse_sample) {
         match name {
             "p2p_membership_transitions_total" if labels.get("to") == Some(&"suspect") => c[0] += value,
             "p2p_membership_transitions_total" if labels.get("to") == Some(&"dead") => c[1] += value,
-            "p2p_membership_refutations_total" => c[2] += value,
+            "p2p_membership_refutations_total" => {
+                c[2] += value;
+                exported = true;
+            }
             _ => {}
         }
     }
-    c
+    exported.then_some(c)
 }
 
 /// The same, summed over `addrs` (a node that does not answer counts nothing).
-pub async fn summed_counters(addrs: impl Iterator<Item = SocketAddr>) -> [f64; 3] {
+pub async fn summed_counters(addrs: impl Iterator<Item = SocketAddr>) -> Option<[f64; 3]> {
     let bodies = futures::future::join_all(addrs.map(scrape)).await;
-    bodies
-        .iter()
-        .flatten()
-        .map(|b| membership_counters(b))
-        .fold([0.0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]])
+    let counts: Vec<[f64; 3]> = bodies.iter().flatten().filter_map(|b| membership_counters(b)).collect();
+    (!counts.is_empty()).then(|| counts.iter().fold([0.0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]]))
 }
 
 /// The `p2p-node` binary beside this harness (`target/release/examples/scale` ->
@@ -174,7 +176,7 @@ async fn watch(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let healthy = || nodes.iter().map(|n| n.metrics_addr);
     let before = summed_counters(healthy()).await;
-    let child_before = scrape(metrics).await.map(|b| membership_counters(&b));
+    let child_before = scrape(metrics).await.and_then(|b| membership_counters(&b));
 
     signal(pid, "-STOP").await?;
     let t0 = Instant::now();
@@ -198,7 +200,7 @@ async fn watch(
     }
     let paused_ms = pause.as_millis() as u64;
     let after = summed_counters(healthy()).await;
-    let child_after = scrape(metrics).await.map(|b| membership_counters(&b));
+    let child_after = scrape(metrics).await.and_then(|b| membership_counters(&b));
     let child_delta = child_before.zip(child_after).map(|(b, a)| [a[0] - b[0], a[1] - b[1], a[2] - b[2]]);
     Ok(Pause {
         node: id.to_string(),
@@ -207,9 +209,9 @@ async fn watch(
         suspect_seen: suspect.iter().filter(|s| **s).count(),
         dead_seen: dead.iter().filter(|d| **d).count(),
         alive_after: last.iter().filter(|s| s.as_deref() == Some("alive")).count(),
-        healthy_refutations: after[2] - before[2],
+        healthy_refutations: before.zip(after).map(|(b, a)| a[2] - b[2]),
         accusations_by_paused: child_delta.map(|d| d[0] + d[1]),
         paused_refutations: child_delta.map(|d| d[2]),
-        observer_transitions: (after[0] - before[0]) + (after[1] - before[1]),
+        observer_transitions: before.zip(after).map(|(b, a)| (a[0] - b[0]) + (a[1] - b[1])),
     })
 }
