@@ -1021,14 +1021,16 @@ fn render(r: &Report) -> String {
             rows.push((
                 "   the stopped node".into(),
                 format!(
-                    "seen suspect by {}/{}, dead by {}/{}, alive again on {}/{} at the end; refuted {} times",
+                    "seen suspect by {}/{}, dead by {}/{}, alive again on {}/{} at the end; refuted {} times; \
+                     highest local health when stopped {}",
                     p.suspect_seen,
                     p.observers,
                     p.dead_seen,
                     p.observers,
                     p.alive_after,
                     p.observers,
-                    fmt_opt(p.paused_refutations, "")
+                    fmt_opt(p.paused_refutations, ""),
+                    p.local_health_max_at_stop.map_or("n/a".into(), |h| h.to_string())
                 ),
             ));
         }
@@ -1564,7 +1566,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         _ if args.pause_secs == 0 => note(&shared, "pause phase skipped: --pause-secs 0"),
         None => note(&shared, "pause phase skipped: no p2p-node beside the harness (--node-binary)"),
         Some(binary) => {
-            let want = Duration::from_secs(args.pause_secs + 45);
+            let want = Duration::from_secs(args.pause_secs + 75);
             match budget.until(want, Duration::from_secs(35)) {
                 Some(end) => {
                     let pause = Duration::from_secs(args.pause_secs);

@@ -23,6 +23,9 @@ use super::{ASK_TIMEOUT, Running, Spawner, parse_sample, scrape};
 const OBSERVE_AFTER_RESUME: Duration = Duration::from_secs(12);
 /// How long the separate node gets to be alive on every in-process node before the pause.
 const JOIN_WITHIN: Duration = Duration::from_secs(20);
+/// How long the phase waits for every node's local health to be back at 0 before the stop: a
+/// node whose timeouts are stretched (after a busy formation) would not notice a short stop.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
 /// How long the paused node gets to leave in order when the phase ends.
 const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -43,6 +46,9 @@ pub struct Pause {
     pub paused_ms: u64,
     /// In-process nodes watching it.
     pub observers: usize,
+    /// The highest local health score among them when the stop began (0: every node's
+    /// timeouts at their configured length; the phase waits up to 30 s for that).
+    pub local_health_max_at_stop: Option<u32>,
     /// Observers that saw the paused node suspect, or dead, at some poll of the phase.
     pub suspect_seen: usize,
     pub dead_seen: usize,
@@ -109,6 +115,15 @@ async fn states(nodes: &[Running], id: &str) -> Vec<Option<String>> {
     .await
 }
 
+/// The highest local health score among `nodes` (None: none answered).
+async fn max_local_health(nodes: &[Running]) -> Option<u32> {
+    let scores = futures::future::join_all(nodes.iter().map(|n| async move {
+        tokio::time::timeout(ASK_TIMEOUT, n.handle.status()).await.ok()?.ok().map(|s| s.local_health)
+    }))
+    .await;
+    scores.into_iter().flatten().max()
+}
+
 /// Runs the phase; `end` bounds it (the separate node is stopped by then).
 pub async fn run(
     spawner: &mut Spawner,
@@ -172,8 +187,17 @@ async fn watch(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // Let the join's own gossip settle before counting.
+    // Let the join's own gossip settle, and every node's timeouts return to their configured
+    // length, before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let healthy_by = (Instant::now() + HEALTHY_WITHIN).min(end);
+    let health = loop {
+        let worst = max_local_health(nodes).await;
+        if worst == Some(0) || Instant::now() >= healthy_by {
+            break worst;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let healthy = || nodes.iter().map(|n| n.metrics_addr);
     let before = summed_counters(healthy()).await;
     let child_before = scrape(metrics).await.and_then(|b| membership_counters(&b));
@@ -206,6 +230,7 @@ async fn watch(
         node: id.to_string(),
         paused_ms,
         observers: nodes.len(),
+        local_health_max_at_stop: health,
         suspect_seen: suspect.iter().filter(|s| **s).count(),
         dead_seen: dead.iter().filter(|d| **d).count(),
         alive_after: last.iter().filter(|s| s.as_deref() == Some("alive")).count(),
