@@ -1033,6 +1033,13 @@ fn render(r: &Report) -> String {
                     p.local_health_max_at_stop.map_or("n/a".into(), |h| h.to_string())
                 ),
             ));
+            rows.push((
+                "   the stopped node's own process".into(),
+                format!(
+                    "VmRSS {} once joined (a node in its own process, as in a pod: binary, runtime and allocator included)",
+                    p.rss_kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+                ),
+            ));
         }
         None => rows.push(("6. a node stopped and resumed".into(), "not measured".into())),
     }
@@ -1136,6 +1143,7 @@ fn summary(r: &serde_json::Value) -> serde_json::Value {
         "dead_everywhere_p50_ms": if all("kill", "dead_seen", "observers") { f("/kill/dead_ms/max") } else { None },
         "idle_cores": f("/steady/cpu_cores_steady"),
         "rss_mib_per_node": f("/memory/per_node_kib").map(|k| k / 1024.0),
+        "separate_node_rss_mib": f("/pause/rss_kib").map(|k| k / 1024.0),
     })
 }
 

@@ -61,6 +61,9 @@ pub struct Pause {
     pub accusations_by_paused: Option<f64>,
     /// Refutations by the paused node itself (it heard it was suspected).
     pub paused_refutations: Option<f64>,
+    /// The separate node's resident memory once it had joined (before the stop): what one
+    /// node costs as its own process, as in a pod (binary, runtime and allocator included).
+    pub rss_kib: Option<u64>,
     /// All in-process nodes' changes to suspect or dead during the phase, whoever they were
     /// about (the paused node's included).
     pub observer_transitions: Option<f64>,
@@ -198,6 +201,9 @@ async fn watch(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|text| {
+        text.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+    });
     let healthy = || nodes.iter().map(|n| n.metrics_addr);
     let before = summed_counters(healthy()).await;
     let child_before = scrape(metrics).await.and_then(|b| membership_counters(&b));
@@ -237,6 +243,7 @@ async fn watch(
         healthy_refutations: before.zip(after).map(|(b, a)| a[2] - b[2]),
         accusations_by_paused: child_delta.map(|d| d[0] + d[1]),
         paused_refutations: child_delta.map(|d| d[2]),
+        rss_kib,
         observer_transitions: before.zip(after).map(|(b, a)| (a[0] - b[0]) + (a[1] - b[1])),
     })
 }

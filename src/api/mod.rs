@@ -180,6 +180,11 @@ pub async fn serve(
     handle: NodeHandle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // A response written in two pieces must not wait for the client's delayed ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(handle)).with_graceful_shutdown(shutdown).await
 }
 

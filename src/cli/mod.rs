@@ -203,9 +203,12 @@ async fn run_node(config: Config, log_format: Option<LogFormatArg>) -> anyhow::R
             _ = quit => tracing::info!("quit at the prompt"),
         }
     };
-    node.run(shutdown).await;
+    // On a runtime worker, not this thread (the runtime's `block_on`): every hand-off to the
+    // core (an API request, a network event) would otherwise wake a thread of its own.
+    let ended = tokio::spawn(node.run(shutdown)).await;
     // The last spans leave (bounded), off the runtime: the exporter's client blocks.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    ended.context("the node's task panicked")?;
     Ok(0)
 }
 

@@ -57,7 +57,7 @@ impl ActiveView {
     }
 
     /// Whether the draw keeps the pair (us, `peer`), `margin` as in [`view::keeps`].
-    fn drawn(&self, peer: &PeerId, margin: f64) -> bool {
+    pub fn drawn(&self, peer: &PeerId, margin: f64) -> bool {
         view::keeps(&self.local, peer, self.cluster_size, self.active_peers, margin)
     }
 

@@ -27,6 +27,9 @@ const FAST_WALKS: u32 = 5;
 /// gossip names every member and each advertisement feeds the routing table its addresses
 /// (`learn_address`), so the table stays full without them.
 const REFRESH: Duration = Duration::from_secs(60);
+/// libp2p-kad starts its bootstrap 500 ms after a peer enters a small routing table; the
+/// event loop ticks fast for this long after one did (`wants_fast_ticks`).
+const BOOTSTRAP_START_WINDOW: Duration = Duration::from_millis(1500);
 /// The routing table's size is counted (and reported when it changed) this often.
 const COUNT_EVERY: Duration = Duration::from_secs(1);
 
@@ -47,6 +50,9 @@ pub(super) struct Dht {
     /// The records this node published, reloaded from its store, were put again after it
     /// joined (Kademlia's own republishing waits a day).
     republished: bool,
+    /// When a peer last entered the routing table: libp2p-kad starts a bootstrap half a second
+    /// later (see `stop_bootstraps`).
+    last_table_entry: Option<Instant>,
 }
 
 impl Dht {
@@ -62,6 +68,7 @@ impl Dht {
             reported_size: None,
             next_count: Instant::now(),
             republished: false,
+            last_table_entry: None,
         }
     }
 
@@ -130,11 +137,11 @@ impl Dht {
         swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
 
-    /// The routing table's entries: each peer with its addresses.
-    pub fn entries(swarm: &mut Swarm<Behaviour>) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    /// The routing table's entries `wanted` keeps: each peer with its addresses.
+    pub fn entries(swarm: &mut Swarm<Behaviour>, wanted: impl Fn(&PeerId) -> bool) -> Vec<(PeerId, Vec<Multiaddr>)> {
         let mut entries = Vec::new();
         for bucket in swarm.behaviour_mut().kad.kbuckets() {
-            for entry in bucket.iter() {
+            for entry in bucket.iter().filter(|e| wanted(e.node.key.preimage())) {
                 entries.push((*entry.node.key.preimage(), entry.node.value.iter().cloned().collect()));
             }
         }
@@ -176,13 +183,28 @@ impl Dht {
         })
     }
 
+    /// Whether the event loop should tick fast (see `stop_bootstraps`): in a partial view,
+    /// while a bootstrap runs or may start (libp2p-kad starts one half a second after a peer
+    /// enters a table of fewer than k entries). Otherwise a tick a second does.
+    pub fn wants_fast_ticks(&self, swarm: &Swarm<Behaviour>, now: Instant, partial_view: bool) -> bool {
+        partial_view
+            && (self.last_table_entry.is_some_and(|t| {
+                now.duration_since(t) < BOOTSTRAP_START_WINDOW && self.reported_size.is_none_or(|n| n < KAD_K)
+            }) || swarm
+                .behaviour()
+                .kad
+                .iter_queries()
+                .any(|q| matches!(q.info(), kad::QueryInfo::Bootstrap { .. })))
+    }
+
     /// Cuts Kademlia's own bootstraps short. libp2p-kad starts one whenever a peer enters a
     /// routing table of fewer than k entries (it cannot be turned off), so every node joining
     /// a large cluster ran one: about 160 requests, mostly new connections, for up to a minute,
     /// all nodes at once (the first minute of a 100-node cluster, and most of its connection
     /// churn after). A bootstrap is a lookup per bucket and finishing one only moves it on to
-    /// the next (libp2p offers no way to end it), so this runs at every tick: each lookup ends
-    /// within 100 ms, after a few requests. In a partial view the table is fed by
+    /// the next (libp2p offers no way to end it), so this runs at every tick, and the ticks come
+    /// every 100 ms while one runs or may start (`wants_fast_ticks`): each lookup ends within
+    /// 100 ms, after a few requests. In a partial view the table is fed by
     /// advertisements instead (see `REFRESH`).
     fn stop_bootstraps(swarm: &mut Swarm<Behaviour>) {
         for mut query in swarm.behaviour_mut().kad.iter_queries_mut() {
@@ -222,7 +244,12 @@ impl Dht {
     /// is returned with its addresses, for discovery to consider dialing.
     pub fn on_event(&mut self, swarm: &mut Swarm<Behaviour>, event: kad::Event) -> Option<(PeerId, Vec<Multiaddr>)> {
         match event {
-            kad::Event::RoutingUpdated { peer, addresses, .. } => return Some((peer, addresses.into_vec())),
+            kad::Event::RoutingUpdated { peer, addresses, is_new_peer, .. } => {
+                if is_new_peer {
+                    self.last_table_entry = Some(Instant::now());
+                }
+                return Some((peer, addresses.into_vec()));
+            }
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
                 kad::QueryResult::PutRecord(r) => self.on_put(id, r),
                 kad::QueryResult::GetRecord(r) => self.on_get(swarm, id, r, step.last),

@@ -55,6 +55,12 @@ impl Bootstrapper {
             .collect()
     }
 
+    /// When the next address falls due (`due`), if one is waiting: the event loop sleeps no
+    /// longer than this.
+    pub fn next_attempt(&self) -> Option<Instant> {
+        self.entries.iter().filter(|e| !e.connected && e.dialing.is_none()).map(|e| e.next_attempt).min()
+    }
+
     pub fn dialing(&mut self, index: usize, id: ConnectionId) {
         if let Some(e) = self.entries.get_mut(index) {
             e.dialing = Some(id);
@@ -132,6 +138,25 @@ mod tests {
 
     fn addr() -> Multiaddr {
         "/ip4/127.0.0.1/tcp/4001".parse().unwrap()
+    }
+
+    #[test]
+    fn the_next_attempt_is_known_only_while_one_waits() {
+        let t0 = Instant::now();
+        let mut b = Bootstrapper::new(&[addr()], t0);
+        assert_eq!(b.next_attempt(), Some(t0), "the first dial is due at once");
+        let id = ConnectionId::new_unchecked(1);
+        b.dialing(0, id);
+        assert_eq!(b.next_attempt(), None, "nothing waits while the dial is in flight");
+        b.dial_failed(id, t0, 0.0);
+        assert_eq!(b.next_attempt(), Some(t0 + Duration::from_millis(125)));
+        let peer = PeerId::random();
+        b.dialing(0, id);
+        b.connected(peer, id);
+        assert_eq!(b.next_attempt(), None, "connected: nothing to redial");
+        let later = t0 + Duration::from_secs(5);
+        b.disconnected(peer, later);
+        assert_eq!(b.next_attempt(), Some(later), "a lost bootstrap is redialed at once");
     }
 
     #[test]

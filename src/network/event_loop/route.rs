@@ -88,7 +88,10 @@ impl EventLoop {
         let now = Instant::now();
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + super::HOUSEKEEPING;
-            self.gossip.scores(&self.swarm);
+            if self.housekeepings.is_multiple_of(super::SCORES_EVERY) {
+                self.gossip.scores(&self.swarm);
+            }
+            self.housekeepings += 1;
             self.tasks.prune();
             self.trim_view(now);
             self.fill_view(now);
@@ -154,8 +157,9 @@ impl EventLoop {
         if !self.view.partial() {
             return;
         }
-        let policy = self.policy;
-        let known = Dht::entries(&mut self.swarm)
+        let (policy, view) = (self.policy, &self.view);
+        // Only the entries the draw keeps (a few of the table) have their addresses copied.
+        let known = Dht::entries(&mut self.swarm, |p| view.drawn(p, 1.0))
             .into_iter()
             .map(|(peer, addresses)| (peer, addresses.into_iter().filter(|a| policy.direct_routable(a)).collect()))
             .collect();

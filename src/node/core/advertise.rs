@@ -122,6 +122,11 @@ impl Advertiser {
         false
     }
 
+    /// When an advertisement is due, if one is (`take_due` says so from then on).
+    pub fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
     /// An advertisement carrying `load` went out.
     pub fn advertised(&mut self, now: Instant, load: u32) {
         self.last_load = Some(load);
