@@ -32,6 +32,7 @@ pub(super) struct ActiveView {
     max_connections: u32,
     /// When we last dialed a member of the active view we were not connected to.
     view_dials: HashMap<PeerId, Instant>,
+    draws: view::Draws,
 }
 
 /// What the view needs to know of a peer beyond the draw.
@@ -44,7 +45,15 @@ pub(super) struct Standing {
 
 impl ActiveView {
     pub fn new(local: PeerId, role: Role, active_peers: usize, max_connections: u32) -> Self {
-        Self { local, role, cluster_size: 0, active_peers, max_connections, view_dials: HashMap::new() }
+        Self {
+            local,
+            role,
+            cluster_size: 0,
+            active_peers,
+            max_connections,
+            view_dials: HashMap::new(),
+            draws: view::Draws::new(local),
+        }
     }
 
     pub fn set_cluster_size(&mut self, members: usize) {
@@ -58,7 +67,7 @@ impl ActiveView {
 
     /// Whether the draw keeps the pair (us, `peer`), `margin` as in [`view::keeps`].
     pub fn drawn(&self, peer: &PeerId, margin: f64) -> bool {
-        view::keeps(&self.local, peer, self.cluster_size, self.active_peers, margin)
+        self.draws.keeps(peer, self.cluster_size, self.active_peers, margin)
     }
 
     /// Whether the connection to `peer` belongs to the active view (see `view`), `margin`

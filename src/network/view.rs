@@ -20,6 +20,9 @@
 //! trimming (`share * TRIM_MARGIN`) lies a band where a connection is neither closed nor,
 //! when it closes, taken for a failure.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use libp2p::PeerId;
 use sha2::{Digest, Sha256};
 
@@ -28,16 +31,55 @@ pub const TRIM_MARGIN: f64 = 1.25;
 
 /// The pair's draw, uniform in [0, 1) and the same seen from either end.
 pub fn draw(a: &PeerId, b: &PeerId) -> f64 {
-    let (lo, hi) = if a.to_bytes() <= b.to_bytes() { (a, b) } else { (b, a) };
+    let (a, b) = (a.to_bytes(), b.to_bytes());
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let mut h = Sha256::new();
-    h.update(lo.to_bytes());
+    h.update(lo);
     h.update([0]);
-    h.update(hi.to_bytes());
+    h.update(hi);
     let digest = h.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     // The top 53 bits: exactly representable, uniform in [0, 1).
     (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// One node's draws with its peers, remembered: a draw is a SHA-256 of both ids, and the
+/// active view and the ledger ask it for every routing-table entry, connection or member
+/// (about 200 a second per node at 100 nodes, several percent of an idle cluster's CPU).
+pub struct Draws {
+    local: PeerId,
+    known: Mutex<HashMap<PeerId, f64>>,
+}
+
+/// Draws remembered at most; beyond, the memory starts afresh (a cluster of this many members
+/// recomputes a few a second).
+const DRAWS_REMEMBERED: usize = 16_384;
+
+impl Draws {
+    pub fn new(local: PeerId) -> Self {
+        Self { local, known: Mutex::new(HashMap::new()) }
+    }
+
+    /// `draw(local, peer)`.
+    pub fn draw(&self, peer: &PeerId) -> f64 {
+        // Only its owner's task asks: the lock is never contended.
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = known.get(peer) {
+            return *d;
+        }
+        if known.len() >= DRAWS_REMEMBERED {
+            known.clear();
+        }
+        let d = draw(&self.local, peer);
+        known.insert(*peer, d);
+        d
+    }
+
+    /// [`keeps`] for the pair (local, `peer`).
+    pub fn keeps(&self, peer: &PeerId, members: usize, active: usize, margin: f64) -> bool {
+        self.draw(peer) < share(members, active) * margin
+    }
 }
 
 /// The share of pairs kept in a cluster of `members` (ourselves included) where each keeps
@@ -75,6 +117,19 @@ mod tests {
                 Keypair::ed25519_from_bytes(seed).expect("32 bytes").public().to_peer_id()
             })
             .collect()
+    }
+
+    #[test]
+    fn remembered_draws_are_the_draws() {
+        let p = peers(5);
+        let draws = Draws::new(p[0]);
+        for _ in 0..2 {
+            for q in &p[1..] {
+                assert_eq!(draws.draw(q), draw(&p[0], q));
+                assert_eq!(draws.draw(q), Draws::new(*q).draw(&p[0]), "the same from the other end");
+                assert_eq!(draws.keeps(q, 100, 20, 1.0), keeps(&p[0], q, 100, 20, 1.0));
+            }
+        }
     }
 
     #[test]

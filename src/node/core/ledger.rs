@@ -10,7 +10,6 @@ use super::Core;
 use crate::config::Config;
 use crate::ledger::LedgerHandle;
 use crate::ledger::wire::Gossiped;
-use crate::network::view;
 use crate::scheduler::payment::{Funds, Pricing};
 
 /// The gateway's prices, with `ledger` as the funds `ledger.enforce` checks.
@@ -44,7 +43,7 @@ impl Core {
         let peers = self
             .alive_members()
             .into_iter()
-            .filter(|p| self.connections.contains_key(p) && view::keeps(&self.local, p, members, active, 1.0))
+            .filter(|p| self.connections.contains_key(p) && self.draws.keeps(p, members, active, 1.0))
             .collect();
         ledger.set_members(peers);
     }

@@ -56,6 +56,8 @@ struct Conn {
 pub struct Core {
     config: Arc<Config>,
     local: PeerId,
+    /// Our draws with peers (the active view's), remembered: see `view::Draws`.
+    draws: view::Draws,
     network: Client,
     events: mpsc::Receiver<NetworkEvent>,
     requests: mpsc::Receiver<Request>,
@@ -136,6 +138,7 @@ impl Core {
             membership: Membership::new(local, incarnation, membership_config),
             gateway,
             local,
+            draws: view::Draws::new(local),
             network: p.network,
             events: p.events,
             requests: p.requests,
