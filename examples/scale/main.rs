@@ -8,8 +8,8 @@
 //!
 //! The last line of the output is one JSON object with the headline figures (`nodes`,
 //! `formed_s`, `gossip_delivered`, `gossip_p99_ms`, `false_suspicions`, `join_everywhere_p50_ms`,
-//! `dead_everywhere_p50_ms`, `idle_cores`, `rss_mib_per_node`; with `--compare`, the older
-//! build's under `compare`).
+//! `dead_everywhere_p50_ms`, `idle_cores`, `rss_mib_per_node`, `separate_node_rss_mib`; with
+//! `--compare`, the older build's under `compare`).
 //!
 //! Nodes are started in batches (`--batch`, `--batch-pause-ms`); every node listens on
 //! 127.0.0.1 with p2p port 0, QUIC and mDNS off, metrics on 127.0.0.1:0. Phases, each bounded by
