@@ -53,6 +53,8 @@ pub(super) struct Dht {
     /// When a peer last entered the routing table: libp2p-kad starts a bootstrap half a second
     /// later (see `stop_bootstraps`).
     last_table_entry: Option<Instant>,
+    /// A peer entered the routing table since the event loop last asked (`take_entered`).
+    entered: bool,
 }
 
 impl Dht {
@@ -69,6 +71,7 @@ impl Dht {
             next_count: Instant::now(),
             republished: false,
             last_table_entry: None,
+            entered: false,
         }
     }
 
@@ -197,6 +200,13 @@ impl Dht {
                 .any(|q| matches!(q.info(), kad::QueryInfo::Bootstrap { .. })))
     }
 
+    /// Whether a peer entered the routing table since the last call: the event loop then
+    /// ticks fast from now, not from its next (up to a second away) tick, since libp2p-kad may
+    /// start a bootstrap half a second later.
+    pub fn take_entered(&mut self) -> bool {
+        std::mem::take(&mut self.entered)
+    }
+
     /// Cuts Kademlia's own bootstraps short. libp2p-kad starts one whenever a peer enters a
     /// routing table of fewer than k entries (it cannot be turned off), so every node joining
     /// a large cluster ran one: about 160 requests, mostly new connections, for up to a minute,
@@ -247,6 +257,7 @@ impl Dht {
             kad::Event::RoutingUpdated { peer, addresses, is_new_peer, .. } => {
                 if is_new_peer {
                     self.last_table_entry = Some(Instant::now());
+                    self.entered = true;
                 }
                 return Some((peer, addresses.into_vec()));
             }

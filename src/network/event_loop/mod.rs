@@ -160,8 +160,11 @@ impl EventLoop {
                 }
                 event = self.swarm.select_next_some(), if self.outbox.len() < OUTBOX_LIMIT => {
                     self.on_swarm_event(event);
-                    // A lost bootstrap connection is redialed at once, not at the next tick.
-                    if let Some(at) = self.bootstrap.next_attempt().filter(|at| *at < tick.deadline().into_std()) {
+                    // A lost bootstrap connection is redialed at once, not at the next tick; a
+                    // peer new to the routing table brings the fast ticks in from now.
+                    let fast = (self.dht.take_entered() && self.view.partial()).then(|| Instant::now() + FAST_TICK);
+                    let sooner = fast.into_iter().chain(self.bootstrap.next_attempt()).min();
+                    if let Some(at) = sooner.filter(|at| *at < tick.deadline().into_std()) {
                         tick.as_mut().reset(at.into());
                     }
                 }
