@@ -19,7 +19,11 @@
 //! task over (see [`Gateway::surrender`]).
 //!
 //! A gateway restarting on its old store does not resume a task until the task's holders
-//! confirm that nobody adopted it meanwhile (or `adopt_after_secs` passed without an answer).
+//! confirm that nobody adopted it meanwhile, or are declared dead, or `adopt_after_secs`
+//! passed without an answer since they could answer: the wait starts over when this node
+//! first sees a member alive (it has joined) and when a holder it waits for comes alive and
+//! is asked again. A gateway that never sees anyone resumes them after `ALONE_WAITS` times
+//! that wait, so that its accepted tasks still end if the rest of the cluster is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -56,6 +60,10 @@ pub fn place(id: &str, members: &[(PeerId, u64)], n: usize) -> Vec<PeerId> {
     scored.into_iter().take(n).map(|(_, p)| p).collect()
 }
 
+/// How many `adopt_after_secs` a restored task waits for its holders while this node has seen
+/// no member alive (it may still be joining; its holders cannot answer before it has).
+const ALONE_WAITS: u32 = 6;
+
 pub(super) struct Copies {
     wanted: usize,
     local_sync_only: bool,
@@ -70,6 +78,8 @@ pub(super) struct Copies {
     /// yet to answer).
     confirming: HashMap<String, (u64, Vec<PeerId>)>,
     confirm_deadline: Option<Instant>,
+    /// This node has seen a member alive since it started.
+    joined: bool,
     /// Per holder: the request in flight and what waits for it.
     links: HashMap<PeerId, Link>,
     next_tag: u64,
@@ -95,6 +105,7 @@ impl Copies {
             pending: BTreeMap::new(),
             confirming: HashMap::new(),
             confirm_deadline: None,
+            joined: false,
             links: HashMap::new(),
             next_tag: 0,
         }
@@ -115,6 +126,13 @@ impl Gateway {
         let mut members: Vec<(PeerId, u64)> =
             members.into_iter().filter(|p| *p != self.local).map(|p| (p, placement_key(&p.to_bytes()))).collect();
         members.sort_unstable_by_key(|(p, _)| *p);
+        if !members.is_empty() && !self.copies.joined {
+            self.copies.joined = true;
+            // Restored tasks waited for a join; their holders get the whole wait from now.
+            if self.copies.confirm_deadline.is_some() {
+                self.copies.confirm_deadline = Some(Instant::now() + self.copies.confirm_within);
+            }
+        }
         self.copies.members = members;
     }
 
@@ -297,10 +315,13 @@ impl Gateway {
         let Some(e) = self.entries.get(id) else { return };
         let asked = self.durable_next();
         self.copies.confirming.insert(id.to_string(), (asked, e.holders.clone()));
-        self.copies.confirm_deadline = Some(Instant::now() + self.copies.confirm_within);
+        let wait =
+            if self.copies.joined { self.copies.confirm_within } else { self.copies.confirm_within * ALONE_WAITS };
+        self.copies.confirm_deadline = Some(Instant::now() + wait);
     }
 
-    /// Restored tasks still waiting on `peer` ask it again with the next batch.
+    /// Restored tasks still waiting on `peer` ask it again with the next batch, and give it
+    /// the whole wait to answer.
     pub(super) fn reask(&mut self, peer: &PeerId) {
         let next = self.durable_next();
         let ids: Vec<String> = self
@@ -313,6 +334,13 @@ impl Gateway {
                 id.clone()
             })
             .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let answer_by = Instant::now() + self.copies.confirm_within;
+        if let Some(at) = self.copies.confirm_deadline.as_mut() {
+            *at = (*at).max(answer_by);
+        }
         for id in ids {
             self.touch(&id);
         }

@@ -1,6 +1,8 @@
 //! The gateway with a store: acknowledgements wait for the commit, final records leave
 //! memory, and a new gateway on the same store resumes what the old one left unfinished.
 
+use std::time::Instant;
+
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
@@ -123,4 +125,55 @@ async fn the_budget_of_attempts_carries_over_a_restart() {
     answer(&mut new, peer, &request, failed("boom again"), &[w]);
     let record = assert_final(&new, &id, TaskState::Failed);
     assert_eq!(record.attempts, 2, "{record:#?}");
+}
+
+/// The gateway of `durable_gateway` with copies on one holder, waiting `adopt_after_secs` 2.
+fn copying_gateway(local: PeerId, log: TaskLog) -> Gateway {
+    let config = TasksConfig { record_copies: 1, adopt_after_secs: 2, ..config() };
+    Gateway::new(local, config, Metrics::new(&mut Registry::default()), Some(log), None)
+}
+
+/// A restarted gateway's task waits for its copy holder's word while the gateway is still
+/// joining (the holder cannot answer before), and from the join on the holder gets the
+/// whole wait; a gateway that never sees anyone runs it after six waits.
+#[tokio::test]
+async fn a_restored_task_waits_for_its_holder_while_its_gateway_joins() {
+    let store = Store::in_memory();
+    let (log, mut committed) = TaskLog::start(store.clone());
+    let local = PeerId::random();
+    let holder = PeerId::random();
+    let mut old = copying_gateway(local, log);
+    old.set_members([holder]);
+    let w = worker(1, &[]);
+    let id = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
+    settle(&mut old, &mut committed).await;
+    assert_eq!(old.get(&id).unwrap().copies, vec![holder.to_string()]);
+    drop(old);
+
+    for joins in [true, false] {
+        let (log, _committed) = TaskLog::start(store.clone());
+        let mut new = copying_gateway(local, log);
+        let restored = Instant::now();
+        assert_eq!(new.restore().unwrap(), 1);
+        assert_eq!(new.confirming(), 1);
+        // Three seconds (more than one wait) go by while it is still joining.
+        new.tick_copies(restored + Duration::from_secs(3));
+        assert_eq!(new.confirming(), 1, "resumed before anyone could answer");
+        if joins {
+            new.set_members([holder]);
+            new.owner_back(&holder);
+            let joined = Instant::now();
+            new.tick_copies(joined + Duration::from_millis(1500));
+            assert_eq!(new.confirming(), 1, "the holder seen alive gets the whole wait");
+            new.tick_copies(joined + Duration::from_millis(2100));
+        } else {
+            new.tick_copies(restored + Duration::from_secs(11));
+            assert_eq!(new.confirming(), 1, "alone, it waits six times as long");
+            new.tick_copies(restored + Duration::from_millis(12_100));
+        }
+        assert_eq!(new.confirming(), 0, "a holder that never answers does not hold it forever");
+        new.pump(std::slice::from_ref(&w));
+        let (_, request) = sent_one(&mut new);
+        assert_eq!(request.task_id, id);
+    }
 }
