@@ -270,6 +270,9 @@ struct Delivery {
     expected: usize,
     ratio: f64,
     latency_ms: Dist,
+    /// For messages: the same deliveries as the harness's polls saw them (how builds before
+    /// `advertised_at_ms` measured `latency_ms`, up to one poll interval later).
+    polled_latency_ms: Option<Dist>,
     /// For messages: time until the last node had it (one value per fully delivered message).
     full_coverage_ms: Option<Dist>,
     note: Option<String>,
@@ -735,10 +738,24 @@ fn probe_message(probe: PeerId, incarnation: u64, seq: usize, size: usize) -> Ve
     make(size.saturating_sub(base))
 }
 
-/// Highest `scale-seq-N` a node lists in its cluster capabilities.
-async fn seen_seq(node: &Running) -> Option<usize> {
-    let caps = tokio::time::timeout(ASK_TIMEOUT, node.handle.capabilities()).await.ok()?.ok()?;
-    caps.cluster.keys().filter_map(|k| k.strip_prefix("scale-seq-")?.parse().ok()).max()
+/// The highest `scale-seq-N` a node holds from the probe, and when the node took that
+/// advertisement in by its own clock (Unix ms; the nodes share this process's clock).
+async fn probe_seen(node: &Running, probe: &str) -> Option<(usize, Option<u64>)> {
+    let peers = tokio::time::timeout(ASK_TIMEOUT, node.handle.peers()).await.ok()?.ok()?;
+    let entry = peers.into_iter().find(|p| p.peer_id == probe)?;
+    let seq = entry.capabilities.iter().filter_map(|k| k.strip_prefix("scale-seq-")?.parse().ok()).max()?;
+    Some((seq, entry.advertised_at_ms))
+}
+
+/// When `node` took in the latest advertisement of `peer` (Unix ms, its own clock).
+async fn taken_in(node: &Running, peer: &str) -> Option<u64> {
+    let peers = tokio::time::timeout(ASK_TIMEOUT, node.handle.peers()).await.ok()?.ok()?;
+    peers.into_iter().find(|p| p.peer_id == peer)?.advertised_at_ms
+}
+
+/// Now, in Unix milliseconds (what `advertised_at_ms` is compared with).
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -923,6 +940,9 @@ fn render(r: &Report) -> String {
                 format!("{}/{} ({:.1} %); {}", d.delivered, d.expected, d.ratio * 100.0, d.latency_ms.ms()),
             ));
             rows.push(("   what".into(), d.what.clone()));
+            if let Some(polled) = &d.polled_latency_ms {
+                rows.push(("   as the polls saw it (older builds' figure)".into(), polled.ms()));
+            }
             if let Some(fc) = &d.full_coverage_ms {
                 rows.push(("   time until the last node had it".into(), fc.ms()));
             }
@@ -1092,8 +1112,9 @@ fn finish(shared: &Shared, json: Option<&Path>, t_start: Instant, hard_cap: bool
         let theirs = summary(older);
         println!("{:<24} {:>14} {:>14}", "compared (older, first)", "older", "this build");
         if let (Some(a), Some(b)) = (theirs.as_object(), line.as_object()) {
-            for (key, old) in a {
-                println!("{key:<24} {:>14} {:>14}", old.to_string(), b.get(key).map_or("-".into(), |v| v.to_string()));
+            let show = |v: Option<&serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
+            for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+                println!("{key:<24} {:>14} {:>14}", show(a.get(key)), show(b.get(key)));
             }
         }
         line["compare"] = theirs;
@@ -1134,6 +1155,7 @@ fn summary(r: &serde_json::Value) -> serde_json::Value {
         "formed_s": f("/formation/all_full_after_last_start_s"),
         "gossip_delivered": f("/gossip/ratio"),
         "gossip_p99_ms": f("/gossip/latency_ms/p99"),
+        "gossip_polled_p99_ms": f("/gossip/polled_latency_ms/p99").or_else(|| f("/gossip/latency_ms/p99")),
         "false_suspicions": suspicions,
         "false_suspicions_quiet": quiet,
         "false_suspicions_pause": paused,
@@ -1462,7 +1484,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     // ---- 2a. a newly started worker becomes schedulable on every node
     phase(&shared, "join", t_start);
     if let Some(end) = budget.until(Duration::from_secs(20), Duration::from_secs(50)) {
-        let t0 = Instant::now();
+        let (t0, t0_unix) = (Instant::now(), unix_ms());
         let joiner = spawner.start("joiner", Some(&boot_addr)).await?;
         let jid = joiner.peer_id.clone();
         let every = poll_every(nodes.len(), Duration::from_millis(20));
@@ -1474,7 +1496,11 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
                     if let Ok(Ok(caps)) = tokio::time::timeout(ASK_TIMEOUT, n.handle.capabilities()).await
                         && caps.cluster.get("compute").is_some_and(|c| c.workers.contains(&jid))
                     {
-                        return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                        // The node's own time of taking the advertisement in, unless a later
+                        // one replaced it (then the poll is the closer bound).
+                        let polled = t0.elapsed().as_secs_f64() * 1000.0;
+                        let at = taken_in(n, &jid).await.map(|at| (at as f64 - t0_unix).max(0.0));
+                        return Some(at.map_or(polled, |at| at.min(polled)));
                     }
                     tokio::time::sleep(every).await;
                 }
@@ -1495,7 +1521,8 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         let d = Delivery {
             what: format!(
                 "a new worker's CapabilityAdvertisement: from Node::start of the joiner until it is listed \
-                 under `compute` in capabilities() of each of the {} running nodes (polled every {} ms)",
+                 under `compute` in capabilities() of each of the {} running nodes (when the node took the \
+                 advertisement in, its peers() entry's advertised_at_ms; polled every {} ms)",
                 nodes.len(),
                 every.as_millis()
             ),
@@ -1503,6 +1530,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
             expected: nodes.len(),
             ratio: lat.len() as f64 / nodes.len() as f64,
             latency_ms: Dist::of(&lat),
+            polled_latency_ms: None,
             full_coverage_ms: None,
             note: None,
         };
@@ -1698,12 +1726,22 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
             rx.await.map_err(|_| anyhow::anyhow!("probe stopped"))?.map_err(|e| anyhow::anyhow!("publish: {e}"))
         }
     };
+    // A node's latency is from the publish to when the node itself took the message in
+    // (`advertised_at_ms`, same clock), so the poll interval bounds only how soon the harness
+    // moves on, not the figure (polled, it was quantised to 80 ms at 100 nodes).
     let every = poll_every(nodes.len(), Duration::from_millis(20));
-    let wait_all = |seq: usize, t0: Instant, until: Instant| {
+    let probe_id = probe.peer_id.to_string();
+    let probe_id = probe_id.as_str();
+    let wait_all = |seq: usize, t0: Instant, t0_unix: f64, until: Instant| {
         futures::future::join_all(nodes.iter().map(move |n| async move {
             while Instant::now() < until {
-                if seen_seq(n).await.is_some_and(|s| s >= seq) {
-                    return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                if let Some((seen, at)) = probe_seen(n, probe_id).await
+                    && seen >= seq
+                {
+                    let polled = t0.elapsed().as_secs_f64() * 1000.0;
+                    // Whole milliseconds against a fractional start: never below 0.
+                    let at = at.map(|at| (at as f64 - t0_unix).max(0.0));
+                    return Some((at.map_or(polled, |at| at.min(polled)), polled));
                 }
                 tokio::time::sleep(every).await;
             }
@@ -1714,9 +1752,10 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
     // Warm-up: the first message also makes the probe a member everywhere.
     let t0 = Instant::now();
     publish(0).await?;
-    let _ = wait_all(0, t0, (t0 + Duration::from_secs(5)).min(end)).await;
+    let _ = wait_all(0, t0, unix_ms(), (t0 + Duration::from_secs(5)).min(end)).await;
 
     let mut latencies = Vec::new();
+    let mut polled = Vec::new();
     let mut coverage = Vec::new();
     let mut sent = 0;
     for seq in 1..=args.gossip_messages {
@@ -1724,15 +1763,16 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
         if until <= Instant::now() + Duration::from_millis(200) {
             break;
         }
-        let t0 = Instant::now();
+        let (t0, t0_unix) = (Instant::now(), unix_ms());
         publish(seq).await?;
         sent += 1;
-        let r = wait_all(seq, t0, until).await;
-        let got: Vec<f64> = r.iter().flatten().copied().collect();
+        let r = wait_all(seq, t0, t0_unix, until).await;
+        let got: Vec<f64> = r.iter().flatten().map(|(at, _)| *at).collect();
         if got.len() == nodes.len() {
             coverage.push(got.iter().copied().fold(0.0, f64::max));
         }
         latencies.extend(got);
+        polled.extend(r.iter().flatten().map(|(_, seen)| *seen));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     probe.task.abort();
@@ -1740,8 +1780,8 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
     Ok(Delivery {
         what: format!(
             "{sent} sealed gossip messages of {} bytes (JSON CapabilityAdvertisement from a probe peer, seq in \
-             its capability list) entering through {links} worker(s); per (node, message): until the node's \
-             capabilities() shows that seq (polled every {} ms)",
+             its capability list) entering through {links} worker(s); per (node, message): from the publish to \
+             when the node took it in (its peers() entry's advertised_at_ms; polled every {} ms)",
             args.gossip_bytes,
             every.as_millis()
         ),
@@ -1749,6 +1789,7 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
         expected,
         ratio: if expected == 0 { 0.0 } else { latencies.len() as f64 / expected as f64 },
         latency_ms: Dist::of(&latencies),
+        polled_latency_ms: Some(Dist::of(&polled)),
         full_coverage_ms: Some(Dist::of(&coverage)),
         note: Some(
             "hop counts are not observable: GossipSub messages carry no hop count and the node does not expose \

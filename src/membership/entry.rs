@@ -59,6 +59,8 @@ pub struct Member<P> {
     pub state: MemberState,
     pub incarnation: u64,
     pub info: Option<MemberInfo>,
+    /// When this node took `info` in (the member's latest advertisement).
+    pub advertised: Option<Instant>,
     pub state_since: Instant,
     /// Last evidence that the member is up (its own messages, a connection, a
     /// ping, a positive probe); for a member only known from gossip, the time
@@ -149,6 +151,7 @@ impl<P: Copy> Entry<P> {
             state,
             incarnation,
             info: None,
+            advertised: None,
             state_since: now,
             last_heard: now,
             connected: false,

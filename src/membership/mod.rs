@@ -209,6 +209,7 @@ where
             && incarnation >= entry.member.incarnation
         {
             entry.member.info = Some(info);
+            entry.member.advertised = Some(now);
         }
         actions
     }

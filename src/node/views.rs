@@ -19,6 +19,8 @@ pub struct PeerView {
     pub capacity: u32,
     /// Its GossipSub score here (connected peers only); below -80 it is graylisted.
     pub gossip_score: Option<f64>,
+    /// When this node took in the peer's latest capability advertisement (Unix time, ms).
+    pub advertised_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

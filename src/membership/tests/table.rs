@@ -30,6 +30,7 @@ fn heartbeat_refreshes_and_stale_heartbeat_is_ignored() {
     let p = m.get(&1).unwrap();
     assert_eq!((p.incarnation, p.last_heard), (5, t1));
     assert_eq!(p.info, Some(info(&["compute"])));
+    assert_eq!(p.advertised, Some(t1), "when the advertisement kept was taken in, not the stale one");
 }
 
 #[test]

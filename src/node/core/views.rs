@@ -2,6 +2,7 @@
 //! peers and capabilities, the labels of the connected-peers metric, and placement's workers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
 
@@ -35,6 +36,11 @@ pub(super) fn peers(
     connections: &HashMap<PeerId, Conn>,
     gossip_scores: &HashMap<PeerId, f64>,
 ) -> Vec<PeerView> {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let unix_ms = |at: Instant| {
+        let then = wall.checked_sub(now.saturating_duration_since(at))?;
+        u64::try_from(then.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
+    };
     let mut peers: Vec<PeerView> = membership
         .members()
         .map(|m| {
@@ -64,6 +70,7 @@ pub(super) fn peers(
                 load: info.map_or(0, |i| i.load),
                 capacity: info.map_or(0, |i| i.capacity),
                 gossip_score: gossip_scores.get(&m.id).copied(),
+                advertised_at_ms: m.advertised.and_then(unix_ms),
             }
         })
         .collect();
