@@ -78,6 +78,10 @@ const OUTPUT_MARGIN: Duration = Duration::from_secs(3);
 /// Each API request of the harness gives up after this (a stalled core must not stall us).
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often each node is asked while the harness waits for what the nodes time themselves
+/// (`advertised_at_ms`): only how soon the harness moves on depends on it.
+const POLL_BY_CLOCK: Duration = Duration::from_millis(250);
+
 /// How often each node is asked while the harness waits for something to reach all of them:
 /// `base` up to 25 nodes, longer in proportion above, so the harness's own questions (one
 /// `capabilities()` or `peers()` per node and interval, each rendering every member) cost
@@ -270,9 +274,6 @@ struct Delivery {
     expected: usize,
     ratio: f64,
     latency_ms: Dist,
-    /// For messages: the same deliveries as the harness's polls saw them (how builds before
-    /// `advertised_at_ms` measured `latency_ms`, up to one poll interval later).
-    polled_latency_ms: Option<Dist>,
     /// For messages: time until the last node had it (one value per fully delivered message).
     full_coverage_ms: Option<Dist>,
     note: Option<String>,
@@ -940,9 +941,6 @@ fn render(r: &Report) -> String {
                 format!("{}/{} ({:.1} %); {}", d.delivered, d.expected, d.ratio * 100.0, d.latency_ms.ms()),
             ));
             rows.push(("   what".into(), d.what.clone()));
-            if let Some(polled) = &d.polled_latency_ms {
-                rows.push(("   as the polls saw it (older builds' figure)".into(), polled.ms()));
-            }
             if let Some(fc) = &d.full_coverage_ms {
                 rows.push(("   time until the last node had it".into(), fc.ms()));
             }
@@ -1155,7 +1153,6 @@ fn summary(r: &serde_json::Value) -> serde_json::Value {
         "formed_s": f("/formation/all_full_after_last_start_s"),
         "gossip_delivered": f("/gossip/ratio"),
         "gossip_p99_ms": f("/gossip/latency_ms/p99"),
-        "gossip_polled_p99_ms": f("/gossip/polled_latency_ms/p99").or_else(|| f("/gossip/latency_ms/p99")),
         "false_suspicions": suspicions,
         "false_suspicions_quiet": quiet,
         "false_suspicions_pause": paused,
@@ -1487,7 +1484,8 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         let (t0, t0_unix) = (Instant::now(), unix_ms());
         let joiner = spawner.start("joiner", Some(&boot_addr)).await?;
         let jid = joiner.peer_id.clone();
-        let every = poll_every(nodes.len(), Duration::from_millis(20));
+        // The figure is the nodes' own time (below): polling sooner would only take CPU from them.
+        let every = POLL_BY_CLOCK;
         let joiner_view = joiner_catches_up(&joiner, &nodes, t0, end);
         let others_view = futures::future::join_all(nodes.iter().map(|n| {
             let jid = jid.clone();
@@ -1530,7 +1528,6 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
             expected: nodes.len(),
             ratio: lat.len() as f64 / nodes.len() as f64,
             latency_ms: Dist::of(&lat),
-            polled_latency_ms: None,
             full_coverage_ms: None,
             note: None,
         };
@@ -1729,21 +1726,22 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
     // A node's latency is from the publish to when the node itself took the message in
     // (`advertised_at_ms`, same clock), so the poll interval bounds only how soon the harness
     // moves on, not the figure (polled, it was quantised to 80 ms at 100 nodes).
-    let every = poll_every(nodes.len(), Duration::from_millis(20));
+    let every = POLL_BY_CLOCK;
     let probe_id = probe.peer_id.to_string();
     let probe_id = probe_id.as_str();
     let wait_all = |seq: usize, t0: Instant, t0_unix: f64, until: Instant| {
         futures::future::join_all(nodes.iter().map(move |n| async move {
             while Instant::now() < until {
+                // Asked once it has had time to arrive: a poll at once competes with the delivery.
+                tokio::time::sleep(every).await;
                 if let Some((seen, at)) = probe_seen(n, probe_id).await
                     && seen >= seq
                 {
                     let polled = t0.elapsed().as_secs_f64() * 1000.0;
                     // Whole milliseconds against a fractional start: never below 0.
                     let at = at.map(|at| (at as f64 - t0_unix).max(0.0));
-                    return Some((at.map_or(polled, |at| at.min(polled)), polled));
+                    return Some(at.map_or(polled, |at| at.min(polled)));
                 }
-                tokio::time::sleep(every).await;
             }
             None
         }))
@@ -1755,7 +1753,6 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
     let _ = wait_all(0, t0, unix_ms(), (t0 + Duration::from_secs(5)).min(end)).await;
 
     let mut latencies = Vec::new();
-    let mut polled = Vec::new();
     let mut coverage = Vec::new();
     let mut sent = 0;
     for seq in 1..=args.gossip_messages {
@@ -1767,12 +1764,11 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
         publish(seq).await?;
         sent += 1;
         let r = wait_all(seq, t0, t0_unix, until).await;
-        let got: Vec<f64> = r.iter().flatten().map(|(at, _)| *at).collect();
+        let got: Vec<f64> = r.iter().flatten().copied().collect();
         if got.len() == nodes.len() {
             coverage.push(got.iter().copied().fold(0.0, f64::max));
         }
         latencies.extend(got);
-        polled.extend(r.iter().flatten().map(|(_, seen)| *seen));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     probe.task.abort();
@@ -1789,7 +1785,6 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
         expected,
         ratio: if expected == 0 { 0.0 } else { latencies.len() as f64 / expected as f64 },
         latency_ms: Dist::of(&latencies),
-        polled_latency_ms: Some(Dist::of(&polled)),
         full_coverage_ms: Some(Dist::of(&coverage)),
         note: Some(
             "hop counts are not observable: GossipSub messages carry no hop count and the node does not expose \
