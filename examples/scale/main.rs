@@ -426,6 +426,23 @@ fn threads() -> Option<usize> {
     text.lines().find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
 }
 
+/// The soft limit on open files of this process.
+fn fd_soft_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// File descriptors all nodes may hold at once: every connection their limits allow (one
+/// socket each end, both ends in this process), plus listeners, stores and the runtime.
+fn fds_wanted(args: &Args) -> u64 {
+    let per_node = 16;
+    let workers = args.nodes as u64;
+    workers * u64::from(args.worker_max_connections)
+        + u64::from(args.bootstrap_max_connections)
+        + (workers + 1) * per_node
+}
+
 fn fd_limit() -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
@@ -1322,6 +1339,22 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         r.loadavg_start = loadavg();
         r.ed25519_verify_us = verify_us;
     });
+
+    // Out of file descriptors, dials and accepts fail and healthy nodes look dead: the run
+    // would measure the limit, not the cluster (250 nodes under 20,000 collapsed that way).
+    if let Some(limit) = fd_soft_limit()
+        && fds_wanted(&args) > limit
+    {
+        let warning = format!(
+            "{} nodes may hold up to {} file descriptors at once, the soft limit is {limit}: raise it \
+             (ulimit -n {}) or lower --worker-max-connections",
+            args.nodes + 1,
+            fds_wanted(&args),
+            fds_wanted(&args).next_power_of_two()
+        );
+        eprintln!("scale: warning: {warning}");
+        note(&shared, warning);
+    }
 
     // ---- start: bootstrap, then workers in batches
     phase(&shared, "start", t_start);

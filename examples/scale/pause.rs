@@ -88,11 +88,13 @@ pub fn membership_counters(body: &str) -> Option<[f64; 3]> {
     exported.then_some(c)
 }
 
-/// The same, summed over `addrs` (a node that does not answer counts nothing).
+/// The same, summed over `addrs`; None unless every node answered (a difference between two
+/// sums over different nodes would count nothing real, or less than nothing).
 pub async fn summed_counters(addrs: impl Iterator<Item = SocketAddr>) -> Option<[f64; 3]> {
     let bodies = futures::future::join_all(addrs.map(scrape)).await;
     let counts: Vec<[f64; 3]> = bodies.iter().flatten().filter_map(|b| membership_counters(b)).collect();
-    (!counts.is_empty()).then(|| counts.iter().fold([0.0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]]))
+    (!counts.is_empty() && counts.len() == bodies.len())
+        .then(|| counts.iter().fold([0.0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]]))
 }
 
 /// The `p2p-node` binary beside this harness (`target/release/examples/scale` ->
