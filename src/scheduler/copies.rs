@@ -123,8 +123,14 @@ pub(super) struct Outgoing {
 impl Gateway {
     /// The alive members other than this node, as membership now sees them.
     pub fn set_members(&mut self, members: impl IntoIterator<Item = PeerId>) {
+        // Members already known keep their key (a SHA-256 each: this runs at every change).
+        let old = &self.copies.members;
+        let key = |p: PeerId| match old.binary_search_by_key(&p, |(q, _)| *q) {
+            Ok(i) => old[i].1,
+            Err(_) => placement_key(&p.to_bytes()),
+        };
         let mut members: Vec<(PeerId, u64)> =
-            members.into_iter().filter(|p| *p != self.local).map(|p| (p, placement_key(&p.to_bytes()))).collect();
+            members.into_iter().filter(|p| *p != self.local).map(|p| (p, key(p))).collect();
         members.sort_unstable_by_key(|(p, _)| *p);
         if !members.is_empty() && !self.copies.joined {
             self.copies.joined = true;

@@ -48,7 +48,7 @@ impl Core {
         };
         let actions = self.membership.on_advertisement(now, from, message.incarnation, info);
         // A worker just became (or stayed) schedulable: queued tasks may go now.
-        let workers = self.workers();
+        let workers = self.workers_if_tasks();
         self.gateway.pump(&workers);
         actions
     }

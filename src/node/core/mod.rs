@@ -330,6 +330,14 @@ impl Core {
     }
 
     /// Alive workers as placement sees them (this node included when it is one).
+    /// The workers, when the gateway has a task they could concern (queued or running);
+    /// otherwise none, and the list is not rebuilt. A cluster forming or churning changes
+    /// members hundreds of times a second per node, and each change would rebuild it: at 250
+    /// nodes that was a tenth of the process's CPU in formation.
+    fn workers_if_tasks(&mut self) -> Arc<[WorkerView]> {
+        if self.gateway.queued() > 0 || self.gateway.running() > 0 { self.workers() } else { Arc::from(Vec::new()) }
+    }
+
     fn workers(&mut self) -> Arc<[WorkerView]> {
         if self.workers_dirty {
             self.workers_dirty = false;
@@ -534,14 +542,14 @@ impl Core {
         match to {
             MemberState::Dead | MemberState::Left => {
                 let _ = self.network.forget(peer).await;
-                let workers = self.workers();
+                let workers = self.workers_if_tasks();
                 self.gateway.on_worker_lost(peer, to.as_str(), &workers);
                 self.gateway.on_member_lost(peer);
                 self.gateway.owner_lost(peer, Instant::now());
             }
             MemberState::Alive => {
                 self.gateway.owner_back(&peer);
-                let workers = self.workers();
+                let workers = self.workers_if_tasks();
                 self.gateway.pump(&workers);
             }
             MemberState::Suspect => {}
