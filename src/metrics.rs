@@ -204,6 +204,8 @@ pub struct Metrics {
     pub gossip_validation: Family<OutcomeLabels, Counter>,
     pub gossip_graylisted: Gauge,
     pub connections_trimmed: Counter,
+    /// The network loop stopped reading its connections: its core fell behind.
+    pub network_held_back: Counter,
     /// The credit ledger (`crate::ledger::service`).
     pub ledger: LedgerMetrics,
     /// Spans that never reached the OTLP collector (`telemetry`): shared with the exporter,
@@ -263,6 +265,7 @@ impl Metrics {
             gossip_validation: Family::default(),
             gossip_graylisted: Gauge::default(),
             connections_trimmed: Counter::default(),
+            network_held_back: Counter::default(),
             telemetry_spans_dropped: spans_dropped,
             started: Arc::new(std::time::Instant::now()),
         };
@@ -399,6 +402,12 @@ impl Metrics {
             "connections_trimmed",
             "Idle connections closed because they lie outside the active view",
             self.connections_trimmed.clone(),
+        );
+        r.register(
+            "network_held_back",
+            "Times the network loop stopped reading its connections because 1,024 events waited for the node's \
+             core (a core falling behind: pings and probes go unanswered until it catches up)",
+            self.network_held_back.clone(),
         );
         r.register(
             "telemetry_spans_dropped",

@@ -36,6 +36,7 @@ ALWAYS = [
     "p2p_relay_reservations",
     "p2p_build_info",
     "p2p_telemetry_spans_dropped_total",
+    "p2p_network_held_back_total",
     # libp2p-metrics, on the same registry
     "libp2p_swarm_connections_established_total",
     "libp2p_bandwidth_bytes_total",

@@ -134,6 +134,8 @@ impl EventLoop {
         let tick = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(tick);
         let events = self.events.clone();
+        // The outbox is full: the swarm's arm is disabled until the core takes some.
+        let mut held_back = false;
         loop {
             tokio::select! {
                 biased;
@@ -169,6 +171,15 @@ impl EventLoop {
                     }
                 }
             }
+            let full = self.outbox.len() >= OUTBOX_LIMIT;
+            if full && !held_back {
+                tracing::debug!(
+                    events = self.outbox.len(),
+                    "the core is behind: connections not read until it catches up"
+                );
+                self.metrics.network_held_back.inc();
+            }
+            held_back = full;
         }
         self.close().await;
     }
