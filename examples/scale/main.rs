@@ -426,11 +426,13 @@ fn threads() -> Option<usize> {
     text.lines().find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
 }
 
-/// The soft limit on open files of this process.
-fn fd_soft_limit() -> Option<u64> {
+/// This process's soft and hard limits on open files, as `/proc/self/limits` writes them.
+fn fd_limits() -> Option<(String, String)> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    // "Max open files  <soft> <hard> files"
+    let mut parts = line.split_whitespace().skip(3);
+    Some((parts.next()?.to_string(), parts.next()?.to_string()))
 }
 
 /// File descriptors all nodes may hold at once: every connection their limits allow (one
@@ -444,11 +446,7 @@ fn fds_wanted(args: &Args) -> u64 {
 }
 
 fn fd_limit() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let parts: Vec<&str> = line.split_whitespace().collect();
-    // "Max open files  <soft> <hard> files"
-    Some(format!("{} soft / {} hard", parts.get(3)?, parts.get(4)?))
+    fd_limits().map(|(soft, hard)| format!("{soft} soft / {hard} hard"))
 }
 
 /// Microseconds per ed25519 verification of a signed 1 KB message.
@@ -759,16 +757,20 @@ fn probe_message(probe: PeerId, incarnation: u64, seq: usize, size: usize) -> Ve
 /// The highest `scale-seq-N` a node holds from the probe, and when the node took that
 /// advertisement in by its own clock (Unix ms; the nodes share this process's clock).
 async fn probe_seen(node: &Running, probe: &str) -> Option<(usize, Option<u64>)> {
-    let peers = tokio::time::timeout(ASK_TIMEOUT, node.handle.peers()).await.ok()?.ok()?;
-    let entry = peers.into_iter().find(|p| p.peer_id == probe)?;
+    let entry = peer_entry(node, probe).await?;
     let seq = entry.capabilities.iter().filter_map(|k| k.strip_prefix("scale-seq-")?.parse().ok()).max()?;
     Some((seq, entry.advertised_at_ms))
 }
 
 /// When `node` took in the latest advertisement of `peer` (Unix ms, its own clock).
 async fn taken_in(node: &Running, peer: &str) -> Option<u64> {
+    peer_entry(node, peer).await?.advertised_at_ms
+}
+
+/// `peer` as `node`'s `peers()` lists it.
+async fn peer_entry(node: &Running, peer: &str) -> Option<p2p_network::node::PeerView> {
     let peers = tokio::time::timeout(ASK_TIMEOUT, node.handle.peers()).await.ok()?.ok()?;
-    peers.into_iter().find(|p| p.peer_id == peer)?.advertised_at_ms
+    peers.into_iter().find(|p| p.peer_id == peer)
 }
 
 /// Now, in Unix milliseconds (what `advertised_at_ms` is compared with).
@@ -1342,15 +1344,15 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
 
     // Out of file descriptors, dials and accepts fail and healthy nodes look dead: the run
     // would measure the limit, not the cluster (250 nodes under 20,000 collapsed that way).
-    if let Some(limit) = fd_soft_limit()
-        && fds_wanted(&args) > limit
+    let wanted = fds_wanted(&args);
+    if let Some(limit) = fd_limits().and_then(|(soft, _)| soft.parse::<u64>().ok())
+        && wanted > limit
     {
         let warning = format!(
-            "{} nodes may hold up to {} file descriptors at once, the soft limit is {limit}: raise it \
+            "{} nodes may hold up to {wanted} file descriptors at once, the soft limit is {limit}: raise it \
              (ulimit -n {}) or lower --worker-max-connections",
             args.nodes + 1,
-            fds_wanted(&args),
-            fds_wanted(&args).next_power_of_two()
+            wanted.next_power_of_two()
         );
         eprintln!("scale: warning: {warning}");
         note(&shared, warning);

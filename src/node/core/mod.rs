@@ -329,7 +329,6 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// Alive workers as placement sees them (this node included when it is one).
     /// The workers, when the gateway has a task they could concern (queued or running);
     /// otherwise none, and the list is not rebuilt. A cluster forming or churning changes
     /// members hundreds of times a second per node, and each change would rebuild it: at 250
@@ -338,6 +337,7 @@ impl Core {
         if self.gateway.queued() > 0 || self.gateway.running() > 0 { self.workers() } else { Arc::from(Vec::new()) }
     }
 
+    /// Alive workers as placement sees them (this node included when it is one).
     fn workers(&mut self) -> Arc<[WorkerView]> {
         if self.workers_dirty {
             self.workers_dirty = false;
