@@ -106,7 +106,6 @@ start() {
     P2P_NODE__LISTEN_PORT="$(p2p_port "$i")"
     P2P_NODE__IDENTITY_FILE="$dir/$name.key"
     P2P_NODE__DATA_DIR="$dir/$name-data"
-    MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
     P2P_NETWORK__ENABLE_MDNS=false
     P2P_API__LISTEN="127.0.0.1:$(api_port "$i")"
     P2P_METRICS__LISTEN="127.0.0.1:$(metrics_port "$i")"

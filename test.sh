@@ -59,11 +59,19 @@ run_stage() {
   rm -f "$out"
 }
 
+# The node's allocator, jemalloc (tikv-jemalloc-sys), is built from C with make.
+need_make() {
+  type -P make >/dev/null ||
+    (apt-get install -y -qq make >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq make >/dev/null; })
+}
+
 stage_lint() {
+  need_make
   cargo fmt --all -- --check && cargo clippy --locked --all-targets -- -D warnings
 }
 
 stage_build() {
+  need_make
   cargo build --release --locked --all-targets
 }
 

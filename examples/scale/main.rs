@@ -8,7 +8,8 @@
 //!
 //! The last line of the output is one JSON object with the headline figures (`nodes`,
 //! `formed_s`, `gossip_delivered`, `gossip_p99_ms`, `false_suspicions`, `join_everywhere_p50_ms`,
-//! `dead_everywhere_p50_ms`, `idle_cores`, `rss_mib_per_node`, `separate_node_rss_mib`; with
+//! `dead_everywhere_p50_ms`, `idle_cores`, `rss_mib_per_node` (at the end of formation),
+//! `rss_mib_per_node_after_quiet` (after the quiet window), `separate_node_rss_mib`; with
 //! `--compare`, the older build's under `compare`).
 //!
 //! Nodes are started in batches (`--batch`, `--batch-pause-ms`); every node listens on
@@ -69,6 +70,11 @@ use tokio::sync::{mpsc, oneshot};
 
 mod pause;
 
+/// The shipped node's allocator (src/main.rs), so the memory per node measured here is the
+/// allocator's behaviour a pod has.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The cluster name the shipped configs use; the probe must match it or Identify rejects it.
 const PROTOCOL_VERSION: &str = "p2p-network";
 /// Kademlia parallelism the nodes are built with (`network/names.rs`).
@@ -123,6 +129,10 @@ struct Args {
     /// directly per period).
     #[arg(long, default_value_t = 1000)]
     ping_interval_ms: u64,
+    /// `network.active_peers` of every node: the members each keeps connected (default: the
+    /// shipped default).
+    #[arg(long, default_value_t = Config::default().network.active_peers)]
+    active_peers: usize,
     /// Measured raw gossip messages (one warm-up message is sent first and not counted).
     #[arg(long, default_value_t = 20)]
     gossip_messages: usize,
@@ -237,6 +247,8 @@ struct Formation {
 #[derive(Debug, Default, Clone, Serialize)]
 struct Steady {
     connected_peers: Dist,
+    /// The same at the end of the quiet window.
+    connected_peers_after_quiet: Dist,
     routing_table_size: Dist,
     /// Lifeguard local health score per node after formation (0 healthy, up to 8).
     local_health: Dist,
@@ -335,6 +347,9 @@ struct Memory {
     rss_after_kib: Option<u64>,
     rss_peak_kib: Option<u64>,
     per_node_kib: Option<f64>,
+    /// VmRSS at the end of the quiet window: formation's transient connections closed by then.
+    rss_after_quiet_kib: Option<u64>,
+    per_node_after_quiet_kib: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -346,6 +361,7 @@ struct Report {
     max_secs: u64,
     heartbeat_secs: u64,
     ping_interval_ms: u64,
+    active_peers: usize,
     bootstrap_max_connections: u32,
     worker_max_connections: u32,
     /// The machine's load average (1, 5, 15 min) at the start and at the end: other work on
@@ -527,10 +543,11 @@ impl Spawner {
              max_connections: {max_conn}\n  heartbeat_interval: {hb}\n  identity_file: {key}\n  \
              data_dir: {data}\n  max_concurrent_tasks: 2\n\
              network:\n  protocol_version: {PROTOCOL_VERSION}\n  enable_mdns: false\n  enable_quic: false\n  \
-             bootstrap_peers: {boot}\n\
+             bootstrap_peers: {boot}\n  active_peers: {active}\n\
              api:\n  listen: \"127.0.0.1:{api}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\n\
              tasks:\n  compute_difficulty: 4\nmembership:\n  ping_interval_ms: {ping}\n",
             ping = self.args.ping_interval_ms,
+            active = self.args.active_peers,
         )
     }
 
@@ -855,13 +872,14 @@ fn render(r: &Report) -> String {
         "cluster",
         format!(
             "1 bootstrap + {} workers = {} nodes in one process; {} CPUs, {} runtime threads; heartbeat {} s; \
-             ping {} ms; max_connections bootstrap {} / workers {}",
+             ping {} ms; active view {}; max_connections bootstrap {} / workers {}",
             r.workers,
             r.nodes_total,
             r.cpus,
             r.runtime_threads,
             r.heartbeat_secs,
             r.ping_interval_ms,
+            r.active_peers,
             r.bootstrap_max_connections,
             r.worker_max_connections
         ),
@@ -924,6 +942,7 @@ fn render(r: &Report) -> String {
     }
     if let Some(s) = &r.steady {
         row("   connected peers per node", s.connected_peers.plain());
+        row("   connected peers per node (after quiet)", s.connected_peers_after_quiet.plain());
         row("   Kademlia routing table per node", s.routing_table_size.plain());
         row("   local health per node (0 healthy, 8 worst)", s.local_health.plain());
         row(
@@ -1092,6 +1111,14 @@ fn render(r: &Report) -> String {
         ),
     ));
     rows.push((
+        "   after the quiet window".into(),
+        format!(
+            "VmRSS {} KiB: {} KiB per node",
+            m.rss_after_quiet_kib.map_or("n/a".into(), |v| v.to_string()),
+            m.per_node_after_quiet_kib.map_or("n/a".into(), |v| format!("{v:.0}")),
+        ),
+    ));
+    rows.push((
         "run".into(),
         format!(
             "{:.1} s of max {} s{}",
@@ -1181,6 +1208,7 @@ fn summary(r: &serde_json::Value) -> serde_json::Value {
         "dead_everywhere_p50_ms": if all("kill", "dead_seen", "observers") { f("/kill/dead_ms/max") } else { None },
         "idle_cores": f("/steady/cpu_cores_steady"),
         "rss_mib_per_node": f("/memory/per_node_kib").map(|k| k / 1024.0),
+        "rss_mib_per_node_after_quiet": f("/memory/per_node_after_quiet_kib").map(|k| k / 1024.0),
         "separate_node_rss_mib": f("/pause/rss_kib").map(|k| k / 1024.0),
     })
 }
@@ -1243,6 +1271,7 @@ fn main() {
         max_secs: args.max_secs,
         heartbeat_secs: args.heartbeat_secs,
         ping_interval_ms: args.ping_interval_ms,
+        active_peers: args.active_peers,
         bootstrap_max_connections: args.bootstrap_max_connections,
         worker_max_connections: args.worker_max_connections,
         phase: "setup".into(),
@@ -1467,12 +1496,15 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     tokio::time::sleep(quiet).await;
     let cpu_quiet1 = cpu_secs();
     let quiet_secs = t_quiet.elapsed().as_secs_f64();
+    let rss_after_quiet = proc_status_kib("VmRSS:");
+    let (connected_after_quiet, _, _) = steady_facts(&nodes).await;
     let churn1 = churn_counters(&nodes).await;
     let workers_listed = workers_listed(&nodes).await;
     let suspicions1 = pause::summed_counters(nodes.iter().map(|n| n.metrics_addr)).await;
     let churn_rate = |i: usize| Some((churn1[i] - churn0[i]) / quiet_secs);
     let steady = Steady {
         connected_peers: connected,
+        connected_peers_after_quiet: connected_after_quiet,
         routing_table_size: routing,
         local_health: health,
         open_fds: open_fds(),
@@ -1508,9 +1540,10 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         r.steady = Some(steady);
         r.memory.rss_after_kib = rss_after;
         r.memory.rss_peak_kib = proc_status_kib("VmHWM:");
-        if let (Some(a), Some(b)) = (rss_before, rss_after) {
-            r.memory.per_node_kib = Some(b.saturating_sub(a) as f64 / nodes.len() as f64);
-        }
+        r.memory.rss_after_quiet_kib = rss_after_quiet;
+        let per_node = |after: Option<u64>| Some(after?.saturating_sub(rss_before?) as f64 / nodes.len() as f64);
+        r.memory.per_node_kib = per_node(rss_after);
+        r.memory.per_node_after_quiet_kib = per_node(rss_after_quiet);
     });
 
     // ---- 2a. a newly started worker becomes schedulable on every node
@@ -1709,7 +1742,7 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
     // cluster larger than the active view only through those whose view includes the probe
     // (a worker closes an idle connection outside it after a few seconds, as it would a
     // member's).
-    let (members, active) = (nodes.len() + 1, Config::default().network.active_peers);
+    let (members, active) = (nodes.len() + 1, args.active_peers);
     let mut candidates = nodes.iter().filter(|n| {
         n.name.starts_with('w')
             && n.peer_id.parse::<PeerId>().is_ok_and(|id| view::keeps(&id, &probe.peer_id, members, active, 1.0))
