@@ -32,6 +32,9 @@ const REFRESH: Duration = Duration::from_secs(60);
 const BOOTSTRAP_START_WINDOW: Duration = Duration::from_millis(1500);
 /// The routing table's size is counted (and reported when it changed) this often.
 const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// A joiner looks up its own id only if its routing table still holds fewer than k entries
+/// this long after its first bootstrap connection (see `on_joined`).
+const JOIN_LOOKUP_AFTER: Duration = Duration::from_secs(3);
 
 pub(super) struct Dht {
     /// Our Kademlia protocol name: a peer that speaks it belongs in the routing table.
@@ -44,6 +47,8 @@ pub(super) struct Dht {
     /// The last Kademlia bootstrap (routing-table refresh, or the one on joining); see `REFRESH`.
     last_refresh: Instant,
     joined_once: bool,
+    /// When to look up our own id if the routing table is still small (see `on_joined`).
+    join_lookup_at: Option<Instant>,
     /// The routing table's size last reported to the application, and when it is next counted.
     reported_size: Option<usize>,
     next_count: Instant,
@@ -67,6 +72,7 @@ impl Dht {
             next_walk: Instant::now() + WALK_FAST,
             last_refresh: Instant::now(),
             joined_once: false,
+            join_lookup_at: None,
             reported_size: None,
             next_count: Instant::now(),
             republished: false,
@@ -108,13 +114,16 @@ impl Dht {
         if let Some(address) = address {
             Self::learn_address(swarm, &peer, address);
         }
-        // A lookup of our own id finds our neighbours in the key space and tells them of us.
-        // Not Kademlia's bootstrap, which adds a lookup per bucket: about 200 requests at 100
-        // nodes, mostly to peers outside the active view, each a handshake; with every node
-        // joining at once they kept two cores busy for the first minute.
-        let local = *swarm.local_peer_id();
-        swarm.behaviour_mut().kad.get_closest_peers(local);
-        self.last_refresh = Instant::now();
+        // The members' advertisements fill the routing table (`learn_address`): the first
+        // catch-up pull, from this very peer, brings every member's at once. A lookup of our
+        // own id (about 23 requests at 100 nodes, nearly all to peers outside the active view,
+        // each a handshake the view closes again: 2,300 connections when 100 nodes join at
+        // once) is made only if the table is still small a few seconds later, say when the
+        // bootstrap peer serves no catch-up. Not Kademlia's bootstrap either, which adds a
+        // lookup per bucket (about 200 requests at 100 nodes).
+        let now = Instant::now();
+        self.join_lookup_at = Some(now + JOIN_LOOKUP_AFTER);
+        self.last_refresh = now;
     }
 
     /// Puts again the records this node published (those reloaded from its store after a
@@ -172,6 +181,14 @@ impl Dht {
         }
         self.next_count = now + COUNT_EVERY;
         let size = Self::routing_table_size(swarm);
+        if self.join_lookup_at.is_some_and(|at| now >= at) {
+            self.join_lookup_at = None;
+            if size < KAD_K {
+                tracing::debug!(size, "routing table still small after joining: looking up our own id");
+                let local = *swarm.local_peer_id();
+                swarm.behaviour_mut().kad.get_closest_peers(local);
+            }
+        }
         if !self.republished && size > 0 && (self.walks >= 1 || (partial_view && self.joined_once)) {
             self.republished = true;
             Self::republish_own(swarm);
