@@ -82,6 +82,13 @@ fi
 if [[ ! -x "$binary" || -n "$(find src Cargo.toml -newer "$binary" 2>/dev/null | head -n 1)" ]]; then
   if [[ $own_binary -eq 1 ]]; then
     echo "building the release binary (first time: a few minutes)..."
+    # The node's allocator (jemalloc) is built from C with make.
+    if ! command -v make >/dev/null; then
+      if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        apt-get install -y -qq make >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq make >/dev/null; }
+      fi
+      command -v make >/dev/null || { echo "make not found: install it (Debian: apt-get install make)" >&2; exit 1; }
+    fi
     P2P_BUILD_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" cargo build --release --locked --bin p2p-node
   elif [[ ! -x "$binary" ]]; then
     echo "no binary at $binary" >&2
