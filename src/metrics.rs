@@ -174,6 +174,7 @@ pub struct Metrics {
     pub tasks_handed_over: Counter,
     pub copies_fenced: Counter,
     pub tasks_final_from_copies: Counter,
+    pub tasks_reclaimed: Counter,
     pub task_duration: Family<TypeLabels, Histogram, fn() -> Histogram>,
     pub queue_depth: Gauge,
     pub tasks_running: Gauge,
@@ -239,6 +240,7 @@ impl Metrics {
             tasks_handed_over: Counter::default(),
             copies_fenced: Counter::default(),
             tasks_final_from_copies: Counter::default(),
+            tasks_reclaimed: Counter::default(),
             task_duration: Family::new_with_constructor(duration_histogram),
             queue_depth: Gauge::default(),
             tasks_running: Gauge::default(),
@@ -321,6 +323,11 @@ impl Metrics {
             "tasks_final_from_copies",
             "Restored tasks not run again: a copy holder had their final record",
             self.tasks_final_from_copies.clone(),
+        );
+        r.register(
+            "tasks_reclaimed",
+            "Unfinished tasks a restarted gateway took back from copy holders (its own store had lost them)",
+            self.tasks_reclaimed.clone(),
         );
         r.register("task_duration_seconds", "Time from submission to final state", self.task_duration.clone());
         r.register("task_queue_depth", "Tasks waiting for a free worker", self.queue_depth.clone());

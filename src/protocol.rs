@@ -176,6 +176,14 @@ pub enum RecordsRequest {
     Replicate { v: u16, records: Vec<RecordCopy> },
     /// Do you hold task `id` (as its owner or as a copy holder)?
     Get { v: u16, id: String },
+    /// Which unfinished records do you keep for me, the sender (by id, after `after`)? Sent
+    /// by a gateway that restarted with its peer id: its own store may lack records that its
+    /// holders acknowledged (the tail it had not synced, or a data dir that did not survive).
+    Mine {
+        v: u16,
+        #[serde(default)]
+        after: Option<String>,
+    },
 }
 
 /// A copy holder's refusal of one forwarded record: someone else owns it now.
@@ -199,7 +207,14 @@ pub enum RecordsResponse {
     /// The record, if held: `owner` says the answer comes from the task's current owner
     /// (authoritative) rather than a copy that may lag behind it.
     Found { v: u16, copy: Option<RecordCopy>, owner: bool },
+    /// One page of the unfinished copies kept for the asker; `next` is the `after` of the next
+    /// page, `None` on the last.
+    Yours { v: u16, copies: Vec<RecordCopy>, next: Option<String> },
 }
+
+/// Bytes of record copies a [`RecordsResponse::Yours`] page carries at most (it always
+/// carries one, when any is left), well inside [`MAX_RECORDS_RESPONSE_BYTES`].
+pub const MINE_PAGE_BYTES: usize = 1024 * 1024;
 
 /// Liveness and membership state, published on the heartbeat topic. Rumors piggyback
 /// suspicions about other members (SWIM dissemination).

@@ -52,7 +52,9 @@ impl Records {
             Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
                 // Only members (Identify confirmed our cluster) keep copies with us or read them.
                 let v = match &request {
-                    RecordsRequest::Replicate { v, .. } | RecordsRequest::Get { v, .. } => *v,
+                    RecordsRequest::Replicate { v, .. }
+                    | RecordsRequest::Get { v, .. }
+                    | RecordsRequest::Mine { v, .. } => *v,
                 };
                 if !is_member(&peer) || v != WIRE_VERSION {
                     self.metrics.dropped(DropReason::RecordsUnexpected);
@@ -66,7 +68,9 @@ impl Records {
             Event::Message { message: Message::Response { request_id, response }, .. } => {
                 let (peer, tag) = self.outbound.remove(&request_id)?;
                 let v = match &response {
-                    RecordsResponse::Replicated { v, .. } | RecordsResponse::Found { v, .. } => *v,
+                    RecordsResponse::Replicated { v, .. }
+                    | RecordsResponse::Found { v, .. }
+                    | RecordsResponse::Yours { v, .. } => *v,
                 };
                 let result = if v == WIRE_VERSION {
                     Ok(response)

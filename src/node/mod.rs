@@ -69,6 +69,8 @@ pub struct Node {
     store: crate::store::Store,
     wasm: crate::wasm::WasmService,
     ledger: Option<(crate::ledger::LedgerHandle, crate::ledger::LedgerService)>,
+    /// The identity file existed before this start: the peer id may own records elsewhere.
+    known_identity: bool,
 }
 
 impl Node {
@@ -140,6 +142,7 @@ impl Node {
             store,
             wasm,
             ledger,
+            known_identity: !created,
         })
     }
 
@@ -180,6 +183,7 @@ impl Node {
             store,
             wasm,
             ledger,
+            known_identity,
         } = self;
         let stop_network = CancellationToken::new();
         let stop_servers = CancellationToken::new();
@@ -226,6 +230,7 @@ impl Node {
             copy_log,
             committed,
             ledger,
+            reclaim: known_identity,
         });
         core.run(shutdown, DRAIN_TIMEOUT).await;
         stop_ledger.cancel();

@@ -19,7 +19,7 @@ use super::entry::Entry;
 use super::gateway::Gateway;
 use super::record::{AttemptOutcome, TaskState, TimelineKind, now_ms};
 use crate::protocol::{Fenced, RecordCopy};
-use crate::store::copies::CopyLog;
+use crate::store::copies::{CopyLog, Page};
 use crate::tasks::TaskKind;
 
 pub(super) struct Keeper {
@@ -170,6 +170,12 @@ impl Gateway {
         self.touch(&id);
         self.enqueue(&id, false);
         true
+    }
+
+    /// A page of the unfinished copies `owner` left with this node (`None` when it keeps none:
+    /// `tasks.record_copies` off).
+    pub fn kept_for(&self, owner: &PeerId, after: Option<String>) -> Option<tokio::sync::oneshot::Receiver<Page>> {
+        Some(self.keeper.log.as_ref()?.page_of(owner.to_string(), after))
     }
 
     /// The record as this node holds it: its own (authoritative unless handed over), or a

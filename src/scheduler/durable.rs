@@ -331,33 +331,66 @@ impl Gateway {
         let Some(log) = self.durable.log() else { return Ok(0) };
         let mut resumed = 0;
         for bytes in log.unfinished()? {
-            let stored = match decode(&bytes) {
-                Ok(s) => s,
-                Err(why) => {
-                    tracing::warn!(%why, "skipping a stored task record that does not decode");
-                    continue;
+            match decode(&bytes) {
+                Ok(stored) => {
+                    resumed += usize::from(self.resume_stored(stored, "the gateway restarted while the attempt ran"))
                 }
-            };
-            let Some(kind) = TaskKind::parse(&stored.record.task_type) else { continue };
-            let id = stored.record.id.clone();
-            let mut entry = Entry::restored(stored, kind);
-            // The attempt that ran when the gateway died is lost; it is not the task's fault,
-            // so it costs no attempt from the budget.
-            if entry.record.attempt_history.last().is_some_and(|a| a.outcome == AttemptOutcome::Running.as_str()) {
-                entry.note_attempt(AttemptOutcome::Lost, Some("the gateway restarted while the attempt ran".into()));
+                Err(why) => tracing::warn!(%why, "skipping a stored task record that does not decode"),
             }
-            entry.record.state = TaskState::Pending;
-            let ask_holders = !entry.holders.is_empty();
-            self.entries.insert(id.clone(), entry);
-            self.touch(&id);
-            if ask_holders {
-                // A holder may have adopted it while this gateway was away.
-                self.confirm_before_resuming(&id);
-            } else {
-                self.enqueue(&id, false);
-            }
-            resumed += 1;
         }
         Ok(resumed)
+    }
+
+    /// Takes back the unfinished tasks a copy holder kept for this gateway that its own store
+    /// does not have: acknowledged before a restart that lost them (the tail of a group commit
+    /// not yet synced, or a data dir that did not survive while the peer id did). They resume
+    /// as restored tasks do. Returns how many were taken back.
+    pub fn reclaim(&mut self, copies: Vec<RecordCopy>) -> usize {
+        let mut taken = 0;
+        for copy in copies {
+            if copy.finished_ms.is_some() || self.entries.contains_key(&copy.id) || self.stored(&copy.id).is_some() {
+                continue;
+            }
+            match decode(&copy.bytes) {
+                Ok(stored) if stored.record.id == copy.id && !stored.record.state.is_final() => {
+                    if self.resume_stored(
+                        stored,
+                        "the gateway restarted while the attempt ran (its record came back from a copy holder)",
+                    ) {
+                        taken += 1;
+                    }
+                }
+                Ok(_) => tracing::warn!(task_id = %copy.id, "skipping a returned copy that names another task"),
+                Err(why) => tracing::warn!(task_id = %copy.id, %why, "skipping a returned copy that does not decode"),
+            }
+        }
+        if taken > 0 {
+            self.metrics.tasks_reclaimed.inc_by(taken as u64);
+        }
+        taken
+    }
+
+    /// One unfinished task of an earlier run back in memory: it waits for its holders' word
+    /// (a holder may have adopted it while this gateway was away), or runs at once if it has
+    /// none. `why` says why its running attempt, if any, was lost.
+    fn resume_stored(&mut self, stored: Stored, why: &str) -> bool {
+        let Some(kind) = TaskKind::parse(&stored.record.task_type) else { return false };
+        let id = stored.record.id.clone();
+        let mut entry = Entry::restored(stored, kind);
+        // The attempt that ran when the gateway died is lost; it is not the task's fault,
+        // so it costs no attempt from the budget.
+        if entry.record.attempt_history.last().is_some_and(|a| a.outcome == AttemptOutcome::Running.as_str()) {
+            entry.note_attempt(AttemptOutcome::Lost, Some(why.into()));
+        }
+        entry.record.state = TaskState::Pending;
+        let ask_holders = !entry.holders.is_empty();
+        self.entries.insert(id.clone(), entry);
+        self.touch(&id);
+        if ask_holders {
+            self.confirm_before_resuming(&id);
+        } else {
+            self.enqueue(&id, false);
+        }
+        true
     }
 }

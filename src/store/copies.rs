@@ -20,7 +20,9 @@ use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTr
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
-use crate::protocol::RecordCopy;
+use tokio::sync::oneshot;
+
+use crate::protocol::{MINE_PAGE_BYTES, RecordCopy};
 
 /// id -> [`Row`] (CBOR).
 const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
@@ -67,9 +69,20 @@ enum Job {
     Prune {
         before_ms: u64,
     },
+    /// A page of `owner`'s unfinished copies, read after every job queued before it.
+    Page {
+        owner: String,
+        after: Option<String>,
+        reply: oneshot::Sender<Page>,
+    },
 }
 
-/// The writer thread's handle, and the reads, which run on the caller's thread.
+/// Up to [`MINE_PAGE_BYTES`] of an owner's unfinished copies, in id order, and the id to
+/// continue after when more are left.
+pub type Page = Result<(Vec<RecordCopy>, Option<String>), StoreError>;
+
+/// The writer thread's handle, and the reads, which run on the caller's thread (but for
+/// [`CopyLog::page_of`], which the writer answers in its order).
 #[derive(Clone)]
 pub struct CopyLog {
     store: Store,
@@ -101,6 +114,15 @@ impl CopyLog {
     /// adoption marks as old.
     pub fn prune(&self, before_ms: u64) {
         let _ = self.jobs.send(Job::Prune { before_ms });
+    }
+
+    /// The unfinished copies `owner` left with this node, one page from after `after`. Read by
+    /// the writer once the copies queued before the call are applied, so that a page never
+    /// misses what this node already acknowledged to the owner.
+    pub fn page_of(&self, owner: String, after: Option<String>) -> oneshot::Receiver<Page> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.jobs.send(Job::Page { owner, after, reply });
+        rx
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Row>, StoreError> {
@@ -253,7 +275,39 @@ fn apply(txn: &WriteTransaction, group: Vec<Job>) -> Result<(), redb::Error> {
                     adopted.remove(id.as_str())?;
                 }
             }
+            Job::Page { owner, after, reply } => {
+                let page = read_page(&open, &copies, &owner, after.as_deref()).map_err(StoreError::from_redb);
+                let _ = reply.send(page);
+            }
         }
     }
     Ok(())
+}
+
+fn read_page(
+    open: &impl ReadableTable<(&'static str, &'static str), ()>,
+    copies: &impl ReadableTable<&'static str, &'static [u8]>,
+    owner: &str,
+    after: Option<&str>,
+) -> Result<(Vec<RecordCopy>, Option<String>), redb::Error> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for item in open.range((owner, after.unwrap_or(""))..)? {
+        let (key, _) = item?;
+        let (o, id) = key.value();
+        if o != owner {
+            break;
+        }
+        if after == Some(id) {
+            continue;
+        }
+        let Some(row) = copies.get(id)?.and_then(|v| decode(v.value())) else { continue };
+        if !out.is_empty() && bytes + row.copy.bytes.len() > MINE_PAGE_BYTES {
+            let next = out.last().map(|c: &RecordCopy| c.id.clone());
+            return Ok((out, next));
+        }
+        bytes += row.copy.bytes.len();
+        out.push(row.copy);
+    }
+    Ok((out, None))
 }

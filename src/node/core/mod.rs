@@ -9,6 +9,7 @@ mod advertise;
 mod gossip;
 mod ledger;
 mod probe_forward;
+mod reclaim;
 mod records;
 mod requests;
 mod views;
@@ -92,6 +93,8 @@ pub struct Core {
     ledger: Option<crate::ledger::LedgerHandle>,
     /// Members or connections changed since the ledger was last told whom it may sync with.
     ledger_peers_dirty: bool,
+    /// Asks for this node's own records (a peer id that existed before this start).
+    reclaim: Option<reclaim::Reclaim>,
 }
 
 pub struct CoreParts {
@@ -107,6 +110,9 @@ pub struct CoreParts {
     pub copy_log: CopyLog,
     pub committed: mpsc::UnboundedReceiver<Committed>,
     pub ledger: Option<crate::ledger::LedgerHandle>,
+    /// Whether this node's peer id existed before this start: then members may keep records
+    /// of its tasks that its own store lacks, and it asks them (`reclaim`).
+    pub reclaim: bool,
 }
 
 impl Core {
@@ -163,6 +169,7 @@ impl Core {
             lookups: records::Lookups::default(),
             ledger: p.ledger,
             ledger_peers_dirty: true,
+            reclaim: p.reclaim.then(reclaim::Reclaim::default),
             config: p.config,
         }
     }
@@ -415,7 +422,7 @@ impl Core {
                 Vec::new()
             }
             NetworkEvent::RecordsAnswered { peer, tag, result } => {
-                self.on_records_answered(peer, tag, result);
+                self.on_records_answered(peer, tag, result).await;
                 Vec::new()
             }
             NetworkEvent::RoutingTable { size } => {
@@ -548,6 +555,7 @@ impl Core {
                 self.gateway.owner_lost(peer, Instant::now());
             }
             MemberState::Alive => {
+                self.ask_mine(peer).await;
                 self.gateway.owner_back(&peer);
                 let workers = self.workers_if_tasks();
                 self.gateway.pump(&workers);
@@ -606,7 +614,7 @@ impl Core {
         let actions = self.membership.tick(now);
         self.on_actions(actions).await;
         self.gateway.prune(now);
-        self.tick_records(now);
+        self.tick_records(now).await;
         if self.advertiser.take_due(now, self.load()) {
             self.publish_advertisement().await;
         }

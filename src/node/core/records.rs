@@ -64,11 +64,12 @@ impl Core {
                 Some(Held { copy, owner }) => RecordsResponse::Found { v: WIRE_VERSION, copy: Some(copy), owner },
                 None => RecordsResponse::Found { v: WIRE_VERSION, copy: None, owner: false },
             },
+            RecordsRequest::Mine { after, .. } => return self.answer_mine(id, peer, after),
         };
         let _ = self.network.respond_records(id, response).await;
     }
 
-    pub(super) fn on_records_answered(
+    pub(super) async fn on_records_answered(
         &mut self,
         peer: PeerId,
         tag: u64,
@@ -76,6 +77,10 @@ impl Core {
     ) {
         if tag & LOOKUP != 0 {
             self.lookup_answered(tag, result);
+            return;
+        }
+        if tag == super::reclaim::MINE {
+            self.on_mine_answered(peer, result).await;
             return;
         }
         let result = match result {
@@ -88,8 +93,10 @@ impl Core {
         self.gateway.pump(&workers);
     }
 
-    /// Adoptions that are due, and restored tasks whose holders never answered.
-    pub(super) fn tick_records(&mut self, now: Instant) {
+    /// Adoptions that are due, restored tasks whose holders never answered, and asks for
+    /// this node's own records to try again.
+    pub(super) async fn tick_records(&mut self, now: Instant) {
+        self.retry_mine(now).await;
         self.gateway.tick_copies(now);
         self.gateway.adopt_due(now);
         if self.gateway.queued() > 0 {

@@ -275,3 +275,109 @@ async fn only_the_first_alive_holder_named_in_the_record_adopts() {
     let first = if names[0] == a.local.to_string() { &a } else { &b };
     assert!(first.get(&id).is_some_and(|r| r.epoch == 2));
 }
+
+/// Carries `gw`'s effects out until none is left, with `holder` keeping every copy forwarded
+/// to it at once; returns the attempts dispatched meanwhile.
+fn settle(gw: &mut Gateway, holder: &mut Gateway) -> Vec<TaskRequest> {
+    let mut dispatched = Vec::new();
+    loop {
+        let effects = gw.take_effects();
+        if effects.is_empty() {
+            return dispatched;
+        }
+        for effect in effects {
+            match effect {
+                Effect::Replicate { peer, tag, records } => {
+                    assert_eq!(peer, holder.local);
+                    let answer = holder.keep_copies(gw.local, records);
+                    gw.on_replicated(peer, tag, Ok(answer));
+                }
+                Effect::Dispatch { request, .. } => dispatched.push(request),
+                _ => {}
+            }
+        }
+        gw.flush();
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_back_without_its_records_takes_its_unfinished_tasks_back_from_a_holder() {
+    let Owner { gw: mut old, .. } = owner(Fsync::Group, 0);
+    let (mut h, copies) = holder(old.local, &[]);
+    old.set_members([h.local]);
+    let w = worker(4, &[]);
+    let done = old.submit(echo(), std::slice::from_ref(&w)).unwrap();
+    let open = old.submit(echo(), std::slice::from_ref(&w)).unwrap();
+    old.flush();
+    // Both run; `done` completes and its final version reaches the holder.
+    let mut requests = settle(&mut old, &mut h);
+    old.pump(std::slice::from_ref(&w));
+    requests.extend(settle(&mut old, &mut h));
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let first = requests.iter().find(|r| r.task_id == done).unwrap();
+    answer(&mut old, w.id, first, ok("hello"), std::slice::from_ref(&w));
+    old.flush();
+    settle(&mut old, &mut h);
+    assert_eq!(old.get(&done).unwrap().state, TaskState::Completed);
+
+    // The same peer id again, with a store that lost everything.
+    let (log, _committed) = TaskLog::start(Store::in_memory());
+    let config = TasksConfig { record_copies: 1, ..config() };
+    let mut new = Gateway::new(old.local, config, Metrics::new(&mut Registry::default()), Some(log), None);
+    new.set_members([h.local]);
+    let (page, next) = h.kept_for(&old.local, None).unwrap().await.unwrap().unwrap();
+    assert_eq!(next, None, "one page");
+    assert_eq!(page.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![open.as_str()], "only the unfinished");
+    assert!(copies.get(&done).unwrap().unwrap().copy.finished_ms.is_some(), "the holder has the final one");
+    assert_eq!(new.reclaim(page.clone()), 1);
+    assert_eq!(new.reclaim(page), 0, "a second holder's copy of the same task is not taken twice");
+    assert_eq!(new.metrics.tasks_reclaimed.get(), 1);
+    let record = new.get(&open).unwrap();
+    assert_eq!(record.state, TaskState::Pending);
+    assert_eq!(record.owner, old.local.to_string());
+    let lost = record.attempt_history.last().unwrap();
+    assert_eq!(lost.outcome, "lost", "{lost:?}");
+
+    // Like any restored task, it asks its holder before it runs again, then runs as attempt 2.
+    assert_eq!(new.confirming(), 1);
+    new.flush();
+    let (peer, tag, records) = replicated(&mut new).remove(0);
+    assert_eq!(peer, h.local);
+    assert!(records[0].restored);
+    let (fenced, finals) = h.keep_copies(new.local, records);
+    new.on_replicated(peer, tag, Ok((fenced, finals)));
+    assert_eq!(new.confirming(), 0);
+    new.pump(std::slice::from_ref(&w));
+    let (to, request) = sent_one(&mut new);
+    assert_eq!((to, request.task_id.as_str(), request.attempt), (w.id, open.as_str(), 2));
+    assert!(new.get(&done).is_none(), "a task final at the holder is not taken back");
+}
+
+#[tokio::test]
+async fn the_copies_kept_for_an_owner_come_back_in_pages() {
+    let store = Store::in_memory();
+    let copies = CopyLog::start(store);
+    let owner = PeerId::random().to_string();
+    let big = |i: usize| RecordCopy {
+        id: format!("t{i:02}"),
+        epoch: 1,
+        seq: 1,
+        submitted_ms: 1,
+        finished_ms: None,
+        bytes: vec![0; 200 * 1024],
+        restored: false,
+    };
+    copies.keep(owner.clone(), (0..8).map(big).collect());
+    copies.keep(PeerId::random().to_string(), vec![RecordCopy { id: "other".into(), ..big(99) }]);
+    // Read by the writer after the keeps above: no wait for them to land.
+    let (first, next) = copies.page_of(owner.clone(), None).await.unwrap().unwrap();
+    let per_page = crate::protocol::MINE_PAGE_BYTES / (200 * 1024);
+    assert_eq!(first.len(), per_page);
+    assert_eq!(next.as_deref(), Some(format!("t{:02}", per_page - 1).as_str()));
+    let (second, last) = copies.page_of(owner.clone(), next).await.unwrap().unwrap();
+    assert_eq!(second.len(), 8 - per_page);
+    assert_eq!(second[0].id, format!("t{per_page:02}"));
+    assert_eq!(last, None);
+    let (none, _) = copies.page_of(PeerId::random().to_string(), None).await.unwrap().unwrap();
+    assert!(none.is_empty(), "nothing kept for a stranger");
+}
