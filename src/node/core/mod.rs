@@ -369,6 +369,7 @@ impl Core {
             NetworkEvent::PeerConnected { peer, address, relayed, role } => {
                 self.connections.insert(peer, Conn { address, relayed, role });
                 self.ledger_peers_dirty = true;
+                self.mine_connected(peer).await;
                 self.membership.on_connected(now, peer)
             }
             NetworkEvent::ConnectionKind { peer, relayed } => {

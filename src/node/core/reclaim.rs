@@ -6,8 +6,8 @@
 //! and nobody adopts them: their owner is alive. The same happens when the data dir does not
 //! survive but the identity does (a Kubernetes pod rescheduled with its key in a Secret and
 //! its store on an `emptyDir`). So a node whose peer id existed before this start asks every
-//! member, as it first sees it alive, for the unfinished records it keeps for it, page by
-//! page, and resumes those its own store does not have (`Gateway::reclaim`).
+//! member it sees alive, once connected to it, for the unfinished records it keeps for it,
+//! page by page, and resumes those its own store does not have (`Gateway::reclaim`).
 //!
 //! A node whose identity was created at this start skips all of it: nobody can hold a record
 //! for a peer id that did not exist.
@@ -37,6 +37,8 @@ pub(super) struct Reclaim {
     /// Members whose ask failed: when to ask again (`None` while the new ask is out), and how
     /// many asks failed so far.
     again: HashMap<PeerId, (Option<Instant>, u32)>,
+    /// Members to be asked once connected.
+    waiting: HashSet<PeerId>,
 }
 
 impl Core {
@@ -46,14 +48,32 @@ impl Core {
         if !reclaim.asked.insert(peer) {
             return;
         }
-        self.send_mine(peer, None).await;
+        self.first_mine(peer).await;
+    }
+
+    /// The first page's ask: now when connected, else once connected. It never dials: a dial
+    /// of its own while the restored tasks' copies are forwarded to the same member made
+    /// request-response fail those forwards ("dial failed": its own dial's condition fails
+    /// while another dial to the peer is under way), and the tasks then ran again without
+    /// their holders' word. A member this node never connects to (beyond the active view of a
+    /// large cluster) is not asked.
+    async fn first_mine(&mut self, peer: PeerId) {
+        if self.connections.contains_key(&peer) {
+            return self.send_mine(peer, None).await;
+        }
+        if let Some(r) = self.reclaim.as_mut() {
+            r.waiting.insert(peer);
+        }
+    }
+
+    /// A member connected (and identified): ask it if it waits for that.
+    pub(super) async fn mine_connected(&mut self, peer: PeerId) {
+        if self.reclaim.as_mut().is_some_and(|r| r.waiting.remove(&peer)) {
+            self.send_mine(peer, None).await;
+        }
     }
 
     async fn send_mine(&mut self, peer: PeerId, after: Option<String>) {
-        let addresses = self.dial_addresses(&peer);
-        if !addresses.is_empty() {
-            let _ = self.network.dial(peer, addresses).await;
-        }
         let request = RecordsRequest::Mine { v: WIRE_VERSION, after };
         if self.network.send_records(peer, MINE, request).await.is_err() {
             self.mine_failed(peer, "the network loop stopped");
@@ -109,7 +129,7 @@ impl Core {
                 if let Some((at, _)) = self.reclaim.as_mut().and_then(|r| r.again.get_mut(&peer)) {
                     *at = None;
                 }
-                self.send_mine(peer, None).await;
+                self.first_mine(peer).await;
             } else if let Some(r) = self.reclaim.as_mut() {
                 // Asked again when it is seen alive.
                 r.again.remove(&peer);
