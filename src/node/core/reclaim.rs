@@ -51,12 +51,12 @@ impl Core {
         self.first_mine(peer).await;
     }
 
-    /// The first page's ask: now when connected, else once connected. It never dials: a dial
-    /// of its own while the restored tasks' copies are forwarded to the same member made
-    /// request-response fail those forwards ("dial failed": its own dial's condition fails
-    /// while another dial to the peer is under way), and the tasks then ran again without
-    /// their holders' word. A member this node never connects to (beyond the active view of a
-    /// large cluster) is not asked.
+    /// The first page's ask: now when connected, else once connected. It never dials: with a
+    /// dial of its own at restart, the restored tasks' forwards to the same member failed as
+    /// "dial failed" (request-response fails every request waiting for a peer when a dial to
+    /// it fails; which dial failed was not pinned down, no connection error was logged), and
+    /// the tasks then ran again without their holders' word. A member this node never
+    /// connects to (beyond the active view of a large cluster) is not asked.
     async fn first_mine(&mut self, peer: PeerId) {
         if self.connections.contains_key(&peer) {
             return self.send_mine(peer, None).await;
