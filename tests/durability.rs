@@ -28,6 +28,23 @@ fn cluster(root: &std::path::Path, n: usize) -> (NodeProc, Vec<NodeProc>) {
     (gw, workers)
 }
 
+/// A seed on a fixed port, a gateway and 3 workers bootstrapping from it (each spec passed
+/// through `spec`), once the gateway can schedule on every worker and sees every member alive.
+fn seed_gateway_workers(root: &std::path::Path, spec: impl Fn(Spec) -> Spec) -> (NodeProc, NodeProc, Vec<NodeProc>) {
+    let seed = NodeProc::start(root, Spec::new("seed", "bootstrap").port(free_port()));
+    let boot = [seed.p2p_addr()];
+    let gw = NodeProc::start(root, spec(Spec::new("gateway", "bootstrap").bootstrap(&boot)));
+    let workers: Vec<NodeProc> = (1..=3)
+        .map(|i| NodeProc::start(root, spec(Spec::new(&format!("w{i}"), "worker").concurrency(8).bootstrap(&boot))))
+        .collect();
+    wait_schedulable(&gw, &workers);
+    common::wait_until(Duration::from_secs(15), "the gateway to see every member alive", || {
+        let alive = gw.alive_peers();
+        std::iter::once(&seed).chain(&workers).all(|n| alive.contains(&n.peer_id))
+    });
+    (seed, gw, workers)
+}
+
 fn submit_batch(gw: &NodeProc, tasks: &[Value]) -> Vec<String> {
     let r = gw.call("POST", "/v1/tasks/batch", Some(json!({ "tasks": tasks }))).expect("batch accepted");
     r["ids"].as_array().expect("ids").iter().map(|v| v.as_str().unwrap().to_string()).collect()
@@ -170,18 +187,8 @@ fn a_gateway_back_at_once_without_its_store_takes_its_tasks_back_from_their_copy
     // kill between the copies' acknowledgement and the local sync: same peer id, records gone,
     // back long before anyone would adopt its tasks.
     let root = scratch("reclaim");
-    let seed = NodeProc::start(root.path(), Spec::new("seed", "bootstrap").port(free_port()));
-    let boot = [seed.p2p_addr()];
-    let mut gw = NodeProc::start(root.path(), Spec::new("gateway", "bootstrap").bootstrap(&boot));
-    let workers: Vec<NodeProc> = (1..=3)
-        .map(|i| NodeProc::start(root.path(), Spec::new(&format!("w{i}"), "worker").concurrency(8).bootstrap(&boot)))
-        .collect();
+    let (seed, mut gw, workers) = seed_gateway_workers(root.path(), |s| s);
     let seed_and_workers: Vec<&NodeProc> = std::iter::once(&seed).chain(&workers).collect();
-    wait_schedulable(&gw, &workers);
-    common::wait_until(Duration::from_secs(15), "the gateway to see every member alive", || {
-        let alive = gw.alive_peers();
-        seed_and_workers.iter().all(|n| alive.contains(&n.peer_id))
-    });
     let tasks: Vec<Value> =
         (0..200).map(|i| json!({"type": "sleep", "payload": format!("{}", 300 + (i * 37) % 401)})).collect();
     let ids = submit_batch(&gw, &tasks);
@@ -408,19 +415,8 @@ fn executions(workers: &[NodeProc]) -> f64 {
 #[test]
 fn a_lost_gateways_tasks_are_adopted_by_their_copy_holders_and_never_run_again_by_it() {
     let root = scratch("adopt");
-    let seed = NodeProc::start(root.path(), Spec::new("seed", "bootstrap").port(free_port()));
-    let boot = [seed.p2p_addr()];
-    let fast = |s: Spec| s.bootstrap(&boot).env("P2P_TASKS__ADOPT_AFTER_SECS", 2);
-    let mut gw = NodeProc::start(root.path(), fast(Spec::new("gateway", "bootstrap")));
-    let workers: Vec<NodeProc> = (1..=3)
-        .map(|i| NodeProc::start(root.path(), fast(Spec::new(&format!("w{i}"), "worker").concurrency(8))))
-        .collect();
+    let (seed, mut gw, workers) = seed_gateway_workers(root.path(), |s| s.env("P2P_TASKS__ADOPT_AFTER_SECS", 2));
     let seed_and_workers: Vec<&NodeProc> = std::iter::once(&seed).chain(&workers).collect();
-    wait_schedulable(&gw, &workers);
-    common::wait_until(Duration::from_secs(15), "the gateway to see every member alive", || {
-        let alive = gw.alive_peers();
-        seed_and_workers.iter().all(|n| alive.contains(&n.peer_id))
-    });
 
     let tasks: Vec<Value> = (0..1000)
         .map(|i| {
