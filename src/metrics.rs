@@ -205,6 +205,10 @@ pub struct Metrics {
     pub gossip_validation: Family<OutcomeLabels, Counter>,
     pub gossip_graylisted: Gauge,
     pub connections_trimmed: Counter,
+    /// Dials started, by why (`network::DialCause`).
+    pub dials: Family<ReasonLabels, Counter>,
+    /// SWIM probes this node started (each asks helpers about one member).
+    pub probes: Counter,
     /// The network loop stopped reading its connections: its core fell behind.
     pub network_held_back: Counter,
     /// The credit ledger (`crate::ledger::service`).
@@ -267,6 +271,8 @@ impl Metrics {
             gossip_validation: Family::default(),
             gossip_graylisted: Gauge::default(),
             connections_trimmed: Counter::default(),
+            dials: Family::default(),
+            probes: Counter::default(),
             network_held_back: Counter::default(),
             telemetry_spans_dropped: spans_dropped,
             started: Arc::new(std::time::Instant::now()),
@@ -411,6 +417,18 @@ impl Metrics {
             self.connections_trimmed.clone(),
         );
         r.register(
+            "dials",
+            "Connections this node started to open, by reason: ping (membership's direct ping of a member not \
+             connected), records, view (the active view), discovery, bootstrap, task, libp2p (a behaviour's own)",
+            self.dials.clone(),
+        );
+        r.register(
+            "membership_probes",
+            "SWIM probes this node started: a member missed a ping, dropped its connection or fell silent, and \
+             helpers were asked about it",
+            self.probes.clone(),
+        );
+        r.register(
             "network_held_back",
             "Times the network loop stopped reading its connections because 1,024 events waited for the node's \
              core (a core falling behind: pings and probes go unanswered until it catches up)",
@@ -440,6 +458,11 @@ impl Metrics {
         let labels = MessageLabels { direction, protocol };
         self.messages.get_or_create(&labels).inc();
         self.message_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    /// A dial started, for `reason` (`network::DialCause::label`).
+    pub fn dialed(&self, reason: &'static str) {
+        self.dials.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     /// A message from a peer was dropped.

@@ -10,7 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use p2p_network::config::Config;
 use p2p_network::membership::MemberState;
 use p2p_network::metrics::{Metrics, ReasonLabels};
-use p2p_network::network::{self, Client, DispatchError, InboundId, NetworkEvent, PutOutcome};
+use p2p_network::network::{self, Client, DialCause, DispatchError, InboundId, NetworkEvent, PutOutcome};
 use p2p_network::protocol::{
     GossipMessage, HeartBeat, TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION,
 };
@@ -95,7 +95,7 @@ impl Node {
     /// and is reported after everything the node emitted before.
     async fn events_so_far(&mut self, nobody: u64) -> Vec<NetworkEvent> {
         let ghost = PeerId::random();
-        self.client.dial(ghost, vec![memory(nobody)]).await.unwrap();
+        self.client.dial(ghost, vec![memory(nobody)], DialCause::Ping).await.unwrap();
         let mut seen = Vec::new();
         self.next("the marker dial's failure", |e| match e {
             NetworkEvent::DialFailed { peer } if peer == ghost => Some(()),
@@ -138,7 +138,7 @@ fn memory(port: u64) -> Multiaddr {
 
 /// `a` dials `b`; returns once both have heard of the other as a member.
 async fn connect(a: &mut Node, b: &mut Node) {
-    a.client.dial(b.peer, vec![b.addr.clone()]).await.unwrap();
+    a.client.dial(b.peer, vec![b.addr.clone()], DialCause::Ping).await.unwrap();
     let (a_peer, b_peer) = (a.peer, b.peer);
     a.next("PeerConnected for b at a", |e| {
         matches!(e, NetworkEvent::PeerConnected { peer, .. } if peer == b_peer).then_some(())
@@ -197,7 +197,7 @@ async fn task_answered(node: &mut Node, task_id: &str) -> (PeerId, Result<TaskRe
 async fn two_nodes_that_connect_each_hear_of_the_other_with_its_role_and_address() {
     let mut worker = Node::start("worker", "").await;
     let mut boot = Node::start("bootstrap", "").await;
-    worker.client.dial(boot.peer, vec![boot.addr.clone()]).await.unwrap();
+    worker.client.dial(boot.peer, vec![boot.addr.clone()], DialCause::Records).await.unwrap();
     let boot_peer = boot.peer;
     let (role, address) = worker
         .next("PeerConnected for the bootstrap", |e| match e {
@@ -217,6 +217,10 @@ async fn two_nodes_that_connect_each_hear_of_the_other_with_its_role_and_address
         })
         .await;
     assert_eq!(role.as_deref(), Some("worker"));
+    // The dial is counted under the cause it was asked with, and only by the node that dialed.
+    assert_eq!(worker.metric("p2p_dials_total{reason=\"records\"}"), 1.0);
+    assert_eq!(worker.metric("p2p_dials_total"), 1.0);
+    assert_eq!(boot.metric("p2p_dials_total"), 0.0);
     let status = worker.client.status().await.unwrap();
     assert_eq!(status.connected_peers, 1);
     assert_eq!(status.listen_addresses, vec![worker.addr.clone()]);
@@ -283,6 +287,7 @@ async fn a_task_for_a_peer_not_yet_connected_dials_the_address_given_and_is_serv
     worker.client.respond_task(id, answer(&worker, &request)).await.unwrap();
     let (_, result) = task_answered(&mut gateway, "dialed").await;
     assert_eq!(result, Ok(answer(&worker, &request)));
+    assert_eq!(gateway.metric("p2p_dials_total{reason=\"task\"}"), 1.0, "one dial, for the task");
     gateway.stop().await;
     worker.stop().await;
 }
@@ -391,7 +396,7 @@ async fn a_node_of_another_cluster_is_disconnected_and_never_reported() {
     let mut ours = Node::start_with(Keypair::generate_ed25519(), "worker", "ours", "").await;
     let mut theirs = Node::start_with(Keypair::generate_ed25519(), "worker", "theirs", "").await;
 
-    ours.client.dial(theirs.peer, vec![theirs.addr.clone()]).await.unwrap();
+    ours.client.dial(theirs.peer, vec![theirs.addr.clone()], DialCause::Ping).await.unwrap();
     // Whichever hears the other's Identify first closes the connection; the other may hear
     // it too, or see only the close.
     let refused_and_closed = || {

@@ -149,6 +149,14 @@ struct Args {
     /// suspicions are measured, in seconds.
     #[arg(long, default_value_t = 5)]
     quiet_secs: u64,
+    /// Starve the nodes at the start of the quiet window: `--starve-procs` busy-looping
+    /// processes compete with them for the CPU for this many seconds (a machine busy with
+    /// something else: pings answered late must not become suspicions). 0: none.
+    #[arg(long, default_value_t = 0)]
+    starve_secs: u64,
+    /// Busy-looping processes for `--starve-secs`.
+    #[arg(long, default_value_t = 6)]
+    starve_procs: usize,
     /// How long the pause phase keeps its separate node stopped (SIGSTOP), in seconds; 0 skips
     /// the phase.
     #[arg(long, default_value_t = 3)]
@@ -268,6 +276,10 @@ struct Steady {
     /// Kademlia queries finished per second over the quiet window, cluster-wide (outside the
     /// active view, each one's requests dial peers).
     kad_queries_per_s: Option<f64>,
+    /// Dials started per second over the quiet window, cluster-wide, by why (`p2p_dials_total`).
+    dials_per_s: BTreeMap<String, f64>,
+    /// SWIM probes started per second over the quiet window, cluster-wide.
+    probes_per_s: Option<f64>,
     /// Changes of a member to suspect or dead during the quiet window, summed over nodes
     /// (nobody was stopped: every one is a false suspicion), and refutations meanwhile.
     suspicions_in_quiet_window: Option<f64>,
@@ -339,6 +351,7 @@ const BREAKDOWNS: &[(&str, &str)] = &[
     ("p2p_messages_dropped_total", "reason"),
     // No labels: shown as `none=<sum>`.
     ("p2p_connections_trimmed_total", ""),
+    ("p2p_dials_total", "reason"),
 ];
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -486,6 +499,25 @@ fn loadavg() -> Option<String> {
 }
 
 /// User + system CPU seconds of this process.
+/// Busy-looping child processes, each ended by coreutils' `timeout` after `secs`, even if this
+/// harness exits first (`--starve-secs` is at most the quiet window, so they are done by the
+/// time it ends). Their CPU is not this process's: the quiet window's CPU figure stays the nodes'.
+fn starve(secs: u64, procs: usize) -> Vec<tokio::process::Child> {
+    if secs == 0 {
+        return Vec::new();
+    }
+    eprintln!("scale: starving the nodes with {procs} busy processes for {secs} s");
+    (0..procs)
+        .filter_map(|_| {
+            tokio::process::Command::new("timeout")
+                .args([&secs.to_string(), "sh", "-c", "while :; do :; done"])
+                .spawn()
+                .map_err(|e| eprintln!("scale: cannot start a busy process: {e}"))
+                .ok()
+        })
+        .collect()
+}
+
 fn cpu_secs() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
@@ -969,6 +1001,15 @@ fn render(r: &Report) -> String {
                 fmt_opt(s.connections_opened_per_s, ""),
                 fmt_opt(s.connections_trimmed_per_s, ""),
                 fmt_opt(s.kad_queries_per_s, "")
+            ),
+        );
+        let dials: Vec<String> = s.dials_per_s.iter().map(|(r, v)| format!("{r} {v:.1}")).collect();
+        row(
+            "   dials and probes after formation",
+            format!(
+                "dials per s by reason: {}; {} probes started per s, cluster-wide",
+                if dials.is_empty() { "none".into() } else { dials.join(", ") },
+                fmt_opt(s.probes_per_s, "")
             ),
         );
     }
@@ -1493,7 +1534,11 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     // At most a quarter of what is left, so a short --max-secs still reaches the other phases.
     let quiet = Duration::from_secs(args.quiet_secs.max(1)).min(budget.end.saturating_duration_since(t_quiet) / 4);
     eprintln!("scale: quiet window of {:.1} s (steady CPU)", quiet.as_secs_f64());
+    let starved = starve(args.starve_secs.min(quiet.as_secs()), args.starve_procs);
     tokio::time::sleep(quiet).await;
+    for mut child in starved {
+        let _ = child.wait().await;
+    }
     let cpu_quiet1 = cpu_secs();
     let quiet_secs = t_quiet.elapsed().as_secs_f64();
     let rss_after_quiet = proc_status_kib("VmRSS:");
@@ -1501,7 +1546,13 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     let churn1 = churn_counters(&nodes).await;
     let workers_listed = workers_listed(&nodes).await;
     let suspicions1 = pause::summed_counters(nodes.iter().map(|n| n.metrics_addr)).await;
-    let churn_rate = |i: usize| Some((churn1[i] - churn0[i]) / quiet_secs);
+    let churn_rate = |i: usize| Some((churn1.sums[i] - churn0.sums[i]) / quiet_secs);
+    let dials_per_s = churn1
+        .dials
+        .iter()
+        .map(|(r, v)| (r.clone(), (v - churn0.dials.get(r).copied().unwrap_or(0.0)) / quiet_secs))
+        .filter(|(_, rate)| *rate > 0.0)
+        .collect();
     let steady = Steady {
         connected_peers: connected,
         connected_peers_after_quiet: connected_after_quiet,
@@ -1522,6 +1573,8 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
         connections_opened_per_s: churn_rate(0),
         connections_trimmed_per_s: churn_rate(1),
         kad_queries_per_s: churn_rate(2),
+        dials_per_s,
+        probes_per_s: churn_rate(3),
         suspicions_in_quiet_window: suspicions0.zip(suspicions1).map(|(b, a)| a[0] - b[0] + a[1] - b[1]),
         refutations_in_quiet_window: suspicions0.zip(suspicions1).map(|(b, a)| a[2] - b[2]),
         workers_listed,
@@ -1862,20 +1915,31 @@ async fn gossip_phase(args: &Args, nodes: &[Running], end: Instant) -> anyhow::R
     })
 }
 
-/// Connections established, connections trimmed and Kademlia queries finished so far, summed
-/// over all nodes.
-async fn churn_counters(nodes: &[Running]) -> [f64; 3] {
+/// Counters of connection churn so far, summed over all nodes.
+struct Churn {
+    /// Connections established, connections trimmed, Kademlia queries finished, SWIM probes started.
+    sums: [f64; 4],
+    /// Dials started, by reason.
+    dials: BTreeMap<String, f64>,
+}
+
+async fn churn_counters(nodes: &[Running]) -> Churn {
     let bodies = futures::future::join_all(nodes.iter().map(|n| scrape(n.metrics_addr))).await;
-    let mut sums = [0.0; 3];
-    for (name, _, value) in bodies.iter().flatten().flat_map(|b| b.lines()).filter_map(parse_sample) {
+    let mut churn = Churn { sums: [0.0; 4], dials: BTreeMap::new() };
+    for (name, labels, value) in bodies.iter().flatten().flat_map(|b| b.lines()).filter_map(parse_sample) {
         match name {
-            "libp2p_swarm_connections_established_total" => sums[0] += value,
-            "p2p_connections_trimmed_total" => sums[1] += value,
-            "libp2p_kad_query_result_num_requests_count" => sums[2] += value,
+            "libp2p_swarm_connections_established_total" => churn.sums[0] += value,
+            "p2p_connections_trimmed_total" => churn.sums[1] += value,
+            "libp2p_kad_query_result_num_requests_count" => churn.sums[2] += value,
+            "p2p_membership_probes_total" => churn.sums[3] += value,
+            "p2p_dials_total" => {
+                let reason = labels.get("reason").copied().unwrap_or("none").to_string();
+                *churn.dials.entry(reason).or_default() += value;
+            }
             _ => {}
         }
     }
-    sums
+    churn
 }
 
 async fn kad_phase(nodes: &[Running]) -> Kad {

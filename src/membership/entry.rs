@@ -122,6 +122,8 @@ pub(super) struct Probe {
     /// negative there is nothing left to wait for.
     pub(super) expected: usize,
     pub(super) negatives: usize,
+    /// The window has run out once without every answer, and was given once more.
+    pub(super) extended: bool,
     /// Started because our own direct ping went unanswered: if a helper then reaches the
     /// member, the lateness was more likely ours (a local health signal).
     pub(super) after_missed_ping: bool,

@@ -65,6 +65,22 @@ pub struct MembershipConfig {
     pub silence_timeout: Duration,
 }
 
+/// How members are linked when each keeps connections to a few others only (the network's
+/// active view, `network::view`): `links(a, b, members, active)` says whether `a` and `b` keep
+/// each other connected in a cluster of `members` where each keeps about `active`. Both ends
+/// and any third member compute the same answer without a word exchanged.
+#[derive(Clone, Copy)]
+pub struct Overlay<P> {
+    pub active: usize,
+    pub links: fn(&P, &P, usize, usize) -> bool,
+}
+
+impl<P> Debug for Overlay<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay").field("active", &self.active).finish_non_exhaustive()
+    }
+}
+
 impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
@@ -95,6 +111,8 @@ pub struct Membership<P> {
     rounds: u64,
     /// Lifeguard's local health; see `health.rs`.
     health: LocalHealth,
+    /// The active view's links, when the cluster is larger than the view; see `start_probe`.
+    overlay: Option<Overlay<P>>,
 }
 
 impl<P> Membership<P>
@@ -111,7 +129,13 @@ where
             round: Vec::new(),
             rounds: 0,
             health: LocalHealth::default(),
+            overlay: None,
         }
+    }
+
+    /// From now on, probes ask the member's own neighbours in `overlay` first (see `start_probe`).
+    pub fn set_overlay(&mut self, overlay: Overlay<P>) {
+        self.overlay = Some(overlay);
     }
 
     /// Lifeguard's local health score: 0 when healthy, up to [`MAX_LOCAL_HEALTH`].
@@ -296,13 +320,22 @@ where
         if entry.probe.is_some() || matches!(entry.member.state, Dead | Left) {
             return None;
         }
-        // Prefer helpers we can ask right away, then those heard from last.
+        // Prefer helpers we can ask right away, then those heard from last. With a partial view,
+        // first the target's own neighbours among them: connected to the target, they vouch from
+        // fresh evidence or ping it on that connection. Any other helper must dial the target:
+        // a handshake per helper per probe, and during a burst of late answers (a busy machine)
+        // those dials were the busy-ness that made more answers late.
+        let members = 1 + self.members().filter(|m| matches!(m.state, Alive | Suspect)).count();
+        let neighbour = |m: &Member<P>| self.overlay.is_some_and(|o| (o.links)(&m.id, &target, members, o.active));
         let mut helpers: Vec<&Member<P>> = self.members().filter(|m| m.state == Alive && m.id != target).collect();
-        helpers.sort_by_key(|m| (!m.connected, std::cmp::Reverse(m.last_heard), m.id));
+        helpers.sort_by_cached_key(|m| {
+            (!m.connected, m.connected && !neighbour(m), std::cmp::Reverse(m.last_heard), m.id)
+        });
         helpers.truncate(self.config.indirect_probes);
         let via: Vec<P> = helpers.into_iter().map(|m| m.id).collect();
         let expected = via.len() + 1;
-        self.members.get_mut(&target)?.probe = Some(Probe { started: now, expected, negatives: 0, after_missed_ping });
+        self.members.get_mut(&target)?.probe =
+            Some(Probe { started: now, expected, negatives: 0, extended: false, after_missed_ping });
         Some(Action::Probe { target, via })
     }
 
@@ -383,9 +416,22 @@ where
                 entry.ping = None;
                 actions.push(Action::PingTimedOut { target: peer });
             }
-            let probe_started = entry.probe.as_ref().map(|p| p.started);
-            if probe_started.is_some_and(|t| elapsed(now, t) >= probe_timeout * INDIRECT_WINDOW) {
-                entry.probe_failed(now, &mut actions);
+            if let Some(probe) = entry.probe.as_mut()
+                && elapsed(now, probe.started) >= probe_timeout * INDIRECT_WINDOW
+            {
+                // Lifeguard's missed nack: a helper answers "unreachable" once its own ping
+                // fails, well inside the window. Without its answer by now, the lateness is
+                // more likely ours (or the helper's) than the member's: our timeouts stretch,
+                // and the probe gets one more (stretched) window rather than ending in a
+                // suspicion without evidence. A crashed member's helpers answer in time (their pings
+                // fail on a closed connection or a refused dial), so its suspicion is not late.
+                if probe.negatives < probe.expected && !probe.extended {
+                    self.health.worse();
+                    probe.extended = true;
+                    probe.started = now;
+                } else {
+                    entry.probe_failed(now, &mut actions);
+                }
             }
             let m = &entry.member;
             let age = elapsed(now, m.state_since);

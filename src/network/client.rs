@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::dials::DialCause;
 use super::event::{InboundId, NetworkStatus};
 use crate::protocol::{GossipMessage, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse};
 
@@ -45,7 +46,7 @@ pub(super) enum Command {
     RespondProbe { id: InboundId, target: PeerId, reachable: bool },
     Publish { message: GossipMessage },
     PublishLedger { data: Vec<u8> },
-    Dial { peer: PeerId, addresses: Vec<Multiaddr> },
+    Dial { peer: PeerId, addresses: Vec<Multiaddr>, cause: DialCause },
     PutRecord { key: Vec<u8>, value: Vec<u8>, replication: usize, reply: PutReply },
     GetRecord { key: Vec<u8>, reply: GetReply },
     Status { reply: oneshot::Sender<NetworkStatus> },
@@ -129,8 +130,9 @@ impl Client {
         self.send(Command::PublishLedger { data }).await
     }
 
-    pub async fn dial(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), Closed> {
-        self.send(Command::Dial { peer, addresses }).await
+    /// Dials `peer` unless connected; `cause` is what the dial is counted under.
+    pub async fn dial(&self, peer: PeerId, addresses: Vec<Multiaddr>, cause: DialCause) -> Result<(), Closed> {
+        self.send(Command::Dial { peer, addresses, cause }).await
     }
 
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), Closed> {

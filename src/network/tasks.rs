@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::addresses::AddressPolicy;
 use super::admission::Admission;
 use super::behaviour::Behaviour;
+use super::dials::DialCause;
 use super::event::{DispatchError, InboundId, NetworkEvent};
 use super::lanes::{self, LaneEvent, NotQueued, OutboundLane};
 use crate::config::Config;
@@ -138,6 +139,7 @@ impl TaskRouter {
         let connection = opts.connection_id();
         match swarm.dial(opts) {
             Ok(()) => {
+                self.metrics.dialed(DialCause::Task.label());
                 self.dials.insert(peer, TaskDial { connection, tasks: vec![request] });
             }
             Err(e) => {

@@ -17,12 +17,19 @@ fn disconnect_probe_suspect_dead_removed() {
     assert!(m.on_request_failed(t, 1).is_empty());
     // An indirect probe has two probe timeouts: a helper pings with its own.
     assert!(m.tick(t + ms(1999)).is_empty());
-    let t = t + secs(2);
+    // Nobody answered in that window: the lateness may be ours (Lifeguard's missed nack). Our
+    // local health rises and the probe gets one more window, of two stretched timeouts.
+    assert!(m.tick(t + secs(2)).is_empty());
+    assert_eq!(m.local_health(), 1);
+    assert!(m.tick(t + ms(5999)).is_empty());
+    let t = t + secs(6);
     let suspected = vec![changed(1, Some(Alive), Suspect), announce(1, Suspect, 0)];
     assert_eq!(m.tick(t), suspected);
     assert_eq!(m.active_rumors(), [rumor(1, Suspect, 0)]);
-    assert!(m.tick(t + ms(2999)).is_empty());
-    let t = t + secs(3);
+    assert_eq!(m.local_health(), 1, "one probe raises it once");
+    // The suspicion lasts the stretched suspect timeout too.
+    assert!(m.tick(t + ms(5999)).is_empty());
+    let t = t + secs(6);
     assert_eq!(m.tick(t), [changed(1, Some(Suspect), Dead), announce(1, Dead, 0)]);
     assert!(m.on_ping_failed(t, 1).is_empty(), "the dead are not probed");
     m.tick(t + secs(59));
@@ -170,4 +177,19 @@ fn a_helpers_late_positive_answer_inside_the_indirect_window_prevents_suspicion(
     assert_eq!(state(&m, 2), Some(Alive));
     m.on_ping_failed(t0 + ms(6200), 2);
     assert_eq!(state(&m, 2), Some(Suspect));
+}
+
+#[test]
+fn a_probe_asks_the_members_neighbours_in_the_view_before_fresher_helpers() {
+    let (mut m, t0) = setup();
+    // A view linking odd members to even ones only.
+    m.set_overlay(Overlay { active: 2, links: |a: &u32, b: &u32, _, _| (a + b) % 2 == 1 });
+    m.on_connected(t0, 1);
+    (2..=7).for_each(|p| drop(m.on_ping(t0 + ms(u64::from(p)), p, ms(1))));
+    // 7 and 5 were heard last, but only 2, 4 and 6 are connected to 1: they need not dial it.
+    assert_eq!(m.on_ping_failed(t0 + secs(1), 1), probe(1, &[6, 4, 2]));
+    // A neighbour we are not connected to ranks after the helpers we are connected to.
+    m.on_parted(4);
+    m.on_parted(6);
+    assert_eq!(m.on_ping_failed(t0 + secs(1), 3), probe(3, &[2, 7, 5]));
 }

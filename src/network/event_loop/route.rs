@@ -15,6 +15,7 @@ use crate::network::active_view::Standing;
 use crate::network::behaviour::BehaviourEvent;
 use crate::network::client::Command;
 use crate::network::dht::Dht;
+use crate::network::dials::DialCause;
 use crate::network::event::{NetworkEvent, NetworkStatus};
 use crate::network::lanes::LaneEvent;
 use crate::network::{peers, relay, view};
@@ -33,7 +34,7 @@ impl EventLoop {
             Command::RespondRecords { id, response } => self.records.respond(swarm, id, response),
             Command::Publish { message } => self.gossip.publish(swarm, message),
             Command::PublishLedger { data } => self.gossip.publish_ledger(swarm, data),
-            Command::Dial { peer, addresses } => self.dial_for_probe(peer, addresses),
+            Command::Dial { peer, addresses, cause } => self.dial_for_member(peer, addresses, cause),
             Command::Disconnect { peer } => {
                 let _ = swarm.disconnect_peer_id(peer);
             }
@@ -57,15 +58,19 @@ impl EventLoop {
         }
     }
 
-    /// A dial membership asked for (to ping a member); only its failure is reported.
-    fn dial_for_probe(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+    /// A dial the node asked for (to ping a member, or to send it records); only its failure
+    /// is reported.
+    fn dial_for_member(&mut self, peer: PeerId, addresses: Vec<Multiaddr>, cause: DialCause) {
         if self.swarm.is_connected(&peer) {
             return;
         }
         let opts = self.policy.dial_opts(peer, addresses);
         let connection = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => self.probes.dialing(connection),
+            Ok(()) => {
+                self.metrics.dialed(cause.label());
+                self.probes.dialing(connection);
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "dial not started");
                 self.emit(NetworkEvent::DialFailed { peer });
@@ -107,6 +112,7 @@ impl EventLoop {
             match self.swarm.dial(opts) {
                 Ok(()) => {
                     tracing::debug!(%addr, "dialing bootstrap peer");
+                    self.metrics.dialed(DialCause::Bootstrap.label());
                     self.bootstrap.dialing(index, id);
                 }
                 Err(e) => {
@@ -167,7 +173,7 @@ impl EventLoop {
         let due = self.view.dials_due(now, known, |p| swarm.is_connected(p) || tasks.dialing(p));
         for (peer, direct) in due {
             tracing::debug!(%peer, "dialing a member of the active view");
-            let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(direct).build());
+            self.dial(DialOpts::peer_id(peer).addresses(direct).build(), DialCause::View);
         }
     }
 
@@ -176,7 +182,14 @@ impl EventLoop {
     fn maybe_dial(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
         let connected = self.swarm.connected_peers().count();
         if !addresses.is_empty() && !self.swarm.is_connected(&peer) && self.view.worth_dialing(&peer, connected) {
-            let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(addresses).build());
+            self.dial(DialOpts::peer_id(peer).addresses(addresses).build(), DialCause::Discovery);
+        }
+    }
+
+    /// Starts a dial counted under `cause`, if the swarm takes it.
+    fn dial(&mut self, opts: DialOpts, cause: DialCause) {
+        if self.swarm.dial(opts).is_ok() {
+            self.metrics.dialed(cause.label());
         }
     }
 
@@ -210,6 +223,8 @@ impl EventLoop {
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
                 self.relay.on_listener_closed(listener_id, &reason)
             }
+            // Only a behaviour's own dials are reported (ours are counted where they start).
+            SwarmEvent::Dialing { .. } => self.metrics.dialed(DialCause::Libp2p.label()),
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed");
             }

@@ -27,9 +27,9 @@ use self::probe_forward::{PingVerdict, ProbeAnswer, ProbeEffect, ProbeForwarder}
 use super::handle::Request;
 use super::health::{Health, Readiness, now_ms};
 use crate::config::Config;
-use crate::membership::{Action, MemberState, Membership, MembershipConfig};
+use crate::membership::{Action, MemberState, Membership, MembershipConfig, Overlay};
 use crate::metrics::{Metrics, PeerLabels, StateLabels, TransitionLabels};
-use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
+use crate::network::{Client, DialCause, InboundId, NatStatus, NetworkEvent, view};
 use crate::protocol::{TaskRequest, WIRE_VERSION};
 use crate::scheduler::{Effect, Gateway, Timer, WorkerView};
 use crate::store::copies::CopyLog;
@@ -140,8 +140,12 @@ impl Core {
             Ok(n) => tracing::info!(tasks = n, "resuming the unfinished tasks of the previous run"),
             Err(e) => tracing::error!(error = %e, "cannot read the unfinished tasks of the previous run"),
         }
+        let mut membership = Membership::new(local, incarnation, membership_config);
+        // The network keeps its active view by this draw; probes ask a member's neighbours in it.
+        let links = |a: &PeerId, b: &PeerId, members, active| view::keeps(a, b, members, active, 1.0);
+        membership.set_overlay(Overlay { active: p.config.network.active_peers, links });
         Self {
-            membership: Membership::new(local, incarnation, membership_config),
+            membership,
             gateway,
             local,
             draws: view::Draws::new(local),
@@ -513,6 +517,7 @@ impl Core {
                 }
                 Action::Probe { target, via } => {
                     tracing::debug!(%target, helpers = via.len(), "probing unresponsive member");
+                    self.metrics.probes.inc();
                     self.probes.own_ping(target);
                     self.ping(target).await;
                     for helper in via {
@@ -585,7 +590,7 @@ impl Core {
         self.membership.ping_sent(Instant::now(), target);
         let addresses = self.dial_addresses(&target);
         if !addresses.is_empty() {
-            let _ = self.network.dial(target, addresses).await;
+            let _ = self.network.dial(target, addresses, DialCause::Ping).await;
         }
         if self.network.send_probe(target, target).await.is_err() {
             // The network is gone: nobody will ever answer those waiting for this ping.

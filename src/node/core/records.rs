@@ -9,7 +9,7 @@ use libp2p::PeerId;
 use tokio::sync::oneshot;
 
 use super::Core;
-use crate::network::{DispatchError, InboundId};
+use crate::network::{DialCause, DispatchError, InboundId};
 use crate::protocol::{RecordCopy, RecordsRequest, RecordsResponse, WIRE_VERSION};
 use crate::scheduler::{Held, TaskRecord};
 
@@ -48,7 +48,7 @@ impl Core {
     pub(super) async fn replicate(&mut self, peer: PeerId, tag: u64, records: Vec<RecordCopy>) {
         let addresses = self.dial_addresses(&peer);
         if !addresses.is_empty() {
-            let _ = self.network.dial(peer, addresses).await;
+            let _ = self.network.dial(peer, addresses, DialCause::Records).await;
         }
         let request = RecordsRequest::Replicate { v: WIRE_VERSION, records };
         let _ = self.network.send_records(peer, tag, request).await;
