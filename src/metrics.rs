@@ -78,6 +78,28 @@ labelled! {
 }
 
 labelled! {
+    /// Why this node started a dial: the `reason` of `p2p_dials_total`. The node's own dials are
+    /// counted where they start (`Swarm::dial` emits no event); a behaviour's own dials (Kademlia's
+    /// queries, a request to a peer not connected, a relay reservation) on `SwarmEvent::Dialing`.
+    DialCause {
+        /// Membership's direct ping of a member not connected (SWIM, or a probe for someone else).
+        Ping => "ping",
+        /// Task records sent to a copy holder not connected.
+        Records => "records",
+        /// A member of the active view not connected.
+        View => "view",
+        /// A peer just discovered (Kademlia, mDNS) while the view is not full.
+        Discovery => "discovery",
+        /// A configured bootstrap address.
+        Bootstrap => "bootstrap",
+        /// A task for a worker not connected.
+        Task => "task",
+        /// Started by a libp2p behaviour on its own.
+        Libp2p => "libp2p",
+    }
+}
+
+labelled! {
     /// A limit that refused something: the `limit` of `p2p_limit_hits_total`.
     Limit {
         Connections => "connections",
@@ -205,7 +227,7 @@ pub struct Metrics {
     pub gossip_validation: Family<OutcomeLabels, Counter>,
     pub gossip_graylisted: Gauge,
     pub connections_trimmed: Counter,
-    /// Dials started, by why (`network::DialCause`).
+    /// Dials started, by why ([`DialCause`]).
     pub dials: Family<ReasonLabels, Counter>,
     /// SWIM probes this node started (each asks helpers about one member).
     pub probes: Counter,
@@ -460,9 +482,9 @@ impl Metrics {
         self.message_bytes.get_or_create(&labels).inc_by(bytes as u64);
     }
 
-    /// A dial started, for `reason` (`network::DialCause::label`).
-    pub fn dialed(&self, reason: &'static str) {
-        self.dials.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    /// A dial started, for `cause`.
+    pub fn dialed(&self, cause: DialCause) {
+        self.dials.get_or_create(&ReasonLabels { reason: cause.label().into() }).inc();
     }
 
     /// A message from a peer was dropped.
@@ -612,10 +634,14 @@ mod tests {
         for labels in [
             DropReason::ALL.iter().map(|r| r.label()).collect::<Vec<_>>(),
             Limit::ALL.iter().map(|l| l.label()).collect(),
+            DialCause::ALL.iter().map(|c| c.label()).collect(),
         ] {
             let distinct: std::collections::HashSet<_> = labels.iter().collect();
             assert_eq!(distinct.len(), labels.len(), "{labels:?}");
-            assert!(labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')), "{labels:?}");
+            assert!(
+                labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
+                "{labels:?}"
+            );
         }
         let m = Metrics::new(&mut Registry::default());
         m.dropped(DropReason::GossipWrongTopic);

@@ -9,8 +9,8 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use p2p_network::config::Config;
 use p2p_network::membership::MemberState;
-use p2p_network::metrics::{Metrics, ReasonLabels};
-use p2p_network::network::{self, Client, DialCause, DispatchError, InboundId, NetworkEvent, PutOutcome};
+use p2p_network::metrics::{DialCause, Metrics, ReasonLabels};
+use p2p_network::network::{self, Client, DispatchError, InboundId, NetworkEvent, PutOutcome};
 use p2p_network::protocol::{
     GossipMessage, HeartBeat, TaskError, TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION,
 };

@@ -498,7 +498,6 @@ fn loadavg() -> Option<String> {
     Some(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
-/// User + system CPU seconds of this process.
 /// Busy-looping child processes, each ended by coreutils' `timeout` after `secs`, even if this
 /// harness exits first (`--starve-secs` is at most the quiet window, so they are done by the
 /// time it ends). Their CPU is not this process's: the quiet window's CPU figure stays the nodes'.
@@ -518,6 +517,7 @@ fn starve(secs: u64, procs: usize) -> Vec<tokio::process::Child> {
         .collect()
 }
 
+/// User + system CPU seconds of this process.
 fn cpu_secs() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.

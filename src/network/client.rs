@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::dials::DialCause;
 use super::event::{InboundId, NetworkStatus};
+use crate::metrics::DialCause;
 use crate::protocol::{GossipMessage, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse};
 
 /// Bound of the command channel into the event loop.

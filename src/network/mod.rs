@@ -8,7 +8,7 @@
 //! boundary; `new` below builds the swarm (`build`, `behaviour`, `names`,
 //! `gossip_settings`) and the `event_loop`, which routes each concern to its own sub-state:
 //! `peers`, `active_view` (with the draw in `view`), `relay`, `dht` (with `discovery`'s
-//! bootstrap dials), `dials` (why each dial was made), `tasks` (with `admission` and the `lanes`), `probes` and `gossip`.
+//! bootstrap dials), `tasks` (with `admission` and the `lanes`), `probes` and `gossip`.
 
 mod active_view;
 mod addresses;
@@ -19,7 +19,6 @@ mod catch_up;
 mod client;
 pub mod codec;
 mod dht;
-mod dials;
 mod discovery;
 mod event;
 mod event_loop;
@@ -43,7 +42,6 @@ use tokio_util::task::TaskTracker;
 pub use addresses::{is_loopback, is_unroutable};
 pub use build::BuildError;
 pub use client::{COMMAND_CHANNEL, Client, Closed, EVENT_CHANNEL, PutOutcome};
-pub use dials::DialCause;
 pub use event::{DispatchError, InboundId, NatStatus, NetworkEvent, NetworkStatus};
 pub use event_loop::EventLoop;
 pub use gossip_settings::{gossip_config, gossip_scoring, gossip_thresholds};

@@ -13,11 +13,10 @@ use tokio_util::task::TaskTracker;
 use super::addresses::AddressPolicy;
 use super::admission::Admission;
 use super::behaviour::Behaviour;
-use super::dials::DialCause;
 use super::event::{DispatchError, InboundId, NetworkEvent};
 use super::lanes::{self, LaneEvent, NotQueued, OutboundLane};
 use crate::config::Config;
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DialCause, DropReason, Metrics};
 use crate::protocol::{TaskOutcome, TaskRequest, TaskResponse, WIRE_VERSION};
 
 /// Tasks that may wait for the connection to one peer; the gateway's own bound (the
@@ -139,7 +138,7 @@ impl TaskRouter {
         let connection = opts.connection_id();
         match swarm.dial(opts) {
             Ok(()) => {
-                self.metrics.dialed(DialCause::Task.label());
+                self.metrics.dialed(DialCause::Task);
                 self.dials.insert(peer, TaskDial { connection, tasks: vec![request] });
             }
             Err(e) => {

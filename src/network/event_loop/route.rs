@@ -11,11 +11,11 @@ use libp2p::swarm::{ConnectionError, ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, mdns};
 
 use super::EventLoop;
+use crate::metrics::DialCause;
 use crate::network::active_view::Standing;
 use crate::network::behaviour::BehaviourEvent;
 use crate::network::client::Command;
 use crate::network::dht::Dht;
-use crate::network::dials::DialCause;
 use crate::network::event::{NetworkEvent, NetworkStatus};
 use crate::network::lanes::LaneEvent;
 use crate::network::{peers, relay, view};
@@ -68,7 +68,7 @@ impl EventLoop {
         let connection = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.metrics.dialed(cause.label());
+                self.metrics.dialed(cause);
                 self.probes.dialing(connection);
             }
             Err(e) => {
@@ -112,7 +112,7 @@ impl EventLoop {
             match self.swarm.dial(opts) {
                 Ok(()) => {
                     tracing::debug!(%addr, "dialing bootstrap peer");
-                    self.metrics.dialed(DialCause::Bootstrap.label());
+                    self.metrics.dialed(DialCause::Bootstrap);
                     self.bootstrap.dialing(index, id);
                 }
                 Err(e) => {
@@ -189,7 +189,7 @@ impl EventLoop {
     /// Starts a dial counted under `cause`, if the swarm takes it.
     fn dial(&mut self, opts: DialOpts, cause: DialCause) {
         if self.swarm.dial(opts).is_ok() {
-            self.metrics.dialed(cause.label());
+            self.metrics.dialed(cause);
         }
     }
 
@@ -224,7 +224,7 @@ impl EventLoop {
                 self.relay.on_listener_closed(listener_id, &reason)
             }
             // Only a behaviour's own dials are reported (ours are counted where they start).
-            SwarmEvent::Dialing { .. } => self.metrics.dialed(DialCause::Libp2p.label()),
+            SwarmEvent::Dialing { .. } => self.metrics.dialed(DialCause::Libp2p),
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed");
             }

@@ -9,7 +9,8 @@ use libp2p::PeerId;
 use tokio::sync::oneshot;
 
 use super::Core;
-use crate::network::{DialCause, DispatchError, InboundId};
+use crate::metrics::DialCause;
+use crate::network::{DispatchError, InboundId};
 use crate::protocol::{RecordCopy, RecordsRequest, RecordsResponse, WIRE_VERSION};
 use crate::scheduler::{Held, TaskRecord};
 
