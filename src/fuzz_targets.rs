@@ -245,7 +245,7 @@ mod tests {
             .unwrap();
         write("probe", "request", &out.into_inner());
         let mut out = Cursor::new(Vec::new());
-        let answer = ProbeResponse { v: WIRE_VERSION, target: "p".into(), reachable: true };
+        let answer = ProbeResponse::new("p".into(), crate::membership::Reach::Reachable);
         block_on(probes.write_response(&protocol(), &mut out, answer)).unwrap();
         write("probe", "response", &out.into_inner());
         let heartbeat = GossipMessage::HeartBeat(HeartBeat {

@@ -11,7 +11,7 @@ use libp2p::core::SignedEnvelope;
 use libp2p::identity::{Keypair, SigningError};
 use serde::{Deserialize, Serialize};
 
-use crate::membership::MemberState;
+use crate::membership::{MemberState, Reach};
 use crate::telemetry::WireTrace;
 
 /// Version of every message defined here.
@@ -140,6 +140,26 @@ pub struct ProbeResponse {
     pub v: u16,
     pub target: String,
     pub reachable: bool,
+    /// Not reachable because the helper's own ping timed out (it did not fail): no evidence
+    /// that the target is down (Lifeguard's nack). Absent from older nodes' answers, which
+    /// read as a failed ping, as they meant; older askers ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+}
+
+impl ProbeResponse {
+    pub fn new(target: String, reach: Reach) -> Self {
+        Self { v: WIRE_VERSION, target, reachable: reach == Reach::Reachable, timed_out: reach == Reach::Unknown }
+    }
+
+    /// The answer, about `target` (an answer about anyone else is a failure).
+    pub fn reach(&self, target: &str) -> Reach {
+        match (self.reachable && self.target == target, self.timed_out) {
+            (true, _) => Reach::Reachable,
+            (false, true) => Reach::Unknown,
+            (false, false) => Reach::Unreachable,
+        }
+    }
 }
 
 /// Largest record-copy request: a batch of task records forwarded to one copy holder.

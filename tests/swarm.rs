@@ -8,7 +8,7 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use p2p_network::config::Config;
-use p2p_network::membership::MemberState;
+use p2p_network::membership::{MemberState, Reach};
 use p2p_network::metrics::{DialCause, Metrics, ReasonLabels};
 use p2p_network::network::{self, Client, DispatchError, InboundId, NetworkEvent, PutOutcome};
 use p2p_network::protocol::{
@@ -336,7 +336,10 @@ async fn indirect_probes_are_carried_to_the_application_and_answered() {
     connect(&mut a, &mut b).await;
     let (a_peer, b_peer) = (a.peer, b.peer);
 
-    for (target, reachable) in [(PeerId::random(), false), (PeerId::random(), true)] {
+    // Each answer arrives as it was given: a helper whose ping timed out says so, and is not
+    // read as one whose ping failed.
+    for reach in [Reach::Unreachable, Reach::Reachable, Reach::Unknown] {
+        let target = PeerId::random();
         a.client.send_probe(b_peer, target).await.unwrap();
         let (id, target_asked) = b
             .next("ProbeRequested", |e| match e {
@@ -345,19 +348,29 @@ async fn indirect_probes_are_carried_to_the_application_and_answered() {
             })
             .await;
         assert_eq!(target_asked, target.to_string());
-        b.client.respond_probe(id, target, reachable).await.unwrap();
+        b.client.respond_probe(id, target, reach).await.unwrap();
         let answered = a
             .next("ProbeAnswered", |e| match e {
-                NetworkEvent::ProbeAnswered { via, target: t, reachable, .. } if via == b_peer && t == target => {
-                    Some(reachable)
+                NetworkEvent::ProbeAnswered { via, target: t, reach, .. } if via == b_peer && t == target => {
+                    Some(reach)
                 }
                 _ => None,
             })
             .await;
-        assert_eq!(answered, reachable, "probe about {target}");
+        assert_eq!(answered, reach, "probe about {target}");
     }
-    a.stop().await;
+    // A helper that cannot be asked (here: gone) says nothing about the member, for or against.
+    let target = PeerId::random();
     b.stop().await;
+    a.client.send_probe(b_peer, target).await.unwrap();
+    let answered = a
+        .next("ProbeAnswered", |e| match e {
+            NetworkEvent::ProbeAnswered { via, target: t, reach, .. } if via == b_peer && t == target => Some(reach),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answered, Reach::Unknown);
+    a.stop().await;
 }
 
 /// A direct ping asks only whether the node is up: its network answers it at once, so a node
@@ -376,8 +389,8 @@ async fn a_ping_about_us_is_answered_while_the_application_is_stalled() {
         a.client.send_probe(b_peer, b_peer).await.unwrap();
         let answered = a
             .next("ProbeAnswered", |e| match e {
-                NetworkEvent::ProbeAnswered { via, target, reachable, .. } if via == b_peer && target == b_peer => {
-                    Some(reachable)
+                NetworkEvent::ProbeAnswered { via, target, reach, .. } if via == b_peer && target == b_peer => {
+                    Some(reach == Reach::Reachable)
                 }
                 _ => None,
             })

@@ -67,6 +67,7 @@ use p2p_network::protocol::{
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 mod pause;
 
@@ -594,9 +595,14 @@ impl Spawner {
                     let peer_id = node.peer_id().to_string();
                     let metrics_addr = node.metrics_addr();
                     let (stop, stopped) = oneshot::channel::<()>();
-                    let task = tokio::spawn(node.run(async move {
-                        let _ = stopped.await;
-                    }));
+                    // With `--log`, each line names the node it came from.
+                    let span = tracing::info_span!("node", name);
+                    let task = tokio::spawn(
+                        node.run(async move {
+                            let _ = stopped.await;
+                        })
+                        .instrument(span),
+                    );
                     return Ok(Running { name: name.to_string(), handle, peer_id, metrics_addr, task, _stop: stop });
                 }
                 // The free-port picker races with the rest of the machine; pick another.

@@ -53,6 +53,19 @@ pub struct Rumor<P> {
     pub incarnation: u64,
 }
 
+/// One answer to a probe: a helper's, or our own direct ping's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The member answered.
+    Reachable,
+    /// The ping failed: the connection closed or the dial was refused, or the member said it
+    /// is leaving. Evidence against the member.
+    Unreachable,
+    /// The ping timed out, or the helper could not be asked: no evidence either way (a slow
+    /// machine, ours or theirs, times out as well as a dead member does).
+    Unknown,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member<P> {
     pub id: P,
@@ -81,8 +94,9 @@ pub enum Action<P> {
     /// A member changed state (for logs, metrics and the scheduler, which fails attempts on Dead/Left peers).
     StateChanged { peer: P, from: Option<MemberState>, to: MemberState },
     /// Our direct ping of `target` (see `ping_sent`) found no answer within the (health
-    /// scaled) probe timeout. Whoever asked us about the target is owed a negative answer;
-    /// if the ping was for our own failure detection, report it with `on_ping_failed`.
+    /// scaled) probe timeout. Whoever asked us about the target is owed the answer "timed
+    /// out"; if the ping was for our own failure detection, report it with `on_ping_failed`
+    /// and `Reach::Unknown`.
     PingTimedOut { target: P },
 }
 
@@ -121,12 +135,40 @@ pub(super) struct Probe {
     /// One answer per helper plus the direct redial; once all of them are
     /// negative there is nothing left to wait for.
     pub(super) expected: usize,
+    /// Answers that the member could not be reached: a failed ping (a closed connection, a
+    /// refused dial), ours or a helper's.
     pub(super) negatives: usize,
-    /// The window has run out once without every answer, and was given once more.
+    /// Answers of any kind, in time or not: a helper's "my ping timed out" (Lifeguard's nack)
+    /// is an answer but no evidence against the member.
+    pub(super) answered: usize,
+    /// The window ran out once before every asked party answered, and was given once more.
     pub(super) extended: bool,
-    /// Started because our own direct ping went unanswered: if a helper then reaches the
-    /// member, the lateness was more likely ours (a local health signal).
-    pub(super) after_missed_ping: bool,
+    pub(super) cause: ProbeCause,
+}
+
+/// Why a probe started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProbeCause {
+    /// Our own direct ping went unanswered: if a helper then reaches the member, the lateness
+    /// was more likely ours (a local health signal).
+    MissedPing,
+    /// The connection to the member failed.
+    Disconnected,
+    /// A task request to the member failed.
+    RequestFailed,
+    /// Not connected, and not heard from for the silence timeout.
+    Silent,
+}
+
+impl ProbeCause {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            ProbeCause::MissedPing => "missed_ping",
+            ProbeCause::Disconnected => "disconnected",
+            ProbeCause::RequestFailed => "request_failed",
+            ProbeCause::Silent => "silent",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -37,8 +37,8 @@ mod health;
 mod tests;
 
 use MemberState::{Alive, Dead, Left, Suspect};
-pub use entry::{Action, Member, MemberInfo, MemberState, Rumor};
-use entry::{Entry, Probe, announce, changed, rumor};
+pub use entry::{Action, Member, MemberInfo, MemberState, Reach, Rumor};
+use entry::{Entry, Probe, ProbeCause, announce, changed, rumor};
 use health::LocalHealth;
 pub use health::{MAX_LOCAL_HEALTH, max_ping_wait};
 
@@ -95,6 +95,21 @@ impl Default for MembershipConfig {
 
 fn elapsed(now: Instant, since: Instant) -> Duration {
     now.saturating_duration_since(since)
+}
+
+/// Logs why our probe of `target` ends in a suspicion: an operator's first question.
+fn suspected<P: Display>(target: P, probe: &Probe, now: Instant, why: &str) {
+    tracing::info!(
+        %target,
+        why,
+        cause = probe.cause.as_str(),
+        answered = probe.answered,
+        unreachable = probe.negatives,
+        asked = probe.expected,
+        extended = probe.extended,
+        window_ms = elapsed(now, probe.started).as_millis() as u64,
+        "suspecting member: probe failed"
+    );
 }
 
 /// The local membership table; see the module documentation.
@@ -285,7 +300,7 @@ where
         if let Some(entry) = self.members.get_mut(&peer) {
             entry.member.connected = false;
         }
-        self.start_probe(now, peer, false).into_iter().collect()
+        self.start_probe(now, peer, ProbeCause::Disconnected).into_iter().collect()
     }
 
     /// The connection to `peer` closed as both ends meant it to (it lies outside the active
@@ -296,26 +311,26 @@ where
         }
     }
 
-    /// A direct ping went unanswered. During a probe it is the probe's own direct
-    /// answer (one of `expected`); otherwise it starts a probe.
-    pub fn on_ping_failed(&mut self, now: Instant, peer: P) -> Vec<Action<P>> {
+    /// A direct ping failed (a closed connection, a refused dial) or went unanswered
+    /// (`Reach::Unknown`: it timed out). During a probe it is the probe's own direct answer
+    /// (one of `expected`); otherwise it starts a probe.
+    pub fn on_ping_failed(&mut self, now: Instant, peer: P, reach: Reach) -> Vec<Action<P>> {
         let Some(entry) = self.members.get_mut(&peer) else {
             return Vec::new();
         };
         entry.ping = None;
         if entry.probe.is_some() {
-            return self.on_probe_result(now, peer, false);
+            return self.on_probe_result(now, peer, reach);
         }
-        self.start_probe(now, peer, true).into_iter().collect()
+        self.start_probe(now, peer, ProbeCause::MissedPing).into_iter().collect()
     }
 
     /// A task request failed: a reason to probe, but not an answer to a running probe.
     pub fn on_request_failed(&mut self, now: Instant, peer: P) -> Vec<Action<P>> {
-        self.start_probe(now, peer, false).into_iter().collect()
+        self.start_probe(now, peer, ProbeCause::RequestFailed).into_iter().collect()
     }
 
-    /// `after_missed_ping`: started because our own direct ping went unanswered.
-    fn start_probe(&mut self, now: Instant, target: P, after_missed_ping: bool) -> Option<Action<P>> {
+    fn start_probe(&mut self, now: Instant, target: P, cause: ProbeCause) -> Option<Action<P>> {
         let entry = self.members.get(&target)?;
         if entry.probe.is_some() || matches!(entry.member.state, Dead | Left) {
             return None;
@@ -334,8 +349,9 @@ where
         helpers.truncate(self.config.indirect_probes);
         let via: Vec<P> = helpers.into_iter().map(|m| m.id).collect();
         let expected = via.len() + 1;
+        tracing::debug!(%target, cause = cause.as_str(), helpers = via.len(), "probe started");
         self.members.get_mut(&target)?.probe =
-            Some(Probe { started: now, expected, negatives: 0, extended: false, after_missed_ping });
+            Some(Probe { started: now, expected, negatives: 0, answered: 0, extended: false, cause });
         Some(Action::Probe { target, via })
     }
 
@@ -381,16 +397,18 @@ where
         vec![announce(self.local, self.local_state(), raised)]
     }
 
-    pub fn on_probe_result(&mut self, now: Instant, target: P, reachable: bool) -> Vec<Action<P>> {
+    /// One answer to the probe of `target` (see [`Reach`]). All of them `Unreachable` end the
+    /// probe in a suspicion at once; `Unknown` answers leave it to the window (see `tick`).
+    pub fn on_probe_result(&mut self, now: Instant, target: P, reach: Reach) -> Vec<Action<P>> {
         let mut actions = Vec::new();
         let Some(entry) = self.members.get_mut(&target) else {
             return actions;
         };
-        if reachable {
+        if reach == Reach::Reachable {
             // Also accepted after the probe timed out: a member someone can
             // reach is not suspect. Refreshing last_heard (but not the
             // first-hand `direct`) keeps tick from probing it again at once.
-            let missed_by_us = entry.probe.take().is_some_and(|p| p.after_missed_ping);
+            let missed_by_us = entry.probe.take().is_some_and(|p| p.cause == ProbeCause::MissedPing);
             entry.member.last_heard = entry.member.last_heard.max(now);
             if entry.member.state == Suspect {
                 entry.transition(now, Alive, &mut actions);
@@ -399,8 +417,12 @@ where
                 self.health.worse();
             }
         } else if let Some(probe) = entry.probe.as_mut() {
-            probe.negatives = probe.negatives.saturating_add(1);
+            probe.answered = probe.answered.saturating_add(1);
+            if reach == Reach::Unreachable {
+                probe.negatives = probe.negatives.saturating_add(1);
+            }
             if probe.negatives >= probe.expected {
+                suspected(target, probe, now, "every answer was a failed ping");
                 entry.probe_failed(now, &mut actions);
             }
         }
@@ -419,17 +441,18 @@ where
             if let Some(probe) = entry.probe.as_mut()
                 && elapsed(now, probe.started) >= probe_timeout * INDIRECT_WINDOW
             {
-                // Lifeguard's missed nack: a helper answers "unreachable" once its own ping
-                // fails, well inside the window. Without its answer by now, the lateness is
+                // Lifeguard's missed nack: a helper answers once its own ping ends, failed or
+                // timed out, well inside the window. Without its answer by now, the lateness is
                 // more likely ours (or the helper's) than the member's: our timeouts stretch,
                 // and the probe gets one more (stretched) window rather than ending in a
                 // suspicion without evidence. A crashed member's helpers answer in time (their pings
                 // fail on a closed connection or a refused dial), so its suspicion is not late.
-                if probe.negatives < probe.expected && !probe.extended {
+                if probe.answered < probe.expected && !probe.extended {
                     self.health.worse();
                     probe.extended = true;
                     probe.started = now;
                 } else {
+                    suspected(peer, probe, now, "no answer that the member is up within the window");
                     entry.probe_failed(now, &mut actions);
                 }
             }
@@ -456,7 +479,7 @@ where
         for peer in expired {
             self.members.remove(&peer);
         }
-        actions.extend(silent.into_iter().filter_map(|p| self.start_probe(now, p, false)));
+        actions.extend(silent.into_iter().filter_map(|p| self.start_probe(now, p, ProbeCause::Silent)));
         actions
     }
 

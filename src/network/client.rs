@@ -7,6 +7,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::event::{InboundId, NetworkStatus};
+use crate::membership::Reach;
 use crate::metrics::DialCause;
 use crate::protocol::{GossipMessage, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse};
 
@@ -43,7 +44,7 @@ pub(super) enum Command {
     SendProbe { via: PeerId, target: PeerId },
     SendRecords { peer: PeerId, tag: u64, request: RecordsRequest },
     RespondRecords { id: InboundId, response: RecordsResponse },
-    RespondProbe { id: InboundId, target: PeerId, reachable: bool },
+    RespondProbe { id: InboundId, target: PeerId, reach: Reach },
     Publish { message: GossipMessage },
     PublishLedger { data: Vec<u8> },
     Dial { peer: PeerId, addresses: Vec<Multiaddr>, cause: DialCause },
@@ -116,8 +117,8 @@ impl Client {
         self.send(Command::RespondRecords { id, response }).await
     }
 
-    pub async fn respond_probe(&self, id: InboundId, target: PeerId, reachable: bool) -> Result<(), Closed> {
-        self.send(Command::RespondProbe { id, target, reachable }).await
+    pub async fn respond_probe(&self, id: InboundId, target: PeerId, reach: Reach) -> Result<(), Closed> {
+        self.send(Command::RespondProbe { id, target, reach }).await
     }
 
     /// Seals `message` with this node's key and publishes it on the topic of its type.

@@ -139,6 +139,7 @@ mod tests {
     use libp2p::request_response::Codec;
 
     use super::*;
+    use crate::membership::Reach;
     use crate::protocol::{ProbeRequest, ProbeResponse, WIRE_VERSION};
 
     fn dropped(metrics: &Metrics, reason: &str) -> u64 {
@@ -166,5 +167,37 @@ mod tests {
         assert!(read(Vec::new()).is_err(), "nothing arrived");
         assert_eq!(dropped(&metrics, "probe_request_malformed"), 2);
         assert_eq!(dropped(&metrics, "probe_request_aborted"), 1);
+    }
+
+    /// The previous release's probe answer: no `timed_out`.
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct OldProbeResponse {
+        v: u16,
+        target: String,
+        reachable: bool,
+    }
+
+    #[test]
+    fn probe_answers_say_timed_out_only_when_it_did_and_read_across_releases() {
+        let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default());
+        let p = StreamProtocol::new("/test/1.0.0");
+        let mut new = Counted::<ProbeRequest, ProbeResponse>::probes(64, 64, metrics.clone());
+        let mut old = Counted::<ProbeRequest, OldProbeResponse>::probes(64, 64, metrics);
+        for reach in [Reach::Reachable, Reach::Unreachable, Reach::Unknown] {
+            let mut bytes = Cursor::new(Vec::new());
+            block_on(new.write_response(&p, &mut bytes, ProbeResponse::new("t".into(), reach))).unwrap();
+            let bytes = bytes.into_inner();
+            let read = block_on(new.read_response(&p, &mut Cursor::new(bytes.clone()))).unwrap();
+            assert_eq!(read.reach("t"), reach);
+            // An older asker reads a timed-out ping as a failed one, as it always did.
+            let by_old = block_on(old.read_response(&p, &mut Cursor::new(bytes))).unwrap();
+            assert_eq!(by_old.reachable, reach == Reach::Reachable);
+        }
+        let mut bytes = Cursor::new(Vec::new());
+        let answer = OldProbeResponse { v: WIRE_VERSION, target: "t".into(), reachable: false };
+        block_on(old.write_response(&p, &mut bytes, answer)).unwrap();
+        let read = block_on(new.read_response(&p, &mut Cursor::new(bytes.into_inner()))).unwrap();
+        assert_eq!(read.reach("t"), Reach::Unreachable, "an older helper's failure is a failure");
+        assert_eq!(ProbeResponse::new("t".into(), Reach::Reachable).reach("u"), Reach::Unreachable, "about another");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 
+use crate::membership::Reach;
 use crate::protocol::{
     CapabilityAdvertisement, HeartBeat, ProbeRequest, RecordsRequest, RecordsResponse, TaskRequest, TaskResponse,
 };
@@ -78,8 +79,10 @@ pub enum NetworkEvent {
         peer: PeerId,
         rtt: Duration,
     },
+    /// libp2p's own ping failed (`Reach::Unknown`: it timed out).
     PingFailed {
         peer: PeerId,
+        reach: Reach,
     },
     /// A peer subscribed to one of our topics: a good moment to (re)advertise.
     Subscribed {
@@ -120,7 +123,7 @@ pub enum NetworkEvent {
     ProbeAnswered {
         via: PeerId,
         target: PeerId,
-        reachable: bool,
+        reach: Reach,
         /// From the request to the answer (or the failure).
         rtt: Duration,
     },

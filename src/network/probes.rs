@@ -15,6 +15,7 @@ use libp2p::{PeerId, Swarm};
 
 use super::behaviour::Behaviour;
 use super::event::{InboundId, NetworkEvent};
+use crate::membership::Reach;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{ProbeRequest, ProbeResponse, WIRE_VERSION};
 
@@ -57,9 +58,9 @@ impl Probes {
         self.outbound.insert(id, (via, target, Instant::now()));
     }
 
-    pub fn respond(&mut self, swarm: &mut Swarm<Behaviour>, id: InboundId, target: PeerId, reachable: bool) {
+    pub fn respond(&mut self, swarm: &mut Swarm<Behaviour>, id: InboundId, target: PeerId, reach: Reach) {
         if let Some((_, channel)) = self.pending.remove(&id) {
-            let response = ProbeResponse { v: WIRE_VERSION, target: target.to_string(), reachable };
+            let response = ProbeResponse::new(target.to_string(), reach);
             let _ = swarm.behaviour_mut().probe.send_response(channel, response);
         }
     }
@@ -97,7 +98,8 @@ impl Probes {
                     return None;
                 }
                 if about_us {
-                    let response = ProbeResponse { v: WIRE_VERSION, target: request.target, reachable: !self.leaving };
+                    let reach = if self.leaving { Reach::Unreachable } else { Reach::Reachable };
+                    let response = ProbeResponse::new(request.target, reach);
                     let _ = swarm.behaviour_mut().probe.send_response(channel, response);
                     return None;
                 }
@@ -108,18 +110,54 @@ impl Probes {
             }
             Event::Message { message: Message::Response { request_id, response }, .. } => {
                 let (via, target, sent) = self.outbound.remove(&request_id)?;
-                let reachable = response.reachable && response.target == target.to_string();
-                Some(NetworkEvent::ProbeAnswered { via, target, reachable, rtt: sent.elapsed() })
+                let reach = response.reach(&target.to_string());
+                Some(NetworkEvent::ProbeAnswered { via, target, reach, rtt: sent.elapsed() })
             }
             Event::OutboundFailure { request_id, error, .. } => {
                 let (via, target, sent) = self.outbound.remove(&request_id)?;
-                // A member that does not speak the probe protocol (another implementation,
-                // an older version) still showed it is up by negotiating: for a direct
-                // ping, that is the answer. A helper that cannot be asked is no answer.
-                let up = via == target && matches!(error, request_response::OutboundFailure::UnsupportedProtocols);
-                Some(NetworkEvent::ProbeAnswered { via, target, reachable: up, rtt: sent.elapsed() })
+                Some(NetworkEvent::ProbeAnswered {
+                    via,
+                    target,
+                    reach: failed(via == target, &error),
+                    rtt: sent.elapsed(),
+                })
             }
             Event::InboundFailure { .. } | Event::ResponseSent { .. } => None,
+        }
+    }
+}
+
+/// What a probe request that failed says about its target: `direct` for a ping of the member
+/// itself, else a request to a helper.
+fn failed(direct: bool, error: &request_response::OutboundFailure) -> Reach {
+    use request_response::OutboundFailure::{Timeout, UnsupportedProtocols};
+    match error {
+        // A helper that could not be asked says nothing about the member: were it counted
+        // against it, a closed connection to the helper (or any failed dial to it, which fails
+        // every request waiting for it) would accuse a member it never pinged.
+        _ if !direct => Reach::Unknown,
+        // A member that does not speak the probe protocol (another implementation, an older
+        // version) still showed it is up by negotiating.
+        UnsupportedProtocols => Reach::Reachable,
+        Timeout => Reach::Unknown,
+        // The connection closed, the dial failed, the stream broke.
+        _ => Reach::Unreachable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use request_response::OutboundFailure::{ConnectionClosed, DialFailure, Timeout, UnsupportedProtocols};
+
+    #[test]
+    fn only_a_failed_ping_of_the_member_itself_counts_against_it() {
+        assert_eq!(failed(true, &DialFailure), Reach::Unreachable);
+        assert_eq!(failed(true, &ConnectionClosed), Reach::Unreachable);
+        assert_eq!(failed(true, &Timeout), Reach::Unknown, "late is not down");
+        assert_eq!(failed(true, &UnsupportedProtocols), Reach::Reachable, "it negotiated");
+        for error in [DialFailure, ConnectionClosed, Timeout, UnsupportedProtocols] {
+            assert_eq!(failed(false, &error), Reach::Unknown, "a helper we could not ask: {error}");
         }
     }
 }

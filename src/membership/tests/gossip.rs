@@ -133,8 +133,8 @@ fn a_death_learnt_by_hearsay_is_not_announced() {
     m.on_heartbeat(t0, 1, 0, Alive);
     m.on_connected(t0, 2);
     m.on_disconnected(t0, 1);
-    m.on_probe_result(t0, 1, false);
-    let failed = m.on_probe_result(t0, 1, false);
+    m.on_probe_result(t0, 1, Reach::Unreachable);
+    let failed = m.on_probe_result(t0, 1, Reach::Unreachable);
     assert!(failed.contains(&announce(1, Suspect, 0)), "{failed:?}");
     assert_eq!(m.active_rumors(), [rumor(1, Suspect, 0)]);
     let dead = m.tick(t0 + secs(6));

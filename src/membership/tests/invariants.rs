@@ -26,8 +26,8 @@ fn random_events_keep_invariants() {
             4 => m.on_ping(now, peer, ms(3)),
             5 => m.on_request_failed(now, peer),
             6 => m.on_rumor(now, rumor(peer, st, inc)),
-            7 => m.on_probe_result(now, peer, next(2) == 0),
-            8 => m.on_ping_failed(now, peer),
+            7 => m.on_probe_result(now, peer, [Reach::Reachable, Reach::Unreachable, Reach::Unknown][next(3) as usize]),
+            8 => m.on_ping_failed(now, peer, if next(2) == 0 { Reach::Unreachable } else { Reach::Unknown }),
             9 => {
                 m.ping_sent(now, peer);
                 Vec::new()

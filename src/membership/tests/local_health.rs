@@ -42,7 +42,7 @@ fn poor_local_health_stretches_probe_window_and_suspicion() {
     m.on_late(t0, secs(1));
     m.on_late(t0 + secs(1), secs(1));
     assert_eq!(m.local_health(), 2);
-    assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2]));
+    assert_eq!(m.on_ping_failed(t0, 1, Reach::Unreachable), probe(1, &[2]));
     assert!(m.tick(t0 + ms(5999)).is_empty(), "the probe window (2 timeouts) is 3x");
     // The window ended without the helper's answer: one more point of local health, and one
     // more window (4x now).
@@ -60,13 +60,13 @@ fn local_health_signals_from_the_protocol() {
     let (mut m, t0) = setup();
     (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
     // A helper reached the member our own ping missed: the slowness was likely ours.
-    assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2, 3]));
-    assert!(m.on_probe_result(t0 + ms(300), 1, true).is_empty());
+    assert_eq!(m.on_ping_failed(t0, 1, Reach::Unreachable), probe(1, &[2, 3]));
+    assert!(m.on_probe_result(t0 + ms(300), 1, Reach::Reachable).is_empty());
     assert_eq!(m.local_health(), 1);
     // A probe for another reason (a closed connection) that a helper answers says nothing
     // about us.
     assert_eq!(m.on_disconnected(t0, 2), probe(2, &[1, 3]));
-    m.on_probe_result(t0 + ms(300), 2, true);
+    m.on_probe_result(t0 + ms(300), 2, Reach::Reachable);
     assert_eq!(m.local_health(), 1);
     // Having to refute a suspicion of ourselves; a stale one changes nothing.
     assert_eq!(m.on_rumor(t0, rumor(ME, Suspect, 1)), [announce(ME, Alive, 2)]);
@@ -98,19 +98,19 @@ fn score_is_bounded_and_lateness_counts_once_per_probe_timeout() {
 fn a_probe_window_that_ends_without_every_answer_raises_local_health_and_is_given_once_more() {
     let (mut m, t0) = setup();
     (1..=4).for_each(|p| drop(m.on_connected(t0, p)));
-    assert_eq!(m.on_ping_failed(t0, 1), probe(1, &[2, 3, 4]));
+    assert_eq!(m.on_ping_failed(t0, 1, Reach::Unreachable), probe(1, &[2, 3, 4]));
     // Only our own direct ping answered (it timed out): the helpers stayed silent, which says
     // more about us (or them) than about the member (Lifeguard's missed nack). No suspicion
     // without evidence yet: one more window, of stretched timeouts.
-    assert!(m.on_ping_failed(t0 + secs(1), 1).is_empty());
+    assert!(m.on_ping_failed(t0 + secs(1), 1, Reach::Unknown).is_empty());
     assert!(m.tick(t0 + secs(2)).is_empty());
     assert_eq!(m.local_health(), 1);
     // A helper's late "reachable" inside it ends the probe: a busy moment, not a failure (and
     // the member our ping missed was reached: health 2).
-    assert!(m.on_probe_result(t0 + secs(5), 1, true).is_empty());
+    assert!(m.on_probe_result(t0 + secs(5), 1, Reach::Reachable).is_empty());
     assert_eq!((state(&m, 1), m.local_health()), (Some(Alive), 2));
     // Silent through both windows (6 s, then 8 s): then it is suspected.
-    assert_eq!(m.on_ping_failed(t0 + secs(10), 4), probe(4, &[1, 2, 3]));
+    assert_eq!(m.on_ping_failed(t0 + secs(10), 4, Reach::Unreachable), probe(4, &[1, 2, 3]));
     assert!(m.tick(t0 + ms(15999)).is_empty());
     assert!(m.tick(t0 + secs(16)).is_empty(), "the second window");
     assert_eq!(m.local_health(), 3);
@@ -118,8 +118,8 @@ fn a_probe_window_that_ends_without_every_answer_raises_local_health_and_is_give
     assert_eq!(m.tick(t0 + secs(24)), [changed(4, Some(Alive), Suspect), announce(4, Suspect, 0)]);
     assert_eq!(m.local_health(), 3, "raised once per probe");
     // Every answer in and negative: the member is down, not we slow.
-    assert_eq!(m.on_ping_failed(t0 + secs(25), 2), probe(2, &[1, 3]));
-    (0..3).for_each(|_| drop(m.on_probe_result(t0 + secs(25), 2, false)));
+    assert_eq!(m.on_ping_failed(t0 + secs(25), 2, Reach::Unreachable), probe(2, &[1, 3]));
+    (0..3).for_each(|_| drop(m.on_probe_result(t0 + secs(25), 2, Reach::Unreachable)));
     assert_eq!(state(&m, 2), Some(Suspect));
     assert_eq!(m.local_health(), 3);
 }

@@ -53,7 +53,7 @@ fn next_ping_skips_members_gone_or_probed_since_the_round_began() {
     m.on_heartbeat(t0, rest[0], 0, Left);
     assert_eq!(m.on_disconnected(t0, rest[1]), probe(rest[1], &[first]));
     assert_eq!(m.next_ping(false), Some(first), "a new round: only the first is left to ping");
-    m.on_probe_result(t0, rest[1], true);
+    m.on_probe_result(t0, rest[1], Reach::Reachable);
     let again: Vec<u32> = (0..4).filter_map(|_| m.next_ping(false)).collect();
     assert!(again.contains(&first) && again.contains(&rest[1]) && !again.contains(&rest[0]), "{again:?}");
 }

@@ -11,6 +11,7 @@ use libp2p::swarm::{ConnectionError, ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, mdns};
 
 use super::EventLoop;
+use crate::membership::Reach;
 use crate::metrics::DialCause;
 use crate::network::active_view::Standing;
 use crate::network::behaviour::BehaviourEvent;
@@ -29,7 +30,7 @@ impl EventLoop {
             }
             Command::RespondTask { id, response } => self.tasks.respond(swarm, id, response),
             Command::SendProbe { via, target } => self.probes.send(swarm, via, target),
-            Command::RespondProbe { id, target, reachable } => self.probes.respond(swarm, id, target, reachable),
+            Command::RespondProbe { id, target, reach } => self.probes.respond(swarm, id, target, reach),
             Command::SendRecords { peer, tag, request } => self.records.send(swarm, peer, tag, request),
             Command::RespondRecords { id, response } => self.records.respond(swarm, id, response),
             Command::Publish { message } => self.gossip.publish(swarm, message),
@@ -362,9 +363,13 @@ impl EventLoop {
                 self.metrics.ping_rtt.observe(rtt.as_secs_f64());
                 self.emit(NetworkEvent::PingOk { peer: event.peer, rtt });
             }
+            // A peer without libp2p's ping protocol is up all the same.
+            Err(libp2p::ping::Failure::Unsupported) => {}
             Err(err) => {
                 tracing::debug!(peer = %event.peer, error = %err, "ping failed");
-                self.emit(NetworkEvent::PingFailed { peer: event.peer });
+                let reach =
+                    if matches!(err, libp2p::ping::Failure::Timeout) { Reach::Unknown } else { Reach::Unreachable };
+                self.emit(NetworkEvent::PingFailed { peer: event.peer, reach });
             }
         }
     }

@@ -27,7 +27,7 @@ use self::probe_forward::{PingVerdict, ProbeAnswer, ProbeEffect, ProbeForwarder}
 use super::handle::Request;
 use super::health::{Health, Readiness, now_ms};
 use crate::config::Config;
-use crate::membership::{Action, MemberState, Membership, MembershipConfig, Overlay};
+use crate::membership::{Action, MemberState, Membership, MembershipConfig, Overlay, Reach};
 use crate::metrics::{DialCause, Metrics, PeerLabels, StateLabels, TransitionLabels};
 use crate::network::{Client, InboundId, NatStatus, NetworkEvent, view};
 use crate::protocol::{TaskRequest, WIRE_VERSION};
@@ -386,7 +386,7 @@ impl Core {
             // A probe's outcome is its direct ping's (which fails too when the dial does), not the dial's.
             NetworkEvent::DialFailed { .. } => Vec::new(),
             NetworkEvent::PingOk { peer, rtt } => self.membership.on_ping(now, peer, rtt),
-            NetworkEvent::PingFailed { peer } => self.membership.on_ping_failed(now, peer),
+            NetworkEvent::PingFailed { peer, reach } => self.membership.on_ping_failed(now, peer, reach),
             NetworkEvent::Subscribed { peer } => {
                 let has_our_ad = advertise::has_our_advertisement(self.partial_view(), &self.membership, &peer);
                 self.advertiser.on_subscribed(now, has_our_ad);
@@ -416,11 +416,12 @@ impl Core {
                 }
                 Vec::new()
             }
-            NetworkEvent::ProbeAnswered { via, target, reachable, rtt } if via == target => {
-                self.on_ping_answered(now, target, reachable, rtt).await
+            NetworkEvent::ProbeAnswered { via, target, reach, rtt } if via == target => {
+                self.on_ping_answered(now, target, reach, rtt).await
             }
-            NetworkEvent::ProbeAnswered { target, reachable, .. } => {
-                self.membership.on_probe_result(now, target, reachable)
+            NetworkEvent::ProbeAnswered { via, target, reach, .. } => {
+                tracing::debug!(%via, %target, ?reach, "probe answered");
+                self.membership.on_probe_result(now, target, reach)
             }
             NetworkEvent::RecordsRequested { id, peer, request } => {
                 self.on_records_requested(id, peer, request).await;
@@ -485,21 +486,21 @@ impl Core {
         &mut self,
         now: Instant,
         target: PeerId,
-        reachable: bool,
+        reach: Reach,
         rtt: Duration,
     ) -> Vec<Action<PeerId>> {
-        let (answers, verdict) = self.probes.ping_ended(target, reachable);
+        let (answers, verdict) = self.probes.ping_ended(target, reach);
         self.answer_probes(answers).await;
         match verdict {
             PingVerdict::Answered => self.membership.on_ping(now, target, rtt),
-            PingVerdict::Failed => self.membership.on_ping_failed(now, target),
+            PingVerdict::Failed(reach) => self.membership.on_ping_failed(now, target, reach),
             PingVerdict::NotOurs => Vec::new(),
         }
     }
 
     async fn answer_probes(&self, answers: Vec<ProbeAnswer>) {
-        for ProbeAnswer { id, target, reachable } in answers {
-            let _ = self.network.respond_probe(id, target, reachable).await;
+        for ProbeAnswer { id, target, reach } in answers {
+            let _ = self.network.respond_probe(id, target, reach).await;
         }
     }
 
@@ -509,10 +510,10 @@ impl Core {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::PingTimedOut { target } => {
-                    let (answers, verdict) = self.probes.ping_ended(target, false);
+                    let (answers, verdict) = self.probes.ping_ended(target, Reach::Unknown);
                     self.answer_probes(answers).await;
-                    if verdict == PingVerdict::Failed {
-                        queue.extend(self.membership.on_ping_failed(Instant::now(), target));
+                    if let PingVerdict::Failed(reach) = verdict {
+                        queue.extend(self.membership.on_ping_failed(Instant::now(), target, reach));
                     }
                 }
                 Action::Probe { target, via } => {
@@ -594,7 +595,7 @@ impl Core {
         }
         if self.network.send_probe(target, target).await.is_err() {
             // The network is gone: nobody will ever answer those waiting for this ping.
-            let answers = self.probes.answers(target, false);
+            let answers = self.probes.answers(target, Reach::Unknown);
             self.answer_probes(answers).await;
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use crate::membership::{MemberState, Membership};
+use crate::membership::{MemberState, Membership, Reach};
 use crate::network::InboundId;
 
 /// Probe requests this node answers for others at once (SWIM's ping-req); beyond it, "unreachable".
@@ -17,7 +17,7 @@ pub(super) const MAX_FORWARDED_PROBES: usize = 256;
 pub(super) struct ProbeAnswer {
     pub id: InboundId,
     pub target: PeerId,
-    pub reachable: bool,
+    pub reach: Reach,
 }
 
 /// What the core must do for a probe request.
@@ -33,8 +33,9 @@ pub(super) enum ProbeEffect {
 pub(super) enum PingVerdict {
     /// The member answered (whoever's ping it was): live evidence.
     Answered,
-    /// Our own ping went unanswered: membership probes the member.
-    Failed,
+    /// Our own ping failed (`Reach::Unreachable`) or timed out (`Reach::Unknown`): membership
+    /// probes the member, or counts it as the running probe's own answer.
+    Failed(Reach),
     /// A ping only made for someone else's request went unanswered: the asker judges.
     NotOurs,
 }
@@ -74,15 +75,16 @@ impl ProbeForwarder {
         target: &str,
         membership: &Membership<PeerId>,
     ) -> Option<ProbeEffect> {
-        let respond = |target, reachable| Some(ProbeEffect::Respond(ProbeAnswer { id, target, reachable }));
+        let respond = |target, reach| Some(ProbeEffect::Respond(ProbeAnswer { id, target, reach }));
         let Ok(t) = target.parse::<PeerId>() else {
-            return respond(membership.local(), false);
+            return respond(membership.local(), Reach::Unreachable);
         };
         if t == membership.local() {
-            return respond(t, membership.local_state() == MemberState::Alive);
+            let alive = membership.local_state() == MemberState::Alive;
+            return respond(t, if alive { Reach::Reachable } else { Reach::Unreachable });
         }
         if membership.get(&t).is_some_and(|m| m.connected) && membership.heard_within(&t, now, self.vouch_window) {
-            return respond(t, true);
+            return respond(t, Reach::Reachable);
         }
         if membership.get(&t).is_some_and(|m| m.state != MemberState::Left)
             && self.forwarded_probes.values().map(Vec::len).sum::<usize>() < MAX_FORWARDED_PROBES
@@ -91,7 +93,7 @@ impl ProbeForwarder {
             waiting.push(id);
             return (waiting.len() == 1).then_some(ProbeEffect::Ping(t));
         }
-        respond(t, false)
+        respond(t, Reach::Unreachable)
     }
 
     /// We are about to ping `target` for our own failure detection.
@@ -99,25 +101,24 @@ impl ProbeForwarder {
         self.own_pings.insert(target);
     }
 
-    /// Our direct ping of `target` ended: answers for everyone who asked us about it, and
-    /// what membership should make of it.
-    pub fn ping_ended(&mut self, target: PeerId, reachable: bool) -> (Vec<ProbeAnswer>, PingVerdict) {
-        let answers = self.answers(target, reachable);
+    /// Our direct ping of `target` ended: answers for everyone who asked us about it (a ping
+    /// that timed out is answered as such, not as one that failed), and what membership
+    /// should make of it.
+    pub fn ping_ended(&mut self, target: PeerId, reach: Reach) -> (Vec<ProbeAnswer>, PingVerdict) {
+        let answers = self.answers(target, reach);
         let ours = self.own_pings.remove(&target);
-        let verdict = if reachable {
-            PingVerdict::Answered
-        } else if ours {
-            PingVerdict::Failed
-        } else {
-            PingVerdict::NotOurs
+        let verdict = match reach {
+            Reach::Reachable => PingVerdict::Answered,
+            _ if ours => PingVerdict::Failed(reach),
+            _ => PingVerdict::NotOurs,
         };
         (answers, verdict)
     }
 
     /// Answers everyone who asked us about `target` with the outcome of our direct ping of it.
-    pub fn answers(&mut self, target: PeerId, reachable: bool) -> Vec<ProbeAnswer> {
+    pub fn answers(&mut self, target: PeerId, reach: Reach) -> Vec<ProbeAnswer> {
         let waiting = self.forwarded_probes.remove(&target).unwrap_or_default();
-        waiting.into_iter().map(|id| ProbeAnswer { id, target, reachable }).collect()
+        waiting.into_iter().map(|id| ProbeAnswer { id, target, reach }).collect()
     }
 }
 

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::*;
-use crate::membership::{MembershipConfig, Rumor};
+use crate::membership::{MembershipConfig, Reach, Rumor};
 
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -15,12 +15,16 @@ fn setup() -> (ProbeForwarder, Membership<PeerId>, Instant) {
     (ProbeForwarder::new(PING_INTERVAL, PROBE_TIMEOUT), membership, Instant::now())
 }
 
-fn answer(id: u64, target: PeerId, reachable: bool) -> ProbeAnswer {
-    ProbeAnswer { id: InboundId(id), target, reachable }
+const UP: Reach = Reach::Reachable;
+const DOWN: Reach = Reach::Unreachable;
+const LATE: Reach = Reach::Unknown;
+
+fn answer(id: u64, target: PeerId, reach: Reach) -> ProbeAnswer {
+    ProbeAnswer { id: InboundId(id), target, reach }
 }
 
-fn respond(id: u64, target: PeerId, reachable: bool) -> Option<ProbeEffect> {
-    Some(ProbeEffect::Respond(answer(id, target, reachable)))
+fn respond(id: u64, target: PeerId, reach: Reach) -> Option<ProbeEffect> {
+    Some(ProbeEffect::Respond(answer(id, target, reach)))
 }
 
 /// A member known only through gossip: neither connected nor heard first-hand.
@@ -33,16 +37,16 @@ fn gossiped(m: &mut Membership<PeerId>, now: Instant) -> PeerId {
 #[test]
 fn an_unreadable_target_is_unreachable_and_named_as_us() {
     let (mut p, m, t0) = setup();
-    assert_eq!(p.on_request(t0, InboundId(1), "not a peer id", &m), respond(1, m.local(), false));
+    assert_eq!(p.on_request(t0, InboundId(1), "not a peer id", &m), respond(1, m.local(), DOWN));
 }
 
 #[test]
 fn asked_about_ourselves_we_answer_for_ourselves() {
     let (mut p, mut m, t0) = setup();
     let me = m.local().to_string();
-    assert_eq!(p.on_request(t0, InboundId(1), &me, &m), respond(1, m.local(), true));
+    assert_eq!(p.on_request(t0, InboundId(1), &me, &m), respond(1, m.local(), UP));
     m.leave(t0);
-    assert_eq!(p.on_request(t0, InboundId(2), &me, &m), respond(2, m.local(), false), "left: not alive");
+    assert_eq!(p.on_request(t0, InboundId(2), &me, &m), respond(2, m.local(), DOWN), "left: not alive");
 }
 
 #[test]
@@ -51,7 +55,7 @@ fn vouch_only_while_connected_and_heard_within_the_window() {
     let peer = PeerId::random();
     m.on_connected(t0, peer);
     let target = peer.to_string();
-    assert_eq!(p.on_request(t0 + WINDOW, InboundId(1), &target, &m), respond(1, peer, true));
+    assert_eq!(p.on_request(t0 + WINDOW, InboundId(1), &target, &m), respond(1, peer, UP));
     assert_eq!(
         p.on_request(t0 + WINDOW + Duration::from_millis(1), InboundId(2), &target, &m),
         Some(ProbeEffect::Ping(peer)),
@@ -75,8 +79,8 @@ fn requests_about_one_member_share_one_ping_and_its_outcome() {
     let target = peer.to_string();
     assert_eq!(p.on_request(t0, InboundId(1), &target, &m), Some(ProbeEffect::Ping(peer)));
     assert_eq!(p.on_request(t0, InboundId(2), &target, &m), None, "the ping is under way");
-    let (answers, verdict) = p.ping_ended(peer, true);
-    assert_eq!(answers, [answer(1, peer, true), answer(2, peer, true)]);
+    let (answers, verdict) = p.ping_ended(peer, UP);
+    assert_eq!(answers, [answer(1, peer, UP), answer(2, peer, UP)]);
     assert_eq!(verdict, PingVerdict::Answered);
     assert_eq!(p.on_request(t0, InboundId(3), &target, &m), Some(ProbeEffect::Ping(peer)), "a new round");
 }
@@ -85,10 +89,10 @@ fn requests_about_one_member_share_one_ping_and_its_outcome() {
 fn unknown_and_departed_members_are_unreachable() {
     let (mut p, mut m, t0) = setup();
     let stranger = PeerId::random();
-    assert_eq!(p.on_request(t0, InboundId(1), &stranger.to_string(), &m), respond(1, stranger, false));
+    assert_eq!(p.on_request(t0, InboundId(1), &stranger.to_string(), &m), respond(1, stranger, DOWN));
     let departed = gossiped(&mut m, t0);
     m.on_rumor(t0, Rumor { peer: departed, state: MemberState::Left, incarnation: 0 });
-    assert_eq!(p.on_request(t0, InboundId(2), &departed.to_string(), &m), respond(2, departed, false));
+    assert_eq!(p.on_request(t0, InboundId(2), &departed.to_string(), &m), respond(2, departed, DOWN));
 }
 
 #[test]
@@ -100,10 +104,10 @@ fn at_most_max_forwarded_probes_wait_at_once() {
         assert!(!matches!(p.on_request(t0, InboundId(id), &target, &m), Some(ProbeEffect::Respond(_))));
     }
     let over = MAX_FORWARDED_PROBES as u64;
-    assert_eq!(p.on_request(t0, InboundId(over), &target, &m), respond(over, peer, false));
+    assert_eq!(p.on_request(t0, InboundId(over), &target, &m), respond(over, peer, DOWN));
     let other = gossiped(&mut m, t0);
-    assert_eq!(p.on_request(t0, InboundId(over + 1), &other.to_string(), &m), respond(over + 1, other, false));
-    assert_eq!(p.answers(peer, false).len(), MAX_FORWARDED_PROBES);
+    assert_eq!(p.on_request(t0, InboundId(over + 1), &other.to_string(), &m), respond(over + 1, other, DOWN));
+    assert_eq!(p.answers(peer, DOWN).len(), MAX_FORWARDED_PROBES);
     assert_eq!(p.on_request(t0, InboundId(0), &other.to_string(), &m), Some(ProbeEffect::Ping(other)), "room again");
 }
 
@@ -112,12 +116,12 @@ fn only_our_own_failed_pings_count_as_failures() {
     let (mut p, _, _) = setup();
     let (ours, theirs) = (PeerId::random(), PeerId::random());
     p.own_ping(ours);
-    assert_eq!(p.ping_ended(theirs, false), (Vec::new(), PingVerdict::NotOurs));
-    assert_eq!(p.ping_ended(ours, false), (Vec::new(), PingVerdict::Failed));
-    assert_eq!(p.ping_ended(ours, false).1, PingVerdict::NotOurs, "counted once");
+    assert_eq!(p.ping_ended(theirs, DOWN), (Vec::new(), PingVerdict::NotOurs));
+    assert_eq!(p.ping_ended(ours, DOWN), (Vec::new(), PingVerdict::Failed(DOWN)));
+    assert_eq!(p.ping_ended(ours, DOWN).1, PingVerdict::NotOurs, "counted once");
     p.own_ping(ours);
-    assert_eq!(p.ping_ended(ours, true).1, PingVerdict::Answered);
-    assert_eq!(p.ping_ended(ours, false).1, PingVerdict::NotOurs, "an answer ends it too");
+    assert_eq!(p.ping_ended(ours, UP).1, PingVerdict::Answered);
+    assert_eq!(p.ping_ended(ours, DOWN).1, PingVerdict::NotOurs, "an answer ends it too");
 }
 
 #[test]
@@ -126,7 +130,18 @@ fn a_failed_ping_answers_the_waiting_unreachable() {
     let peer = gossiped(&mut m, t0);
     p.own_ping(peer);
     p.on_request(t0, InboundId(1), &peer.to_string(), &m);
-    let (answers, verdict) = p.ping_ended(peer, false);
-    assert_eq!(answers, [answer(1, peer, false)]);
-    assert_eq!(verdict, PingVerdict::Failed);
+    let (answers, verdict) = p.ping_ended(peer, DOWN);
+    assert_eq!(answers, [answer(1, peer, DOWN)]);
+    assert_eq!(verdict, PingVerdict::Failed(DOWN));
+}
+
+#[test]
+fn a_timed_out_ping_answers_the_waiting_that_it_timed_out_not_that_it_failed() {
+    let (mut p, mut m, t0) = setup();
+    let peer = gossiped(&mut m, t0);
+    p.own_ping(peer);
+    p.on_request(t0, InboundId(1), &peer.to_string(), &m);
+    let (answers, verdict) = p.ping_ended(peer, LATE);
+    assert_eq!(answers, [answer(1, peer, LATE)], "a helper that was only late says so");
+    assert_eq!(verdict, PingVerdict::Failed(LATE));
 }
