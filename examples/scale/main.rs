@@ -8,7 +8,8 @@
 //!
 //! The last line of the output is one JSON object with the headline figures (`nodes`,
 //! `formed_s`, `gossip_delivered`, `gossip_p99_ms`, `false_suspicions`, `join_everywhere_p50_ms`,
-//! `dead_everywhere_p50_ms`, `idle_cores`, `rss_mib_per_node` (at the end of formation),
+//! `dead_everywhere_p50_ms`, `idle_cores` (and `idle_cores_second_half`), `rss_mib_per_node` (at
+//! the end of formation),
 //! `rss_mib_per_node_after_quiet` (after the quiet window), `separate_node_rss_mib`; with
 //! `--compare`, the older build's under `compare`).
 //!
@@ -128,7 +129,7 @@ struct Args {
     heartbeat_secs: u64,
     /// `membership.ping_interval_ms` of every node: SWIM's protocol period (one member pinged
     /// directly per period).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = Config::default().membership.ping_interval_ms)]
     ping_interval_ms: u64,
     /// `network.active_peers` of every node: the members each keeps connected (default: the
     /// shipped default).
@@ -268,6 +269,9 @@ struct Steady {
     cpu_cores_during_formation: Option<f64>,
     /// Process CPU over a quiet window (`--quiet-secs`) after formation (nothing polled), in cores.
     cpu_cores_steady: Option<f64>,
+    /// The same over the quiet window's second half only: formation's leftovers (transient
+    /// connections closed, AutoNAT's first dial-backs, the starving) mostly fall in the first.
+    cpu_cores_second_half: Option<f64>,
     /// The same per node: milliseconds of CPU per node per second.
     cpu_ms_per_node_per_s: Option<f64>,
     /// Connections established, and closed as outside the active view, per second over the
@@ -990,14 +994,15 @@ fn render(r: &Report) -> String {
         row(
             "   process",
             format!(
-                "{} fds open (limit {}), {} threads; CPU {} cores during start + formation, {} cores after \
-                 ({} ms per node per s)",
+                "{} fds open (limit {}), {} threads; CPU {} cores during start + formation, {:.3} cores after \
+                 ({} ms per node per s), {:.3} over the quiet window's second half",
                 s.open_fds.map_or("n/a".into(), |v| v.to_string()),
                 s.fd_limit.clone().unwrap_or_else(|| "n/a".into()),
                 s.threads.map_or("n/a".into(), |v| v.to_string()),
                 fmt_opt(s.cpu_cores_during_formation, ""),
-                fmt_opt(s.cpu_cores_steady, ""),
+                s.cpu_cores_steady.unwrap_or(f64::NAN),
                 fmt_opt(s.cpu_ms_per_node_per_s, ""),
+                s.cpu_cores_second_half.unwrap_or(f64::NAN),
             ),
         );
         row(
@@ -1254,6 +1259,7 @@ fn summary(r: &serde_json::Value) -> serde_json::Value {
         "join_everywhere_p50_ms": if all("join", "delivered", "expected") { f("/join/latency_ms/max") } else { None },
         "dead_everywhere_p50_ms": if all("kill", "dead_seen", "observers") { f("/kill/dead_ms/max") } else { None },
         "idle_cores": f("/steady/cpu_cores_steady"),
+        "idle_cores_second_half": f("/steady/cpu_cores_second_half"),
         "rss_mib_per_node": f("/memory/per_node_kib").map(|k| k / 1024.0),
         "rss_mib_per_node_after_quiet": f("/memory/per_node_after_quiet_kib").map(|k| k / 1024.0),
         "separate_node_rss_mib": f("/pause/rss_kib").map(|k| k / 1024.0),
@@ -1541,12 +1547,15 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
     let quiet = Duration::from_secs(args.quiet_secs.max(1)).min(budget.end.saturating_duration_since(t_quiet) / 4);
     eprintln!("scale: quiet window of {:.1} s (steady CPU)", quiet.as_secs_f64());
     let starved = starve(args.starve_secs.min(quiet.as_secs()), args.starve_procs);
-    tokio::time::sleep(quiet).await;
+    tokio::time::sleep(quiet / 2).await;
+    let (t_half, cpu_half) = (Instant::now(), cpu_secs());
+    tokio::time::sleep(quiet - quiet / 2).await;
     for mut child in starved {
         let _ = child.wait().await;
     }
     let cpu_quiet1 = cpu_secs();
     let quiet_secs = t_quiet.elapsed().as_secs_f64();
+    let half_secs = t_half.elapsed().as_secs_f64();
     let rss_after_quiet = proc_status_kib("VmRSS:");
     let (connected_after_quiet, _, _) = steady_facts(&nodes).await;
     let churn1 = churn_counters(&nodes).await;
@@ -1575,6 +1584,7 @@ async fn run(args: Args, shared: Shared, t_start: Instant) -> anyhow::Result<()>
             (Some(a), Some(b)) => Some((b - a) / quiet_secs),
             _ => None,
         },
+        cpu_cores_second_half: cpu_half.zip(cpu_quiet1).map(|(a, b)| (b - a) / half_secs),
         cpu_ms_per_node_per_s: None,
         connections_opened_per_s: churn_rate(0),
         connections_trimmed_per_s: churn_rate(1),

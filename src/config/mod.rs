@@ -492,7 +492,10 @@ impl Default for TasksConfig {
 impl Default for MembershipSettings {
     fn default() -> Self {
         Self {
-            ping_interval_ms: 1000,
+            // Each ping is a stream of its own (open, negotiate, ask, answer, close) on both
+            // ends: at 1 s they were a fifth of an idle 100-node cluster's CPU. A crash is found
+            // by its closed connections whatever the period; a hung member a period later.
+            ping_interval_ms: 2000,
             probe_timeout_ms: 1000,
             suspect_timeout_ms: 2000,
             dead_retention_secs: 60,

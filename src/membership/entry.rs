@@ -141,6 +141,9 @@ pub(super) struct Probe {
     /// Answers of any kind, in time or not: a helper's "my ping timed out" (Lifeguard's nack)
     /// is an answer but no evidence against the member.
     pub(super) answered: usize,
+    /// Our own direct ping of the member answered: the first outcome counts, later ones (the
+    /// transport's own timeout, libp2p's ping) are the same party again.
+    pub(super) direct_answered: bool,
     /// The window ran out once before every asked party answered, and was given once more.
     pub(super) extended: bool,
     pub(super) cause: ProbeCause,

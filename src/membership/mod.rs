@@ -319,7 +319,10 @@ where
             return Vec::new();
         };
         entry.ping = None;
-        if entry.probe.is_some() {
+        if let Some(probe) = entry.probe.as_mut() {
+            if std::mem::replace(&mut probe.direct_answered, true) {
+                return Vec::new();
+            }
             return self.on_probe_result(now, peer, reach);
         }
         self.start_probe(now, peer, ProbeCause::MissedPing).into_iter().collect()
@@ -350,8 +353,15 @@ where
         let via: Vec<P> = helpers.into_iter().map(|m| m.id).collect();
         let expected = via.len() + 1;
         tracing::debug!(%target, cause = cause.as_str(), helpers = via.len(), "probe started");
-        self.members.get_mut(&target)?.probe =
-            Some(Probe { started: now, expected, negatives: 0, answered: 0, extended: false, cause });
+        self.members.get_mut(&target)?.probe = Some(Probe {
+            started: now,
+            expected,
+            negatives: 0,
+            answered: 0,
+            direct_answered: false,
+            extended: false,
+            cause,
+        });
         Some(Action::Probe { target, via })
     }
 

@@ -177,7 +177,14 @@ fn write_loop(store: &Store, jobs: &std_mpsc::Receiver<Job>) {
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     loop {
-        let group = match super::next_group_within(jobs, MAX_GROUP, SYNC_EVERY) {
+        // Idle and synced, the writer sleeps until the next job: woken every SYNC_EVERY for
+        // nothing, each node's writer thread was a steady share of an idle cluster's wake-ups.
+        let next = if unsynced {
+            super::next_group_within(jobs, MAX_GROUP, SYNC_EVERY)
+        } else {
+            super::next_group(jobs, MAX_GROUP).ok_or(std_mpsc::RecvTimeoutError::Disconnected)
+        };
+        let group = match next {
             Ok(group) => group,
             Err(std_mpsc::RecvTimeoutError::Timeout) => Vec::new(),
             Err(std_mpsc::RecvTimeoutError::Disconnected) => {

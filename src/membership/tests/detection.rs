@@ -225,3 +225,19 @@ fn pings_that_timed_out_are_no_evidence_before_the_window_ends() {
     assert!(m.tick(t + secs(2)).is_empty());
     assert_eq!(state(&m, 3), Some(Alive));
 }
+
+/// Our own direct ping is one party of the probe, whatever reports its end (membership's
+/// deadline, the transport's own timeout, libp2p's ping): counted twice, it made a probe look
+/// answered by everyone while a helper was still silent.
+#[test]
+fn our_own_ping_is_one_answer_however_often_its_end_is_reported() {
+    let (mut m, t0) = setup();
+    (1..=3).for_each(|p| drop(m.on_connected(t0, p)));
+    assert_eq!(m.on_disconnected(t0, 1), probe(1, &[2, 3]));
+    assert!(m.on_ping_failed(t0 + ms(500), 1, Reach::Unknown).is_empty());
+    assert!(m.on_ping_failed(t0 + ms(600), 1, Reach::Unreachable).is_empty());
+    assert!(m.on_probe_result(t0 + ms(700), 1, Reach::Unknown).is_empty());
+    // One helper still silent at the window's end: one more window, not a suspicion.
+    assert!(m.tick(t0 + secs(2)).is_empty());
+    assert_eq!((state(&m, 1), m.local_health()), (Some(Alive), 1));
+}
