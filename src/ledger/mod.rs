@@ -30,6 +30,7 @@
 mod block;
 mod equivocation;
 mod owner;
+mod pace;
 mod pending;
 pub mod service;
 mod state;
