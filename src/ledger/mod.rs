@@ -30,7 +30,6 @@
 mod block;
 mod equivocation;
 mod owner;
-mod pace;
 mod pending;
 pub mod service;
 mod state;

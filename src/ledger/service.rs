@@ -9,8 +9,7 @@
 //!   The block is in the store before it is published, so an honest node never signs two
 //!   blocks at one seq.
 //! - Anti-entropy: every `ledger.sync_interval_ms` one random member is asked for its heads
-//!   ([`super::sync`]), less often while rounds find nothing new ([`super::pace`]), and at
-//!   once the member whose block could not be placed yet.
+//!   ([`super::sync`]), and at once the member whose block could not be placed yet.
 //! - Start: the store's proofs, then its blocks in acceptance order, are replayed.
 //!
 //! What it does not do: the payments waiting to be sealed live in memory only, so a node
@@ -28,7 +27,6 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::pace::SyncPace;
 use super::sync::{self, Fetched};
 use super::wire::Gossiped;
 use super::{AccountRow, Block, EquivocationProof, Hash, Inserted, Ledger, LedgerConfig};
@@ -76,7 +74,6 @@ pub struct LedgerService {
     /// The highest seq seen of each account (gossip, peers' heads): what the lag is measured to.
     best_known: BTreeMap<PeerId, u64>,
     syncing: bool,
-    pace: SyncPace,
     /// Invalid blocks signed by each account (its GossipSub penalty).
     strikes: BTreeMap<PeerId, u32>,
     /// `ledger.test_equivocate`: the one equivocation is done.
@@ -128,7 +125,6 @@ impl LedgerHandle {
             protocol: sync::protocol(protocol_version),
             best_known: BTreeMap::new(),
             syncing: false,
-            pace: SyncPace::new(Duration::from_millis(settings.sync_interval_ms)),
             strikes: BTreeMap::new(),
             equivocated: false,
         };
@@ -264,33 +260,24 @@ impl LedgerService {
         let settings = self.handle.inner.settings.clone();
         let mut seal = tokio::time::interval(Duration::from_millis(settings.seal_interval_ms));
         seal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first round at once (if there is a member to ask yet), then at the pace.
-        let sync_at = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(sync_at);
+        let mut sync_tick = tokio::time::interval(Duration::from_millis(settings.sync_interval_ms));
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let handle = self.handle.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some(input) = self.inputs.recv() => {
-                    self.on_input(input, &tracker).await;
-                    // News brings the next round in.
-                    let due = tokio::time::Instant::now() + self.pace.every();
-                    if due < sync_at.deadline() {
-                        sync_at.as_mut().reset(due);
-                    }
-                }
+                Some(input) = self.inputs.recv() => self.on_input(input, &tracker).await,
                 _ = handle.inner.seal_now.notified() => self.seal().await,
                 _ = seal.tick() => {
                     self.seal().await;
                     self.refresh_metrics();
                 }
-                () = &mut sync_at => {
+                _ = sync_tick.tick() => {
                     let peer = self.random_member();
                     if let Some(peer) = peer {
                         self.start_sync(peer, &tracker);
                     }
-                    sync_at.as_mut().reset(tokio::time::Instant::now() + self.pace.every());
                 }
             }
         }
@@ -318,7 +305,6 @@ impl LedgerService {
     async fn on_input(&mut self, input: Input, tracker: &TaskTracker) {
         match input {
             Input::Gossip { from, message: Gossiped::Block(block) } => {
-                self.pace.news();
                 let best = self.best_known.entry(block.account).or_default();
                 *best = (*best).max(block.seq);
                 let outcome = self.absorb(vec![block], "gossip");
@@ -329,7 +315,6 @@ impl LedgerService {
                 self.persist_and_publish(outcome, false).await;
             }
             Input::Gossip { message: Gossiped::Proof(proof), .. } => {
-                self.pace.news();
                 let mut outcome = Outcome::default();
                 {
                     let mut ledger = self.handle.ledger();
@@ -358,11 +343,6 @@ impl LedgerService {
                             }
                         }
                         let label = if fetched.same { "same" } else { "fetched" };
-                        if fetched.same {
-                            self.pace.same();
-                        } else {
-                            self.pace.news();
-                        }
                         self.handle
                             .inner
                             .metrics
