@@ -487,7 +487,14 @@ fn a_lost_gateways_tasks_are_adopted_by_their_copy_holders_and_never_run_again_b
     );
     // Longer than a restored task would wait for a holder that never answers.
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(executions(&workers), executed, "the returning gateway ran tasks again");
+    let resumed: Vec<String> =
+        gw.log().lines().filter(|l| l.contains("resuming restored tasks")).map(String::from).collect();
+    assert_eq!(
+        executions(&workers),
+        executed,
+        "the returning gateway ran tasks again; it logged:\n{}",
+        resumed.join("\n")
+    );
     for id in ids.iter().step_by(17) {
         let back = gw.get(&format!("/v1/tasks/{id}")).unwrap();
         assert_eq!(back["state"], "completed", "{back}");

@@ -22,8 +22,11 @@
 //! confirm that nobody adopted it meanwhile, or are declared dead, or `adopt_after_secs`
 //! passed without an answer since they could answer: the wait starts over when this node
 //! first sees a member alive (it has joined) and when a holder it waits for comes alive and
-//! is asked again. A gateway that never sees anyone resumes them after `ALONE_WAITS` times
-//! that wait, so that its accepted tasks still end if the rest of the cluster is gone.
+//! is asked again. A request to an alive holder that fails is sent again at the next tick,
+//! and a wait that ends with a question or an answer on its way (sent or queued, no failure
+//! back) is followed by another, up to `MAX_WAITS_ON` in a row. A gateway
+//! that never sees anyone resumes them after `ALONE_WAITS` times that wait, so that its
+//! accepted tasks still end if the rest of the cluster is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -64,6 +67,10 @@ pub fn place(id: &str, members: &[(PeerId, u64)], n: usize) -> Vec<PeerId> {
 /// no member alive (it may still be joining; its holders cannot answer before it has).
 const ALONE_WAITS: u32 = 6;
 
+/// How many waits in a row restored tasks wait on for answers their holders are sending (or
+/// for questions asked again after a failed request) before they run anyway.
+const MAX_WAITS_ON: u32 = 3;
+
 pub(super) struct Copies {
     wanted: usize,
     local_sync_only: bool,
@@ -78,6 +85,11 @@ pub(super) struct Copies {
     /// yet to answer).
     confirming: HashMap<String, (u64, Vec<PeerId>)>,
     confirm_deadline: Option<Instant>,
+    /// Waits in a row that ended with an answer on its way (see [`MAX_WAITS_ON`]).
+    waited_on: u32,
+    /// Alive holders whose request with restored tasks' questions failed: asked again at the
+    /// next tick.
+    ask_again: Vec<PeerId>,
     /// This node has seen a member alive since it started.
     joined: bool,
     /// Per holder: the request in flight and what waits for it.
@@ -105,10 +117,19 @@ impl Copies {
             pending: BTreeMap::new(),
             confirming: HashMap::new(),
             confirm_deadline: None,
+            waited_on: 0,
+            ask_again: Vec::new(),
             joined: false,
             links: HashMap::new(),
             next_tag: 0,
         }
+    }
+}
+
+impl Link {
+    /// Batch `seq` is in the request in flight or waits for the next one.
+    fn carries(&self, seq: u64) -> bool {
+        self.in_flight.as_ref().is_some_and(|(_, batches)| batches.contains(&seq)) || self.queued_batches.contains(&seq)
     }
 }
 
@@ -235,6 +256,17 @@ impl Gateway {
             Ok(answer) => answer,
             Err(why) => {
                 tracing::debug!(%peer, tag, %why, "record copies not confirmed; the local sync releases them");
+                // Restored tasks that asked in it ask again at the next tick while the holder
+                // is alive (a request can fail before the connection to it is up).
+                let asked_in_it = self
+                    .copies
+                    .confirming
+                    .values()
+                    .any(|(asked, waiting)| batches.contains(asked) && waiting.contains(&peer));
+                let alive = self.copies.members.binary_search_by_key(&peer, |(p, _)| *p).is_ok();
+                if asked_in_it && alive && !self.copies.ask_again.contains(&peer) {
+                    self.copies.ask_again.push(peer);
+                }
                 return;
             }
         };
@@ -329,6 +361,18 @@ impl Gateway {
     /// Restored tasks still waiting on `peer` ask it again with the next batch, and give it
     /// the whole wait to answer.
     pub(super) fn reask(&mut self, peer: &PeerId) {
+        if !self.ask(peer) {
+            return;
+        }
+        let answer_by = Instant::now() + self.copies.confirm_within;
+        if let Some(at) = self.copies.confirm_deadline.as_mut() {
+            *at = (*at).max(answer_by);
+        }
+    }
+
+    /// Restored tasks still waiting on `peer` ask it again with the next batch. Returns
+    /// whether any did.
+    fn ask(&mut self, peer: &PeerId) -> bool {
         let next = self.durable_next();
         let ids: Vec<String> = self
             .copies
@@ -340,29 +384,49 @@ impl Gateway {
                 id.clone()
             })
             .collect();
-        if ids.is_empty() {
-            return;
+        for id in &ids {
+            self.touch(id);
         }
-        let answer_by = Instant::now() + self.copies.confirm_within;
-        if let Some(at) = self.copies.confirm_deadline.as_mut() {
-            *at = (*at).max(answer_by);
-        }
-        for id in ids {
-            self.touch(&id);
-        }
+        !ids.is_empty()
     }
 
-    /// Restored tasks whose holders never answered run once the wait is over.
+    /// Restored tasks whose holders never answered run once the wait is over. A task whose
+    /// question is still on its way to a holder, or whose answer is, waits on: the holder is
+    /// alive and slow, and may have adopted it. The records protocol's timeout bounds that
+    /// wait; a request that fails drops the question, and the next check resumes the task.
     pub fn tick_copies(&mut self, now: Instant) {
-        if self.copies.confirm_deadline.is_some_and(|at| now >= at) {
-            self.copies.confirm_deadline = None;
-            let ids: Vec<String> = self.copies.confirming.drain().map(|(id, _)| id).collect();
-            if !ids.is_empty() {
-                tracing::info!(tasks = ids.len(), "resuming restored tasks whose copy holders did not answer");
-            }
-            for id in ids {
-                self.resume(&id);
-            }
+        for peer in std::mem::take(&mut self.copies.ask_again) {
+            self.ask(&peer);
+        }
+        if self.copies.confirm_deadline.is_none_or(|at| now < at) {
+            return;
+        }
+        self.copies.confirm_deadline = None;
+        let links = &self.copies.links;
+        let on_its_way =
+            |asked: u64, waiting: &[PeerId]| waiting.iter().any(|p| links.get(p).is_some_and(|l| l.carries(asked)));
+        let wait_on = self.copies.waited_on < MAX_WAITS_ON;
+        let silent: Vec<String> = self
+            .copies
+            .confirming
+            .iter()
+            .filter(|(_, (asked, waiting))| !wait_on || !on_its_way(*asked, waiting))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let answering = self.copies.confirming.len() - silent.len();
+        if answering > 0 {
+            tracing::info!(tasks = answering, "restored tasks wait on for answers their copy holders are sending");
+            self.copies.waited_on += 1;
+            self.copies.confirm_deadline = Some(now + self.copies.confirm_within);
+        } else {
+            self.copies.waited_on = 0;
+        }
+        if !silent.is_empty() {
+            tracing::info!(tasks = silent.len(), "resuming restored tasks whose copy holders did not answer");
+        }
+        for id in silent {
+            self.copies.confirming.remove(&id);
+            self.resume(&id);
         }
     }
 
@@ -398,6 +462,9 @@ impl Gateway {
             if waiting.is_empty() {
                 ready.push(id.clone());
             }
+        }
+        if !ready.is_empty() {
+            tracing::info!(tasks = ready.len(), %peer, "resuming restored tasks: the copy holder they waited for is gone");
         }
         for id in ready {
             self.copies.confirming.remove(&id);

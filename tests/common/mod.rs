@@ -326,9 +326,15 @@ pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
     }
 }
 
-/// A fresh scratch directory for one test's nodes.
+/// A fresh scratch directory for one test's nodes; kept after the test (its path printed)
+/// when `P2P_KEEP_TEST_DIRS` is set, to read the nodes' logs.
 pub fn scratch(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("p2p-{name}-")).tempdir().unwrap()
+    let keep = std::env::var_os("P2P_KEEP_TEST_DIRS").is_some();
+    let dir = tempfile::Builder::new().prefix(&format!("p2p-{name}-")).disable_cleanup(keep).tempdir().unwrap();
+    if keep {
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
 }
 
 /// Bootstrap plus `workers` workers that bootstrap from it; waits until every worker is

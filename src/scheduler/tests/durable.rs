@@ -6,6 +6,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
+use crate::protocol::Fenced;
 use crate::store::Store;
 use crate::store::tasks::{Committed, TaskLog};
 
@@ -136,6 +137,101 @@ fn copying_gateway(local: PeerId, log: TaskLog) -> Gateway {
 /// A restarted gateway's task waits for its copy holder's word while the gateway is still
 /// joining (the holder cannot answer before), and from the join on the holder gets the
 /// whole wait; a gateway that never sees anyone runs it after six waits.
+/// The copies request a restored gateway sends its holder: (tag, ids asked about).
+fn asked(gw: &mut Gateway, holder: PeerId) -> (u64, Vec<String>) {
+    let mut asks = gw.take_effects().into_iter().filter_map(|e| match e {
+        Effect::Replicate { peer, tag, records } if peer == holder => {
+            assert!(records.iter().all(|r| r.restored), "{records:?}");
+            Some((tag, records.into_iter().map(|r| r.id).collect()))
+        }
+        _ => None,
+    });
+    let ask = asks.next().expect("the holder is asked");
+    assert!(asks.next().is_none(), "one request in flight per holder");
+    ask
+}
+
+/// A holder that is alive and asked, but slow to answer, is waited for past the wait (it may
+/// have adopted the task: running it again would run it twice); a request to it that fails
+/// is asked again, and a holder that never answers holds the task for three waits at most.
+#[tokio::test]
+async fn a_restored_task_waits_past_the_wait_for_an_answer_on_its_way() {
+    let store = Store::in_memory();
+    let (log, mut committed) = TaskLog::start(store.clone());
+    let local = PeerId::random();
+    let holder = PeerId::random();
+    let mut old = copying_gateway(local, log);
+    old.set_members([holder]);
+    let w = worker(1, &[]);
+    let adopted = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
+    let unanswered = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
+    settle(&mut old, &mut committed).await;
+    drop(old);
+
+    let (log, _committed) = TaskLog::start(store);
+    let mut new = copying_gateway(local, log);
+    assert_eq!(new.restore().unwrap(), 2);
+    new.set_members([holder]);
+    new.owner_back(&holder);
+    let joined = Instant::now();
+    new.flush();
+    let (tag, mut ids) = asked(&mut new, holder);
+    ids.sort();
+    let mut both = vec![adopted.clone(), unanswered.clone()];
+    both.sort();
+    assert_eq!(ids, both);
+
+    // The wait ends with the answer still on its way: both wait on.
+    new.tick_copies(joined + Duration::from_millis(2100));
+    assert_eq!(new.confirming(), 2, "resumed while the holder's answer was on its way");
+    new.pump(std::slice::from_ref(&w));
+    assert!(sent(&mut new).is_empty());
+
+    // The answer: the holder adopted one task and has nothing newer of the other.
+    let fenced = vec![Fenced { id: adopted.clone(), owner: holder.to_string(), epoch: 2 }];
+    new.on_replicated(holder, tag, Ok((fenced, Vec::new())));
+    assert_eq!(new.confirming(), 0);
+    new.pump(std::slice::from_ref(&w));
+    let (_, request) = sent_one(&mut new);
+    assert_eq!(request.task_id, unanswered, "only the task nobody adopted runs");
+    assert_eq!(new.get(&adopted).unwrap().owner, holder.to_string());
+
+    // Another restart: this time every request fails (the holder is alive but cannot be
+    // reached). Each failure asks again at the next tick; after three waits it runs anyway.
+    let store = Store::in_memory();
+    let (log, mut committed) = TaskLog::start(store.clone());
+    let mut old = copying_gateway(local, log);
+    old.set_members([holder]);
+    let id = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
+    settle(&mut old, &mut committed).await;
+    drop(old);
+    let (log, _committed) = TaskLog::start(store);
+    let mut new = copying_gateway(local, log);
+    assert_eq!(new.restore().unwrap(), 1);
+    new.set_members([holder]);
+    new.owner_back(&holder);
+    let mut now = Instant::now();
+    new.flush();
+    let (mut tag, _) = asked(&mut new, holder);
+    for wait in 1..=3 {
+        new.on_replicated(holder, tag, Err("dial failed".into()));
+        assert_eq!(new.confirming(), 1, "a failure is not an answer");
+        new.tick_copies(now + Duration::from_millis(250));
+        new.flush();
+        (tag, _) = asked(&mut new, holder);
+        now += Duration::from_millis(2100);
+        new.tick_copies(now);
+        assert_eq!(new.confirming(), 1, "wait {wait}: asked again, the answer may be on its way");
+        new.pump(std::slice::from_ref(&w));
+        assert!(sent(&mut new).is_empty());
+    }
+    now += Duration::from_millis(2100);
+    new.tick_copies(now);
+    assert_eq!(new.confirming(), 0, "three waits on a holder that never answers are enough");
+    new.pump(std::slice::from_ref(&w));
+    assert_eq!(sent_one(&mut new).1.task_id, id);
+}
+
 #[tokio::test]
 async fn a_restored_task_waits_for_its_holder_while_its_gateway_joins() {
     let store = Store::in_memory();
