@@ -9,7 +9,8 @@ use libp2p::PeerId;
 use crate::membership::{MemberState, Membership, Reach};
 use crate::network::InboundId;
 
-/// Probe requests this node answers for others at once (SWIM's ping-req); beyond it, "unreachable".
+/// Probe requests this node answers for others at once (SWIM's ping-req); beyond it, "don't
+/// know" (a busy helper's refusal is no evidence against the member).
 pub(super) const MAX_FORWARDED_PROBES: usize = 256;
 
 /// The answer to the probe request `id` about `target`.
@@ -86,14 +87,20 @@ impl ProbeForwarder {
         if membership.get(&t).is_some_and(|m| m.connected) && membership.heard_within(&t, now, self.vouch_window) {
             return respond(t, Reach::Reachable);
         }
-        if membership.get(&t).is_some_and(|m| m.state != MemberState::Left)
-            && self.forwarded_probes.values().map(Vec::len).sum::<usize>() < MAX_FORWARDED_PROBES
-        {
-            let waiting = self.forwarded_probes.entry(t).or_default();
-            waiting.push(id);
-            return (waiting.len() == 1).then_some(ProbeEffect::Ping(t));
+        match membership.get(&t).map(|m| m.state) {
+            // It announced its departure.
+            Some(MemberState::Left) => respond(t, Reach::Unreachable),
+            // Not known here (yet), or too many pings under way: we cannot say either way.
+            None => respond(t, Reach::Unknown),
+            Some(_) if self.forwarded_probes.values().map(Vec::len).sum::<usize>() >= MAX_FORWARDED_PROBES => {
+                respond(t, Reach::Unknown)
+            }
+            Some(_) => {
+                let waiting = self.forwarded_probes.entry(t).or_default();
+                waiting.push(id);
+                (waiting.len() == 1).then_some(ProbeEffect::Ping(t))
+            }
         }
-        respond(t, Reach::Unreachable)
     }
 
     /// We are about to ping `target` for our own failure detection.

@@ -86,10 +86,10 @@ fn requests_about_one_member_share_one_ping_and_its_outcome() {
 }
 
 #[test]
-fn unknown_and_departed_members_are_unreachable() {
+fn a_departed_member_is_unreachable_and_one_unknown_here_is_no_evidence() {
     let (mut p, mut m, t0) = setup();
     let stranger = PeerId::random();
-    assert_eq!(p.on_request(t0, InboundId(1), &stranger.to_string(), &m), respond(1, stranger, DOWN));
+    assert_eq!(p.on_request(t0, InboundId(1), &stranger.to_string(), &m), respond(1, stranger, LATE));
     let departed = gossiped(&mut m, t0);
     m.on_rumor(t0, Rumor { peer: departed, state: MemberState::Left, incarnation: 0 });
     assert_eq!(p.on_request(t0, InboundId(2), &departed.to_string(), &m), respond(2, departed, DOWN));
@@ -104,9 +104,10 @@ fn at_most_max_forwarded_probes_wait_at_once() {
         assert!(!matches!(p.on_request(t0, InboundId(id), &target, &m), Some(ProbeEffect::Respond(_))));
     }
     let over = MAX_FORWARDED_PROBES as u64;
-    assert_eq!(p.on_request(t0, InboundId(over), &target, &m), respond(over, peer, DOWN));
+    // A helper too busy to ping says so: "don't know", not "down".
+    assert_eq!(p.on_request(t0, InboundId(over), &target, &m), respond(over, peer, LATE));
     let other = gossiped(&mut m, t0);
-    assert_eq!(p.on_request(t0, InboundId(over + 1), &other.to_string(), &m), respond(over + 1, other, DOWN));
+    assert_eq!(p.on_request(t0, InboundId(over + 1), &other.to_string(), &m), respond(over + 1, other, LATE));
     assert_eq!(p.answers(peer, DOWN).len(), MAX_FORWARDED_PROBES);
     assert_eq!(p.on_request(t0, InboundId(0), &other.to_string(), &m), Some(ProbeEffect::Ping(other)), "room again");
 }
