@@ -24,9 +24,9 @@
 //! first sees a member alive (it has joined) and when a holder it waits for comes alive and
 //! is asked again. A request to an alive holder that fails is sent again at the next tick,
 //! and a wait that ends with a question or an answer on its way (sent or queued, no failure
-//! back) is followed by another, up to `MAX_WAITS_ON` in a row. A gateway
-//! that never sees anyone resumes them after `ALONE_WAITS` times that wait, so that its
-//! accepted tasks still end if the rest of the cluster is gone.
+//! back) is followed by another, up to `MAX_WAITS_ON` in a row. A gateway that never sees
+//! anyone resumes them after `ALONE_WAITS` times that wait, so that its accepted tasks still
+//! end if the rest of the cluster is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -392,8 +392,8 @@ impl Gateway {
 
     /// Restored tasks whose holders never answered run once the wait is over. A task whose
     /// question is still on its way to a holder, or whose answer is, waits on: the holder is
-    /// alive and slow, and may have adopted it. The records protocol's timeout bounds that
-    /// wait; a request that fails drops the question, and the next check resumes the task.
+    /// alive and slow, and may have adopted it. Questions whose request failed are asked
+    /// again first (holders still alive only); `MAX_WAITS_ON` bounds how long this goes on.
     pub fn tick_copies(&mut self, now: Instant) {
         for peer in std::mem::take(&mut self.copies.ask_again) {
             self.ask(&peer);
