@@ -151,33 +151,40 @@ fn asked(gw: &mut Gateway, holder: PeerId) -> (u64, Vec<String>) {
     ask
 }
 
+/// `tasks` sleep tasks accepted by gateway `local` with their copies on `holder`; then the
+/// gateway again on the same store, restored and joined (the holder seen alive), its first
+/// batch flushed. Returns it and the task ids.
+async fn restarted_and_joined(local: PeerId, holder: PeerId, w: &WorkerView, tasks: usize) -> (Gateway, Vec<String>) {
+    let store = Store::in_memory();
+    let (log, mut committed) = TaskLog::start(store.clone());
+    let mut old = copying_gateway(local, log);
+    old.set_members([holder]);
+    let ids: Vec<String> =
+        (0..tasks).map(|_| old.submit(spec("sleep", "100"), std::slice::from_ref(w)).unwrap()).collect();
+    settle(&mut old, &mut committed).await;
+    drop(old);
+    let (log, _committed) = TaskLog::start(store);
+    let mut new = copying_gateway(local, log);
+    assert_eq!(new.restore().unwrap(), tasks);
+    new.set_members([holder]);
+    new.owner_back(&holder);
+    new.flush();
+    (new, ids)
+}
+
 /// A holder that is alive and asked, but slow to answer, is waited for past the wait (it may
 /// have adopted the task: running it again would run it twice); a request to it that fails
 /// is asked again, and a holder that never answers holds the task for three waits at most.
 #[tokio::test]
 async fn a_restored_task_waits_past_the_wait_for_an_answer_on_its_way() {
-    let store = Store::in_memory();
-    let (log, mut committed) = TaskLog::start(store.clone());
     let local = PeerId::random();
     let holder = PeerId::random();
-    let mut old = copying_gateway(local, log);
-    old.set_members([holder]);
     let w = worker(1, &[]);
-    let adopted = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
-    let unanswered = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
-    settle(&mut old, &mut committed).await;
-    drop(old);
-
-    let (log, _committed) = TaskLog::start(store);
-    let mut new = copying_gateway(local, log);
-    assert_eq!(new.restore().unwrap(), 2);
-    new.set_members([holder]);
-    new.owner_back(&holder);
+    let (mut new, mut both) = restarted_and_joined(local, holder, &w, 2).await;
     let joined = Instant::now();
-    new.flush();
+    let (adopted, unanswered) = (both[0].clone(), both[1].clone());
     let (tag, mut ids) = asked(&mut new, holder);
     ids.sort();
-    let mut both = vec![adopted.clone(), unanswered.clone()];
     both.sort();
     assert_eq!(ids, both);
 
@@ -198,20 +205,8 @@ async fn a_restored_task_waits_past_the_wait_for_an_answer_on_its_way() {
 
     // Another restart: this time every request fails (the holder is alive but cannot be
     // reached). Each failure asks again at the next tick; after three waits it runs anyway.
-    let store = Store::in_memory();
-    let (log, mut committed) = TaskLog::start(store.clone());
-    let mut old = copying_gateway(local, log);
-    old.set_members([holder]);
-    let id = old.submit(spec("sleep", "100"), std::slice::from_ref(&w)).unwrap();
-    settle(&mut old, &mut committed).await;
-    drop(old);
-    let (log, _committed) = TaskLog::start(store);
-    let mut new = copying_gateway(local, log);
-    assert_eq!(new.restore().unwrap(), 1);
-    new.set_members([holder]);
-    new.owner_back(&holder);
+    let (mut new, ids) = restarted_and_joined(local, holder, &w, 1).await;
     let mut now = Instant::now();
-    new.flush();
     let (mut tag, _) = asked(&mut new, holder);
     for wait in 1..=3 {
         new.on_replicated(holder, tag, Err("dial failed".into()));
@@ -229,7 +224,7 @@ async fn a_restored_task_waits_past_the_wait_for_an_answer_on_its_way() {
     new.tick_copies(now);
     assert_eq!(new.confirming(), 0, "three waits on a holder that never answers are enough");
     new.pump(std::slice::from_ref(&w));
-    assert_eq!(sent_one(&mut new).1.task_id, id);
+    assert_eq!(sent_one(&mut new).1.task_id, ids[0]);
 }
 
 #[tokio::test]
