@@ -2,7 +2,7 @@
 //! config, identity and log, driven through the HTTP API and the CLI.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,13 +10,10 @@ use std::time::{Duration, Instant};
 use p2p_network::cli::client::ApiClient;
 use serde_json::{Value, json};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_p2p-node");
+mod ports;
+pub use ports::free_port;
 
-/// A free loopback port. The tiny window between probing and the node binding it is the
-/// price of configs that name their API port (the CLI finds the node through them).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_p2p-node");
 
 #[derive(Clone, Debug)]
 pub struct Spec {

@@ -12,9 +12,9 @@ use p2p_network::node::NodeHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 pub struct Running {
     pub handle: NodeHandle,
