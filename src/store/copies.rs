@@ -214,11 +214,20 @@ fn write_loop(store: &Store, jobs: &std_mpsc::Receiver<Job>) {
 fn commit(store: &Store, group: Vec<Job>, durability: Durability) -> Result<(), StoreError> {
     let mut txn = store.db().begin_write().map_err(StoreError::from_redb)?;
     txn.set_durability(durability).map_err(|e| StoreError::Other(e.to_string()))?;
-    apply(&txn, group).map_err(StoreError::from_redb)?;
-    txn.commit().map_err(StoreError::from_redb)
+    let mut pages = Vec::new();
+    apply(&txn, group, &mut pages).map_err(StoreError::from_redb)?;
+    txn.commit().map_err(StoreError::from_redb)?;
+    // Answered once committed: a page's reader may go on to read the store (`get`), which
+    // must then show every copy queued before its call.
+    for (reply, page) in pages {
+        let _ = reply.send(page);
+    }
+    Ok(())
 }
 
-fn apply(txn: &WriteTransaction, group: Vec<Job>) -> Result<(), redb::Error> {
+type PageReply = (oneshot::Sender<Page>, Page);
+
+fn apply(txn: &WriteTransaction, group: Vec<Job>, pages: &mut Vec<PageReply>) -> Result<(), redb::Error> {
     let mut copies = txn.open_table(COPIES)?;
     let mut open = txn.open_table(OPEN)?;
     let mut finished = txn.open_table(FINISHED)?;
@@ -284,7 +293,7 @@ fn apply(txn: &WriteTransaction, group: Vec<Job>) -> Result<(), redb::Error> {
             }
             Job::Page { owner, after, reply } => {
                 let page = read_page(&open, &copies, &owner, after.as_deref()).map_err(StoreError::from_redb);
-                let _ = reply.send(page);
+                pages.push((reply, page));
             }
         }
     }
