@@ -5,6 +5,7 @@ real Prometheus scraping the test cluster evaluates every panel query without er
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -190,9 +191,16 @@ def test_dashboard_metric_names_exist_in_live_metrics(gw):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port below the kernel's ephemeral range (32768), where no outgoing
+    connection can take it before Prometheus binds it; bind(0) would pick from that range."""
+    for port in range(31_000 + os.getpid() % 1000, 32_000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 31000-31999")
 
 
 @pytest.fixture(scope="module")

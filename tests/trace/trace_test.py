@@ -141,10 +141,23 @@ class Receiver:
 # ----------------------------------------------------------------------------- cluster
 
 
+_NEXT_PORT = 30_000 + (os.getpid() % 20) * 100
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a node's config, below the kernel's ephemeral range (32768), where
+    no outgoing connection can take it before the node binds it (bind(0) picks from that
+    range); never the same twice in this run."""
+    global _NEXT_PORT
+    for _ in range(100):
+        port, _NEXT_PORT = _NEXT_PORT, _NEXT_PORT + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 100 tries")
 
 
 def http_json(method: str, url: str, body=None, headers=None, timeout: float = 10.0):
